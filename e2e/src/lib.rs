@@ -1,1 +1,146 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers of the end-to-end tests. They talk to the local control plane started by
+//! `e2e/run-tests` (or `e2e/cluster up`) through the kubeconfig it wrote — loopback only.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use serde_json::Value;
+
+/// Path of the kubeconfig of the local control plane, or a clear error saying how to get one.
+pub fn kubeconfig_path() -> Result<PathBuf> {
+    match std::env::var_os("VISIO_E2E_KUBECONFIG") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => bail!(
+            "VISIO_E2E_KUBECONFIG is not set: the e2e tests need the local control plane. \
+             Run them with `make e2e` (or `make test`), which builds and starts it."
+        ),
+    }
+}
+
+/// A client for the local control plane.
+pub async fn client() -> Result<Client> {
+    let path = kubeconfig_path()?;
+    let kc = Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    let server = cfg.cluster_url.host().unwrap_or_default().to_string();
+    // The network rule: only loopback.
+    if server != "127.0.0.1" && server != "localhost" && server != "[::1]" {
+        bail!("refusing to test against {server}: the e2e suite only talks to loopback");
+    }
+    Ok(Client::try_from(cfg)?)
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    std::env::var_os("VISIO_E2E_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
+/// Runs the matching `kubectl` (built with the control plane) against it; returns stdout, or
+/// an error with stderr.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String> {
+    use std::io::Write;
+    let bin =
+        std::env::var_os("VISIO_E2E_BIN").map(PathBuf::from).context("VISIO_E2E_BIN is not set (run `make e2e`)")?;
+    let mut cmd = std::process::Command::new(bin.join("kubectl"));
+    cmd.arg("--kubeconfig").arg(kubeconfig_path()?).args(args);
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn()?;
+    if let Some(input) = stdin {
+        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// RFC 7386 JSON merge patch (null removes a field).
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last_err = None;
+    while start.elapsed() < timeout {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("timed out after {timeout:?} waiting for {what}; last error: {last_err:?}")
+}
+
+/// Creates a namespace for one test (deleted by the caller or with the cluster).
+pub async fn namespace(client: &Client, name: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the operator's `/metrics` (on loopback) and returns the value of one series.
+pub async fn metric(series: &str) -> Result<Option<f64>> {
+    let url = std::env::var("VISIO_E2E_METRICS_URL").context("VISIO_E2E_METRICS_URL is not set")?;
+    let body = http_get(&url).await?;
+    Ok(body
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok())))
+}
+
+/// Sum of every sample of a metric family whose line starts with `prefix`.
+pub async fn metric_sum(prefix: &str) -> Result<f64> {
+    let url = std::env::var("VISIO_E2E_METRICS_URL").context("VISIO_E2E_METRICS_URL is not set")?;
+    let body = http_get(&url).await?;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum())
+}
+
+/// A minimal HTTP/1.0 GET to a loopback URL (no extra client dependency).
+pub async fn http_get(url: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
+    let (hostport, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    if !(hostport.starts_with("127.") || hostport.starts_with("localhost") || hostport.starts_with("[::1]")) {
+        bail!("refusing to dial {hostport}: loopback only");
+    }
+    let mut s = tokio::net::TcpStream::connect(hostport).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n").as_bytes()).await?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await?;
+    Ok(buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}

@@ -3,5 +3,8 @@
 
 pub mod api;
 pub mod builders;
+pub mod controllers;
 pub mod duration;
 pub mod fleet;
+pub mod pod_protocol;
+pub mod telemetry;

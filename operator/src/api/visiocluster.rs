@@ -73,7 +73,7 @@ pub struct VisioClusterSpec {
     #[serde(default)]
     pub rooms: RoomsSpec,
     /// API key and secret for this tenant's LiveKit. When unset, the operator generates
-    /// them into a Secret it owns (`<name>-livekit-keys`).
+    /// them into a Secret it owns (`<name>-credentials`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<KeysSpec>,
     /// Where this stack stores meeting recordings. A bucket here must be covered by a

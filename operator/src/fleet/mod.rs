@@ -1,1 +1,373 @@
 //! The fleet planner: from a spec and a snapshot of pods to the next actions. No I/O.
+//!
+//! Pure and deterministic: no I/O, no clock (`Snapshot::now` is an input), no randomness; the
+//! same input gives the same plan whatever the order of `Snapshot::pods`. The controller turns
+//! the plan into API calls and carries `Plan::low_load_since` into the next snapshot.
+//!
+//! Unit-agnostic, so one planner serves both fleets:
+//!
+//! | fleet | `load` | `sessions` | `capacity_per_pod` |
+//! |---|---|---|---|
+//! | LiveKit SFU | participants | rooms | `participantsPerPod` |
+//! | caption backend | used slots | streams | slots per pod |
+//!
+//! `plan` applies the rules in this order (each file owns its rules):
+//!
+//! 1. Failed pods are deleted (`Delete{Failed}`) and count for nothing; Terminating pods count for
+//!    nothing and get no action.
+//! 2. Draining pods follow their drain clock ([`drain`]): deleted once empty, warned once before
+//!    the deadline, their sessions ended at the deadline, deleted [`FORCE_END_GRACE_MS`] later.
+//! 3. Pending pods of an outdated template are deleted (`Delete{Stale}`): they never became ready,
+//!    so they hold nothing, and waiting for them only to drain them would slow the upgrade.
+//! 4. The desired serving count comes from the load on Serving pods ([`scale`]).
+//! 5. Outdated Serving pods are drained within `max_draining` and the capacity floor ([`upgrade`]).
+//! 6. Surplus pods of the target template are removed once the load has stayed low for
+//!    `scale_down_delay_ms` ([`scale`]): surplus Pending pods first, then the emptiest Serving pods.
+//! 7. New pods (always of the target template) are created for the demand and for the upgrade.
+//!
+//! Safety invariants, stated as property tests in `props.rs` and checked at every step of the
+//! simulations in `sim.rs`:
+//! - a Serving pod is never deleted (always drained first); a Draining pod is deleted before its
+//!   deadline only when its load and sessions are both known to be 0; a Pending pod is deleted
+//!   only if it reports no load and no sessions (not ready: nothing is routed to it);
+//! - a drain never takes the non-draining Serving capacity below the serving load;
+//! - a create never takes the non-terminating pods above `max + max_surge`;
+//! - with a stable load the plans reach a fixed point (no actions, nothing due) without the pod
+//!   count going up and down, and an upgrade always finishes.
+
+mod drain;
+mod scale;
+mod upgrade;
+
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+/// Unix time in milliseconds. Always an input, never read from a clock.
+pub type Millis = i64;
+
+/// How long after its drain deadline a pod whose sessions were ended (`ForceEnd`) is deleted
+/// even if it still reports sessions or no load at all: the backend had that long to close
+/// them, and a drain must end in bounded time.
+pub const FORCE_END_GRACE_MS: Millis = 30_000;
+
+/// What the fleet should look like, in the units of its load (see the module doc).
+///
+/// `plan` is total: out-of-range values are read as the nearest sane one (capacity at least 1,
+/// target utilisation within 10..=100, `max` at least `min`, negative durations as 0, `warn_before`
+/// at most `drain_timeout`). The CRD's validation keeps real specs in range anyway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetSpec {
+    pub min: u32,
+    pub max: u32,
+    pub capacity_per_pod: u32,
+    /// Free load units kept ready above the serving load (Agones' buffer policy).
+    pub buffer: u32,
+    /// Highest share of the serving capacity in use before more pods are added.
+    pub target_utilization_percent: u32,
+    /// How long the fleet must be larger than needed before it shrinks.
+    pub scale_down_delay_ms: i64,
+    /// Pods that may run above the desired count to replace outdated ones.
+    pub max_surge: u32,
+    /// How far below the desired count the Serving pods may dip while outdated ones drain.
+    pub max_draining: u32,
+    /// Longest a draining pod keeps its sessions before they are ended.
+    pub drain_timeout_ms: i64,
+    /// How long before the drain deadline the sessions are warned.
+    pub warn_before_ms: i64,
+}
+
+/// Where a pod is in its life, as the controller classifies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodPhase {
+    /// Created, never ready yet: nothing is routed to it, it is not capacity.
+    Pending,
+    /// Ready and accepting new sessions. A ready pod that loses readiness stays `Serving` (it may
+    /// hold sessions); only a pod that never was ready is `Pending`.
+    Serving,
+    /// Told to drain at `since`: keeps its sessions, takes no new ones.
+    Draining { since: Millis },
+    /// Being deleted: counts for nothing.
+    Terminating,
+    /// Exited (Kubernetes phase Failed or Succeeded): holds nothing.
+    Failed,
+}
+
+/// One pod as the planner sees it. Pod names are unique (one namespace, one fleet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSnapshot {
+    pub name: String,
+    pub template_hash: String,
+    pub phase: PodPhase,
+    /// Reported load (participants or used slots). `None` = unknown, never read as empty: an
+    /// unknown Serving pod counts as fully loaded and is never drained for a scale-down.
+    pub load: Option<u32>,
+    /// Reported sessions (rooms or streams). `None` = unknown. A pod is empty only when `load`
+    /// and `sessions` are both known to be 0, so the agent must report both.
+    pub sessions: Option<u32>,
+    /// The sessions were already warned of the drain deadline.
+    pub warned: bool,
+    pub created: Millis,
+}
+
+/// Everything `plan` reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub now: Millis,
+    /// Template hash of the current pod template; pods with another hash are outdated.
+    pub target_hash: String,
+    pub pods: Vec<PodSnapshot>,
+    /// `Plan::low_load_since` of the previous plan (the planner's only memory).
+    pub low_load_since: Option<Millis>,
+}
+
+/// Why a pod is drained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainReason {
+    ScaleDown,
+    Upgrade,
+}
+
+/// Why a pod is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// A draining pod whose load and sessions are both known to be 0.
+    Empty,
+    /// A draining pod `FORCE_END_GRACE_MS` past its deadline.
+    DeadlinePassed,
+    /// The pod exited; it holds nothing.
+    Failed,
+    /// A Pending pod no longer wanted: outdated template, or surplus at a scale-down.
+    Stale,
+}
+
+/// One step for the controller. Actions on different pods are independent; `Create` comes last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create `count` pods of the target template.
+    Create {
+        count: u32,
+    },
+    /// Stop routing new sessions to the pod; its sessions continue.
+    Drain {
+        pod: String,
+        reason: DrainReason,
+    },
+    /// Tell the pod's sessions they end at `deadline` (emitted once: until `warned` is set).
+    Warn {
+        pod: String,
+        deadline: Millis,
+    },
+    /// The drain deadline passed: end the pod's sessions. Repeated on every plan until the pod is
+    /// empty or deleted, so the controller must make it idempotent.
+    ForceEnd {
+        pod: String,
+    },
+    Delete {
+        pod: String,
+        reason: DeleteReason,
+    },
+}
+
+impl Action {
+    /// The pod the action is about (`None` for `Create`).
+    pub fn pod(&self) -> Option<&str> {
+        match self {
+            Action::Create { .. } => None,
+            Action::Drain { pod, .. }
+            | Action::Warn { pod, .. }
+            | Action::ForceEnd { pod }
+            | Action::Delete { pod, .. } => Some(pod),
+        }
+    }
+}
+
+/// Rollout counts observed in the snapshot, present while any pod is outdated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpgradeProgress {
+    /// Serving or Pending pods of the target template.
+    pub updated: u32,
+    /// Serving, Pending or Draining pods of another template.
+    pub outdated: u32,
+}
+
+/// The planner's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Serving pods the load needs (within `min..=max`).
+    pub desired: u32,
+    /// In order: failed deletes, drain-clock actions, deletes of outdated Pending pods, upgrade
+    /// drains, scale-down (surplus Pending deletes, then drains), create. Pods by name within each.
+    pub actions: Vec<Action>,
+    /// Carry into the next `Snapshot::low_load_since`.
+    pub low_load_since: Option<Millis>,
+    pub upgrade: Option<UpgradeProgress>,
+    /// When the next time-based decision is due (warn time, deadline, end of the force-end grace,
+    /// end of the scale-down delay), relative to `now`; `None` when nothing waits on time.
+    pub requeue_after_ms: Option<i64>,
+}
+
+impl FleetSpec {
+    /// The spec as `plan` reads it (see the type's doc).
+    fn normalized(&self) -> FleetSpec {
+        let drain_timeout_ms = self.drain_timeout_ms.max(0);
+        FleetSpec {
+            min: self.min,
+            max: self.max.max(self.min),
+            capacity_per_pod: self.capacity_per_pod.max(1),
+            buffer: self.buffer,
+            target_utilization_percent: self.target_utilization_percent.clamp(10, 100),
+            scale_down_delay_ms: self.scale_down_delay_ms.max(0),
+            max_surge: self.max_surge,
+            max_draining: self.max_draining,
+            drain_timeout_ms,
+            warn_before_ms: self.warn_before_ms.clamp(0, drain_timeout_ms),
+        }
+    }
+}
+
+impl PodSnapshot {
+    /// Load and sessions both known to be 0.
+    fn is_known_empty(&self) -> bool {
+        self.load == Some(0) && self.sessions == Some(0)
+    }
+
+    /// Reports some load or some session (a Pending pod that does is not deleted: it may in
+    /// fact be serving).
+    fn reports_activity(&self) -> bool {
+        self.load.is_some_and(|l| l > 0) || self.sessions.is_some_and(|s| s > 0)
+    }
+}
+
+/// The earliest instant after `now` at which a decision is due.
+struct NextDue {
+    now: Millis,
+    at: Option<Millis>,
+}
+
+impl NextDue {
+    fn consider(&mut self, at: Option<Millis>) {
+        if let Some(at) = at.filter(|&t| t > self.now) {
+            self.at = Some(self.at.map_or(at, |cur| cur.min(at)));
+        }
+    }
+
+    fn after_ms(&self) -> Option<i64> {
+        self.at.map(|at| at.saturating_sub(self.now))
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Plans the next actions for the fleet. See the module doc for the rules.
+pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
+    let spec = spec.normalized();
+    let now = snap.now;
+    let outdated = |p: &PodSnapshot| p.template_hash != snap.target_hash;
+    // Sorting once makes every later choice deterministic: ties are broken by name.
+    let mut pods: Vec<&PodSnapshot> = snap.pods.iter().collect();
+    pods.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut actions = Vec::new();
+    let mut next_due = NextDue { now, at: None };
+
+    // 1. Failed pods.
+    for p in pods.iter().filter(|p| p.phase == PodPhase::Failed) {
+        actions.push(Action::Delete { pod: p.name.clone(), reason: DeleteReason::Failed });
+    }
+
+    // 2. The drain clock of each draining pod.
+    let mut draining_left = 0u32;
+    let mut outdated_draining_left = 0u32;
+    for p in &pods {
+        if let PodPhase::Draining { since } = p.phase {
+            let step = drain::step(&spec, now, p, since);
+            next_due.consider(step.next_due);
+            actions.extend(step.action);
+            if !step.deletes {
+                draining_left += 1;
+                outdated_draining_left += u32::from(outdated(p));
+            }
+        }
+    }
+
+    // 3. Pending pods of an outdated template.
+    let mut pending: Vec<&PodSnapshot> = Vec::new();
+    for p in pods.iter().copied().filter(|p| p.phase == PodPhase::Pending) {
+        if outdated(p) && !p.reports_activity() {
+            actions.push(Action::Delete { pod: p.name.clone(), reason: DeleteReason::Stale });
+        } else {
+            pending.push(p);
+        }
+    }
+
+    // 4. Desired count, from the load on Serving pods only: draining pods keep their sessions
+    // (LiveKit keeps a draining node's rooms), so their load needs no serving capacity.
+    let serving: Vec<&PodSnapshot> = pods.iter().copied().filter(|p| p.phase == PodPhase::Serving).collect();
+    let load = scale::serving_load(&spec, &serving);
+    let desired = scale::desired(&spec, load);
+    let floor = drain::capacity_floor(&spec, load, desired);
+    let mut serving_left = count(serving.len());
+
+    // 5. Upgrade drains.
+    let outdated_serving: Vec<&PodSnapshot> = serving.iter().copied().filter(|p| outdated(p)).collect();
+    for p in upgrade::drains(&spec, desired, floor, &outdated_serving, &mut serving_left) {
+        actions.push(Action::Drain { pod: p.name.clone(), reason: DrainReason::Upgrade });
+        draining_left += 1;
+        outdated_draining_left += 1;
+    }
+
+    // 6. Scale-down of the target template's surplus, once the load has stayed low long enough.
+    let target_serving: Vec<&PodSnapshot> = serving.iter().copied().filter(|p| !outdated(p)).collect();
+    let target_pending: Vec<&PodSnapshot> = pending.iter().copied().filter(|p| !outdated(p)).collect();
+    let mut target_active = count(target_serving.len() + target_pending.len());
+    let mut pending_left = count(pending.len());
+    let low_since = (target_active > desired).then(|| snap.low_load_since.unwrap_or(now));
+    if let Some(since) = low_since {
+        let due_at = since.saturating_add(spec.scale_down_delay_ms);
+        if now >= due_at {
+            let down = scale::scale_down(
+                &spec,
+                target_active - desired,
+                desired,
+                floor,
+                &target_pending,
+                &target_serving,
+                &mut serving_left,
+            );
+            pending_left -= down.pending_deleted;
+            draining_left += down.drained;
+            target_active -= down.pending_deleted + down.drained;
+            actions.extend(down.actions);
+        } else {
+            next_due.consider(Some(due_at));
+        }
+    }
+
+    // 7. Creates.
+    let totals = scale::Totals {
+        serving: serving_left,
+        pending: pending_left,
+        draining: draining_left,
+        outdated_draining: outdated_draining_left,
+        target_active,
+    };
+    let create = scale::creates(&spec, desired, &totals);
+    if create > 0 {
+        actions.push(Action::Create { count: create });
+    }
+
+    Plan {
+        desired,
+        actions,
+        // Kept only while the surplus remains, so a later dip starts a fresh delay.
+        low_load_since: low_since.filter(|_| target_active > desired),
+        upgrade: upgrade::progress(&snap.target_hash, &pods),
+        requeue_after_ms: next_due.after_ms(),
+    }
+}

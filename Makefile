@@ -1,0 +1,37 @@
+# visio-operator — the two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help demo test lint unit e2e crds cluster-up cluster-down build
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+build: ## Build the operator binary
+	$(CARGO) build -p visio-operator --bin visio-operator
+
+demo: build ## Run the operator on the embedded local control plane with two sample ministries
+	e2e/demo
+
+test: lint unit e2e ## Run every test: fmt, clippy, unit and property tests, drift checks, e2e on the local control plane
+
+lint: ## cargo fmt --check and clippy -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: ## Unit, property and drift tests (no cluster needed)
+	$(CARGO) test --workspace --exclude visio-e2e
+
+e2e: build ## End-to-end tests against a fresh local control plane (built once, cached)
+	e2e/run-tests
+
+crds: build ## Regenerate crds/ from the Rust types
+	rm -f crds/*.yaml
+	target/debug/visio-operator crds --out-dir crds
+
+cluster-up: ## Start the local control plane (kept running)
+	e2e/cluster up
+
+cluster-down: ## Stop the local control plane
+	e2e/cluster down

@@ -1,0 +1,157 @@
+//! A VisioCluster, run by the operator process against the real apiserver, becomes a LiveKit
+//! stack that reaches Ready (kwok runs the pods), prunes children the spec stops asking for,
+//! keeps its secrets out of logs and Events, and is garbage-collected with its owner.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use serde_json::json;
+use visio_e2e::{client, namespace, wait_for};
+use visio_operator::api::VisioCluster;
+
+const NS: &str = "e2e-stack";
+
+fn ready(vc: &VisioCluster) -> bool {
+    vc.status.as_ref().is_some_and(|s| {
+        s.observed_generation == vc.metadata.generation
+            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+#[tokio::test]
+async fn visiocluster_lifecycle() -> Result<()> {
+    let client = client().await?;
+    namespace(&client, NS).await?;
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), NS);
+    let vc = json!({
+        "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
+        "spec": {
+            "tenant": {"displayName": "Ministère de la Santé", "contact": "visio-oncall@sante.gouv.fr"},
+            "signaling": {"host": "visio.sante.gouv.fr"},
+            "sfu": {"replicas": {"min": 2, "max": 4}},
+            "turn": {"domain": "turn.sante.gouv.fr", "tlsSecretName": "turn-tls"}
+        }
+    });
+    vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await?;
+
+    // Ready: two SFU pods serving.
+    let vc = wait_for("VisioCluster Ready", Duration::from_secs(90), || async {
+        let vc = vcs.get("visio").await?;
+        Ok(ready(&vc).then_some(vc))
+    })
+    .await?;
+    let status = vc.status.clone().context("status")?;
+    assert_eq!(status.sfu.ready, 2);
+    assert_eq!(status.sfu.desired, 2);
+    assert!(status.version.as_deref().is_some_and(|v| v.starts_with('v')));
+    assert_eq!(status.endpoints.as_ref().map(|e| e.signaling_url.as_str()), Some("wss://visio.sante.gouv.fr"));
+    assert!(
+        status.firewall.iter().any(|r| r.protocol == "UDP" && r.from == "clients"),
+        "status says which media ports to open: {:?}",
+        status.firewall
+    );
+
+    // Children, each owned by the VisioCluster.
+    let uid = vc.uid().context("uid")?;
+    let owned = |refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+        refs.is_some_and(|r| r.iter().any(|o| o.uid == uid && o.controller == Some(true)))
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let sfu = pods.list(&ListParams::default().labels("app.kubernetes.io/component=sfu")).await?;
+    assert_eq!(sfu.items.len(), 2);
+    for p in &sfu.items {
+        assert!(owned(p.metadata.owner_references.as_ref()), "pod {} owned", p.name_any());
+        let spec = p.spec.as_ref().unwrap();
+        let lk = spec.containers.iter().find(|c| c.name == "livekit").context("livekit container")?;
+        assert!(lk.liveness_probe.as_ref().unwrap().tcp_socket.is_some(), "liveness does not depend on Redis");
+        assert!(lk.readiness_probe.as_ref().unwrap().http_get.is_some());
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let creds = secrets.get("visio-credentials").await?;
+    assert!(owned(creds.metadata.owner_references.as_ref()));
+    assert!(owned(secrets.get("visio-livekit-config").await?.metadata.owner_references.as_ref()));
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    assert!(owned(deploys.get("visio-redis").await?.metadata.owner_references.as_ref()));
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    for name in ["visio-signaling", "visio-redis", "visio-turn"] {
+        assert!(owned(services.get(name).await?.metadata.owner_references.as_ref()), "service {name}");
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), NS);
+    assert!(owned(pdbs.get("visio-sfu").await?.metadata.owner_references.as_ref()));
+
+    // No secret value in the operator's log or in Events.
+    let data = creds.data.clone().unwrap_or_default();
+    let values: Vec<String> = data.values().map(|v| String::from_utf8_lossy(&v.0).into_owned()).collect();
+    assert!(values.iter().all(|v| v.len() >= 16), "generated credentials are long");
+    if let Ok(path) = std::env::var("VISIO_E2E_OPERATOR_LOG") {
+        let log = std::fs::read_to_string(path)?;
+        for v in &values {
+            assert!(!log.contains(v.as_str()), "a generated secret appears in the operator log");
+        }
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    for e in events.list(&ListParams::default()).await? {
+        for v in &values {
+            assert!(!e.message.clone().unwrap_or_default().contains(v.as_str()), "a secret appears in an Event");
+        }
+    }
+
+    // Switching TURN off prunes its Service.
+    let off = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
+        "spec": {"tenant": {"displayName": "Ministère de la Santé"}, "signaling": {"host": "visio.sante.gouv.fr"},
+                 "sfu": {"replicas": {"min": 2, "max": 4}}, "turn": {"enabled": false}}});
+    vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&off)).await?;
+    wait_for("TURN Service pruned", Duration::from_secs(30), || async {
+        Ok(services.get_opt("visio-turn").await?.is_none().then_some(()))
+    })
+    .await?;
+    // The generated credentials survive the change (they are not regenerated).
+    assert_eq!(secrets.get("visio-credentials").await?.data, creds.data);
+
+    // Deleting the VisioCluster takes every child with it (ownerReference garbage collection).
+    vcs.delete("visio", &DeleteParams::foreground()).await?;
+    wait_for("children garbage-collected", Duration::from_secs(90), || async {
+        let left = pods.list(&ListParams::default().labels("app.kubernetes.io/instance=visio")).await?.items.len()
+            + services.list(&ListParams::default().labels("app.kubernetes.io/instance=visio")).await?.items.len()
+            + secrets.list(&ListParams::default().labels("app.kubernetes.io/instance=visio")).await?.items.len()
+            + deploys.list(&ListParams::default().labels("app.kubernetes.io/instance=visio")).await?.items.len();
+        Ok((left == 0 && vcs.get_opt("visio").await?.is_none()).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_keys_secret_gives_a_condition_and_an_event() -> Result<()> {
+    let client = client().await?;
+    let ns = "e2e-badref";
+    namespace(&client, ns).await?;
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+    let vc = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
+        "spec": {"tenant": {"displayName": "Ministère des Armées"}, "signaling": {"host": "visio.defense.gouv.fr"},
+                 "keys": {"secretName": "livekit-keys"}}});
+    vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await?;
+    let cond = wait_for("KeysSecretMissing condition", Duration::from_secs(30), || async {
+        let vc = vcs.get("visio").await?;
+        Ok(vc
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready" && c.reason == "KeysSecretMissing")))
+    })
+    .await?;
+    assert!(cond.message.contains("spec.keys.secretName"), "{}", cond.message);
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    wait_for("KeysSecretMissing Event", Duration::from_secs(15), || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok(list.items.iter().any(|e| e.reason.as_deref() == Some("KeysSecretMissing")).then_some(()))
+    })
+    .await?;
+    // Nothing was built from a spec the operator cannot honour.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    assert!(pods.list(&ListParams::default()).await?.items.is_empty());
+    Ok(())
+}

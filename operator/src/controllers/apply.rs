@@ -1,0 +1,194 @@
+//! Writing children: server-side apply that skips objects already as desired, and
+//! deletion of labelled children the spec no longer asks for.
+//!
+//! "A reconcile that changes nothing writes nothing": every applied child carries the hash
+//! of what was applied (`visio.io/applied-hash`); when the cached object carries the same
+//! hash, no request is sent. A change to the spec changes the hash and the child is applied
+//! again. A hand edit of a child's fields is corrected on the next spec change (documented
+//! in docs/design.md), which keeps the idle API load at zero.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::error::Result;
+use super::Context;
+use crate::builders::labels::FIELD_MANAGER;
+
+/// Annotation with the hash of the applied object.
+pub const APPLIED_HASH: &str = "visio.io/applied-hash";
+
+/// Hash of an object as serialised (before the hash annotation is added).
+pub fn content_hash<K: Serialize>(obj: &K) -> Result<String> {
+    let bytes = serde_json::to_vec(obj)?;
+    Ok(hex::encode(&Sha256::digest(&bytes)[..8]))
+}
+
+/// Adds the applied-hash annotation and returns the hash.
+pub fn stamp<K: Resource + Serialize>(obj: &mut K) -> Result<String> {
+    obj.annotations_mut().remove(APPLIED_HASH);
+    let hash = content_hash(obj)?;
+    obj.annotations_mut().insert(APPLIED_HASH.into(), hash.clone());
+    Ok(hash)
+}
+
+/// Whether the cached object already carries what `desired` would apply.
+pub fn up_to_date<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, desired: &K, hash: &str) -> bool {
+    let ns = desired.meta().namespace.clone().unwrap_or_default();
+    let key = ObjectRef::<K>::new(&desired.name_any()).within(&ns);
+    store.get(&key).map(|cur| cur.annotations().get(APPLIED_HASH).map(String::as_str) == Some(hash)).unwrap_or(false)
+}
+
+/// Server-side applies `desired` unless the cache shows it is already applied. Returns whether it wrote.
+pub async fn ensure<K>(ctx: &Context, store: &Store<K>, mut desired: K) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let hash = stamp(&mut desired)?;
+    if up_to_date(store, &desired, &hash) {
+        return Ok(false);
+    }
+    let ns = desired.meta().namespace.clone().unwrap_or_default();
+    let name = desired.name_any();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    ctx.metrics.child_writes.with_label_values(&[K::kind(&()).as_ref(), "apply"]).inc();
+    tracing::debug!(kind = %K::kind(&()), %ns, %name, "applied");
+    Ok(true)
+}
+
+/// Creates an object (used for pods, whose names the fleet planner chooses). An object that
+/// already exists (a cache that lags behind) is not an error.
+pub async fn create<K>(ctx: &Context, obj: &K) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    ctx.metrics.child_writes.with_label_values(&[K::kind(&()).as_ref(), "create"]).inc();
+    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, obj).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes one object, guarded by its UID so a newer object of the same name is never hit.
+/// A missing object is not an error.
+pub async fn delete<K>(ctx: &Context, obj: &K) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions { uid: obj.meta().uid.clone(), resource_version: None }),
+        ..Default::default()
+    };
+    ctx.metrics.child_writes.with_label_values(&[K::kind(&()).as_ref(), "delete"]).inc();
+    match api.delete(&obj.name_any(), &dp).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the children of `instance` in `ns` (found by the standard labels in the cache) whose
+/// names are not in `keep`. Only objects this operator labelled and that an owner reference ties to
+/// `owner_uid` are candidates, so a tenant's own objects are never touched.
+pub async fn delete_orphans<K>(
+    ctx: &Context,
+    store: &Store<K>,
+    ns: &str,
+    instance: &str,
+    owner_uid: &str,
+    keep: &BTreeSet<String>,
+) -> Result<usize>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
+    let orphans: Vec<_> = store
+        .state()
+        .into_iter()
+        .filter(|o| o.namespace().as_deref() == Some(ns))
+        .filter(|o| is_child_of(o.as_ref(), instance, owner_uid))
+        .filter(|o| !keep.contains(&o.name_any()))
+        .collect();
+    let mut deleted = 0;
+    for o in orphans {
+        if delete(ctx, o.as_ref()).await? {
+            tracing::info!(kind = %K::kind(&()), %ns, name = %o.name_any(), "deleted child the spec no longer asks for");
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Whether `obj` is a child of the custom resource `instance` with UID `owner_uid`.
+pub fn is_child_of<K: Resource>(obj: &K, instance: &str, owner_uid: &str) -> bool {
+    use crate::builders::labels::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+    let labels = obj.meta().labels.as_ref();
+    let labelled = labels.and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGED_BY)
+        && labels.and_then(|l| l.get(INSTANCE_LABEL)).map(String::as_str) == Some(instance);
+    let owned = obj.meta().owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| r.uid == owner_uid));
+    labelled && owned
+}
+
+/// The names of a set of objects.
+pub fn names<'a, K: Resource + 'a>(objs: impl IntoIterator<Item = &'a K>) -> BTreeSet<String> {
+    objs.into_iter().filter_map(|o| o.meta().name.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    fn cm(data: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta { name: Some("a".into()), namespace: Some("ns".into()), ..Default::default() },
+            data: Some([("k".to_string(), data.to_string())].into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stamp_is_stable_and_follows_content() {
+        let (mut a, mut b, mut c) = (cm("x"), cm("x"), cm("y"));
+        let ha = stamp(&mut a).unwrap();
+        assert_eq!(ha, stamp(&mut b).unwrap());
+        assert_ne!(ha, stamp(&mut c).unwrap());
+        // Stamping twice does not hash the previous stamp.
+        assert_eq!(ha, stamp(&mut a).unwrap());
+        assert_eq!(a.annotations().get(APPLIED_HASH), Some(&ha));
+    }
+
+    #[test]
+    fn children_need_both_labels_and_owner() {
+        use crate::builders::labels::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+        let mut o = cm("x");
+        assert!(!is_child_of(&o, "vc", "uid-1"));
+        o.metadata.labels =
+            Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()), (INSTANCE_LABEL.into(), "vc".into())].into());
+        assert!(!is_child_of(&o, "vc", "uid-1"), "labels alone are not enough");
+        o.metadata.owner_references = Some(vec![OwnerReference { uid: "uid-1".into(), ..Default::default() }]);
+        assert!(is_child_of(&o, "vc", "uid-1"));
+        assert!(!is_child_of(&o, "other", "uid-1"));
+        assert!(!is_child_of(&o, "vc", "uid-2"));
+    }
+}

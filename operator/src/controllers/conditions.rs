@@ -1,0 +1,103 @@
+//! Status conditions: building them and merging them into the previous list so that
+//! `lastTransitionTime` only moves when a condition's status really changes (a reconcile
+//! that changes nothing must write nothing).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Condition types the operator sets.
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const UPGRADE_IN_PROGRESS: &str = "UpgradeInProgress";
+pub const RETENTION_POLICY_MISSING: &str = "RetentionPolicyMissing";
+
+/// A condition without its transition time, as a controller decides it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Decided {
+    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { type_, status, reason: reason.into(), message: message.into() }
+    }
+}
+
+fn status_str(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// Merges decided conditions into the previous ones. A condition keeps its previous
+/// `lastTransitionTime` unless its status changed; conditions not decided this time are dropped.
+/// The result is sorted by type, so the same decisions always give the same list.
+pub fn merge(previous: &[Condition], decided: &[Decided], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+    let mut out: Vec<Condition> = decided
+        .iter()
+        .map(|d| {
+            let status = status_str(d.status);
+            let last_transition_time = previous
+                .iter()
+                .find(|p| p.type_ == d.type_ && p.status == status)
+                .map(|p| p.last_transition_time.clone())
+                .unwrap_or(Time(now));
+            Condition {
+                type_: d.type_.to_string(),
+                status: status.to_string(),
+                reason: d.reason.clone(),
+                message: d.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.type_.cmp(&b.type_));
+    out
+}
+
+/// Looks up a condition's status.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    #[test]
+    fn keeps_transition_time_when_status_is_unchanged() {
+        let first = merge(&[], &[Decided::new(READY, true, "Serving", "all good")], Some(1), t(100));
+        let second = merge(&first, &[Decided::new(READY, true, "Serving", "still good")], Some(2), t(200));
+        assert_eq!(second[0].last_transition_time, Time(t(100)));
+        assert_eq!(second[0].message, "still good");
+        assert_eq!(second[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn moves_transition_time_when_status_flips() {
+        let first = merge(&[], &[Decided::new(READY, true, "Serving", "")], Some(1), t(100));
+        let second = merge(&first, &[Decided::new(READY, false, "PodsNotReady", "")], Some(1), t(200));
+        assert_eq!(second[0].last_transition_time, Time(t(200)));
+        assert_eq!(second[0].status, "False");
+    }
+
+    #[test]
+    fn same_decisions_give_identical_lists() {
+        let d = [Decided::new(READY, true, "A", "a"), Decided::new(DEGRADED, false, "B", "b")];
+        let first = merge(&[], &d, Some(3), t(1));
+        let second = merge(&first, &d, Some(3), t(99));
+        assert_eq!(first, second);
+        assert_eq!(first[0].type_, DEGRADED, "sorted by type");
+    }
+}

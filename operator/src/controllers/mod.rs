@@ -1,0 +1,210 @@
+//! The controllers (one per custom resource), their shared context and caches.
+//!
+//! Each reconcile follows the pipeline dereference -> validate -> build -> apply -> status:
+//! only dereference, apply and status talk to the API; validate and build are the pure
+//! functions in `crate::builders` and `crate::fleet`.
+
+pub mod apply;
+pub mod captionpool;
+pub mod conditions;
+pub mod error;
+pub mod retentionpolicy;
+pub mod visiocluster;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::builders::labels::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::telemetry::Metrics;
+
+/// Settings of a running operator.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Image of the in-pod agent sidecar (the operator's own image).
+    pub agent_image: String,
+    /// Reporting identity for Events (the operator pod's name).
+    pub instance: String,
+}
+
+/// Caches of the children, fed by the watches that also trigger reconciles.
+#[derive(Clone)]
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub secrets: Store<Secret>,
+    pub services: Store<Service>,
+    pub deployments: Store<Deployment>,
+    pub pdbs: Store<PodDisruptionBudget>,
+    pub ingresses: Store<Ingress>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub roles: Store<Role>,
+    pub role_bindings: Store<RoleBinding>,
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub config: Config,
+    pub stores: Stores,
+    /// Per-object memory of the fleet planner (when the load first fell low), kept in memory:
+    /// an operator restart only delays a scale-down, never speeds it up.
+    pub low_load_since: Mutex<HashMap<String, i64>>,
+    /// Per-object count of consecutive transient failures, for exponential backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// Publishes an Event on `obj`. Failing to publish is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// Backoff for a transient failure of `key`: 1 s doubling to 5 min.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = (*n + 1).min(20);
+        Duration::from_secs((1u64 << (*n - 1).min(9)).min(300))
+    }
+
+    /// Clears the backoff of `key` after a success.
+    pub fn succeeded(&self, key: &str) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.remove(key);
+    }
+}
+
+/// A watch of `K` objects labelled as ours that fills `writer` and yields touched objects.
+/// Managed fields are dropped to keep the cache small.
+fn child_stream<K>(
+    client: &Client,
+    writer: reflector::store::Writer<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let cfg = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")).any_semantic();
+    watcher(api, cfg)
+        .default_backoff()
+        .modify(|o: &mut K| {
+            o.managed_fields_mut().clear();
+        })
+        .reflect(writer)
+        .touched_objects()
+}
+
+/// Runs the three controllers until one stops (which only happens on shutdown).
+pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: crate::telemetry::Readiness) {
+    let (pods, pods_w) = reflector::store();
+    let (secrets, secrets_w) = reflector::store();
+    let (services, services_w) = reflector::store();
+    let (deployments, deployments_w) = reflector::store();
+    let (pdbs, pdbs_w) = reflector::store();
+    let (ingresses, ingresses_w) = reflector::store();
+    let (service_accounts, service_accounts_w) = reflector::store();
+    let (roles, roles_w) = reflector::store();
+    let (role_bindings, role_bindings_w) = reflector::store();
+    let stores =
+        Stores { pods, secrets, services, deployments, pdbs, ingresses, service_accounts, roles, role_bindings };
+    let reporter = Reporter { controller: "visio-operator".into(), instance: Some(config.instance.clone()) };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        metrics,
+        recorder: Recorder::new(client.clone(), reporter),
+        config,
+        stores: stores.clone(),
+        low_load_since: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
+    });
+
+    let vc = visiocluster::controller(
+        client.clone(),
+        ctx.clone(),
+        visiocluster::ChildStreams {
+            pods: child_stream(&client, pods_w).boxed(),
+            secrets: child_stream(&client, secrets_w).boxed(),
+            services: child_stream(&client, services_w).boxed(),
+            deployments: child_stream(&client, deployments_w).boxed(),
+            pdbs: child_stream(&client, pdbs_w).boxed(),
+            ingresses: child_stream(&client, ingresses_w).boxed(),
+            service_accounts: child_stream(&client, service_accounts_w).boxed(),
+            roles: child_stream(&client, roles_w).boxed(),
+            role_bindings: child_stream(&client, role_bindings_w).boxed(),
+        },
+    );
+    let cp = captionpool::controller(client.clone(), ctx.clone());
+    let rp = retentionpolicy::controller(client.clone(), ctx.clone());
+
+    // Ready once every child cache has its first full list (the controllers drive the watches).
+    let readiness = async move {
+        let _ = stores.pods.wait_until_ready().await;
+        let _ = stores.secrets.wait_until_ready().await;
+        let _ = stores.services.wait_until_ready().await;
+        let _ = stores.deployments.wait_until_ready().await;
+        let _ = stores.pdbs.wait_until_ready().await;
+        let _ = stores.ingresses.wait_until_ready().await;
+        let _ = stores.service_accounts.wait_until_ready().await;
+        let _ = stores.roles.wait_until_ready().await;
+        let _ = stores.role_bindings.wait_until_ready().await;
+        ready.set(true);
+        tracing::info!("caches synced");
+        futures::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = vc => tracing::warn!("VisioCluster controller stopped"),
+        _ = cp => tracing::warn!("CaptionPool controller stopped"),
+        _ = rp => tracing::warn!("RetentionPolicy controller stopped"),
+        _ = readiness => {},
+    }
+}
+
+/// Common reconcile bookkeeping: metrics and the log line for a finished reconcile.
+pub fn observe(
+    ctx: &Context,
+    controller: &str,
+    key: &str,
+    started: std::time::Instant,
+    result: &Result<(), &error::Error>,
+) {
+    ctx.metrics.reconcile_duration.with_label_values(&[controller]).observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => {
+            ctx.metrics.reconciles.with_label_values(&[controller, "ok"]).inc();
+            ctx.succeeded(key);
+        }
+        Err(e) => {
+            ctx.metrics.reconciles.with_label_values(&[controller, "error"]).inc();
+            ctx.metrics.reconcile_errors.with_label_values(&[controller, e.label()]).inc();
+        }
+    }
+}
+
+/// `namespace/name` of an object, for keys and logs.
+pub fn key_of<K: Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}

@@ -1,0 +1,619 @@
+//! The VisioCluster controller: one tenant's LiveKit stack.
+//!
+//! dereference (credentials, referenced Secrets) -> validate + build (`builders::stack`) ->
+//! apply (children, orphans) -> fleet (`fleet::plan` over the SFU pods) -> status.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use rand::distr::{Alphanumeric, SampleString};
+use serde_json::json;
+
+use super::apply::{self, is_child_of};
+use super::conditions::{self, Decided};
+use super::error::{Error, Result};
+use super::{key_of, observe, Context};
+use crate::api::visiocluster::{LiveLoad, SfuCounts, VisioCluster, VisioClusterStatus};
+use crate::builders::labels::{FIELD_MANAGER, TEMPLATE_HASH_LABEL};
+use crate::builders::stack::{build_stack, Credentials, Stack};
+use crate::fleet::{self, Action as FleetAction, FleetSpec, PodPhase, PodSnapshot, Snapshot};
+use crate::pod_protocol::{self, DRAIN_SINCE, END_SESSIONS, IN_USE, SERVING, WARN_DEADLINE};
+
+const CONTROLLER: &str = "visiocluster";
+
+/// The child watches, which both fill the caches in `Context::stores` and trigger reconciles.
+pub struct ChildStreams {
+    pub pods: BoxStream<'static, Result<Pod, watcher::Error>>,
+    pub secrets: BoxStream<'static, Result<Secret, watcher::Error>>,
+    pub services: BoxStream<'static, Result<Service, watcher::Error>>,
+    pub deployments: BoxStream<'static, Result<Deployment, watcher::Error>>,
+    pub pdbs: BoxStream<'static, Result<PodDisruptionBudget, watcher::Error>>,
+    pub ingresses: BoxStream<'static, Result<Ingress, watcher::Error>>,
+    pub service_accounts: BoxStream<'static, Result<ServiceAccount, watcher::Error>>,
+    pub roles: BoxStream<'static, Result<Role, watcher::Error>>,
+    pub role_bindings: BoxStream<'static, Result<RoleBinding, watcher::Error>>,
+}
+
+/// The controller future.
+pub fn controller(client: Client, ctx: Arc<Context>, streams: ChildStreams) -> impl std::future::Future<Output = ()> {
+    let api: Api<VisioCluster> = Api::all(client);
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .owns_stream(streams.pods)
+        .owns_stream(streams.secrets)
+        .owns_stream(streams.services)
+        .owns_stream(streams.deployments)
+        .owns_stream(streams.pdbs)
+        .owns_stream(streams.ingresses)
+        .owns_stream(streams.service_accounts)
+        .owns_stream(streams.roles)
+        .owns_stream(streams.role_bindings)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+}
+
+async fn reconcile(vc: Arc<VisioCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let key = key_of(vc.as_ref());
+    let ns = vc.namespace().unwrap_or_default();
+    if vc.meta().deletion_timestamp.is_some() {
+        // Children go with their owner (ownerReferences); only our own series need forgetting.
+        ctx.metrics.forget_cluster(&ns, &vc.name_any());
+        return Ok(Action::await_change());
+    }
+    let span =
+        tracing::info_span!("reconcile", controller = CONTROLLER, object = %key, generation = vc.metadata.generation);
+    let _enter = span.enter();
+    let result = reconcile_stack(&vc, &ctx).await;
+    observe(&ctx, CONTROLLER, &key, started, &result.as_ref().map(|_| ()));
+    match result {
+        Ok(action) => Ok(action),
+        Err(e) if e.is_permanent() => {
+            // A spec or reference problem: say so in status and an Event, then wait for a change.
+            tracing::warn!(error = %e, label = e.label(), "cannot honour spec");
+            let decided = vec![
+                Decided::new(conditions::READY, false, reason_of(&e), e.to_string()),
+                Decided::new(conditions::DEGRADED, true, reason_of(&e), e.to_string()),
+            ];
+            let mut status = vc.status.clone().unwrap_or_default();
+            let changed = set_conditions(&mut status, &vc, &decided);
+            if changed {
+                ctx.event(vc.as_ref(), EventType::Warning, reason_of(&e), "Validate", e.to_string()).await;
+                write_status(&ctx, &vc, &status).await?;
+            }
+            // Referenced objects are not watched: look again now and then, slowly.
+            Ok(Action::requeue(Duration::from_secs(300)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn error_policy(vc: Arc<VisioCluster>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = key_of(vc.as_ref());
+    let wait = ctx.backoff(&key);
+    tracing::warn!(object = %key, error = %err, label = err.label(), retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// PascalCase reason for a condition or Event from an error label.
+fn reason_of(e: &Error) -> &'static str {
+    match e.label() {
+        "keys_secret_missing" => "KeysSecretMissing",
+        "keys_secret_invalid" => "KeysSecretInvalid",
+        "redis_secret_missing" => "RedisSecretMissing",
+        _ => "InvalidSpec",
+    }
+}
+
+async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
+    let ns = vc.namespace().unwrap_or_default();
+    let name = vc.name_any();
+    let uid = vc.uid().unwrap_or_default();
+
+    // dereference
+    let creds = credentials(vc, ctx).await?;
+    // validate + build (pure)
+    let stack = build_stack(vc, &creds, &ctx.config.agent_image)?;
+    // apply
+    apply_children(vc, ctx, &stack, &ns, &name, &uid).await?;
+    // fleet
+    let now = Timestamp::now();
+    let pods: Vec<Arc<Pod>> = ctx
+        .stores
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && is_child_of(p.as_ref(), &name, &uid))
+        .collect();
+    let spec = fleet_spec(vc)?;
+    let snapshot = snapshot(ctx, &key_of(vc), &stack.sfu.hash, &pods, now);
+    let plan = fleet::plan(&spec, &snapshot);
+    remember_low_load(ctx, &key_of(vc), plan.low_load_since);
+    execute(vc, ctx, &stack, &pods, &plan.actions, now).await?;
+    sync_pod_labels(ctx, &pods).await?;
+    // status
+    let status = build_status(vc, &stack, &pods, plan.desired, &snapshot);
+    let mut next = vc.status.clone().unwrap_or_default();
+    let decided = decide_conditions(&status, vc);
+    let old_conditions = std::mem::take(&mut next.conditions);
+    next = VisioClusterStatus { conditions: old_conditions, ..status };
+    set_conditions(&mut next, vc, &decided);
+    if vc.status.as_ref() != Some(&next) {
+        write_status(ctx, vc, &next).await?;
+    }
+    export_metrics(ctx, &ns, &name, &next);
+    let requeue = plan.requeue_after_ms.map(|ms| Duration::from_millis(ms.clamp(1000, 600_000) as u64));
+    Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(600))))
+}
+
+/// Reads (or, the first time, generates) the tenant's credentials. Generated values live in the
+/// owned `<name>-credentials` Secret, so they survive operator restarts and are never logged.
+async fn credentials(vc: &VisioCluster, ctx: &Context) -> Result<Credentials> {
+    let ns = vc.namespace().unwrap_or_default();
+    let owned_name = format!("{}-credentials", vc.name_any());
+    let owned = ctx.stores.secrets.state().into_iter().find(|s| {
+        s.namespace().as_deref() == Some(ns.as_str())
+            && s.name_any() == owned_name
+            && is_child_of(s.as_ref(), &vc.name_any(), &vc.uid().unwrap_or_default())
+    });
+    let existing = |key: &str| -> Option<String> {
+        owned.as_ref()?.data.as_ref()?.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let random = |n: usize| Alphanumeric.sample_string(&mut rand::rng(), n);
+    let mut creds = Credentials {
+        api_key: existing("apiKey").unwrap_or_else(|| format!("API{}", random(12))),
+        api_secret: existing("apiSecret").unwrap_or_else(|| random(48)),
+        redis_password: existing("redisPassword").unwrap_or_else(|| random(32)),
+    };
+    if let Some(keys) = &vc.spec.keys {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        let secret = api.get_opt(&keys.secret_name).await?.ok_or_else(|| Error::Reference {
+            reason: "keys_secret_missing",
+            message: format!("spec.keys.secretName: Secret {:?} not found in namespace {ns}", keys.secret_name),
+        })?;
+        let field =
+            |k: &str| secret.data.as_ref().and_then(|d| d.get(k)).and_then(|v| String::from_utf8(v.0.clone()).ok());
+        match (field("apiKey"), field("apiSecret")) {
+            (Some(k), Some(s)) if !k.is_empty() && s.len() >= 32 => {
+                creds.api_key = k;
+                creds.api_secret = s;
+            }
+            _ => {
+                return Err(Error::Reference {
+                    reason: "keys_secret_invalid",
+                    message: format!(
+                        "spec.keys.secretName: Secret {:?} must hold apiKey and apiSecret (at least 32 characters)",
+                        keys.secret_name
+                    ),
+                })
+            }
+        }
+    }
+    if let Some(ext) = vc.spec.redis.external.as_ref() {
+        if let Some(r) = &ext.password_secret {
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            let secret = api.get_opt(&r.name).await?;
+            let value = secret
+                .as_ref()
+                .and_then(|s| s.data.as_ref())
+                .and_then(|d| d.get(&r.key))
+                .and_then(|v| String::from_utf8(v.0.clone()).ok());
+            creds.redis_password = value.ok_or_else(|| Error::Reference {
+                reason: "redis_secret_missing",
+                message: format!(
+                    "spec.redis.external.passwordSecret: key {:?} of Secret {:?} not found in namespace {ns}",
+                    r.key, r.name
+                ),
+            })?;
+        } else {
+            creds.redis_password.clear();
+        }
+    }
+    Ok(creds)
+}
+
+async fn apply_children(
+    vc: &VisioCluster,
+    ctx: &Context,
+    stack: &Stack,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<()> {
+    let s = &ctx.stores;
+    let mut secrets = vec![stack.config_secret.clone()];
+    secrets.extend(stack.credentials_secret.clone());
+    for secret in &secrets {
+        apply::ensure(ctx, &s.secrets, secret.clone()).await?;
+    }
+    // The agent's identity before any pod that runs as it.
+    let agent = &stack.agent;
+    apply::ensure(ctx, &s.service_accounts, agent.service_account.clone()).await?;
+    apply::ensure(ctx, &s.roles, agent.role.clone()).await?;
+    apply::ensure(ctx, &s.role_bindings, agent.role_binding.clone()).await?;
+    let mut deployments = vec![];
+    let mut services = stack.services.clone();
+    if let Some((deploy, svc)) = &stack.redis {
+        deployments.push(deploy.clone());
+        services.push(svc.clone());
+    }
+    for d in &deployments {
+        apply::ensure(ctx, &s.deployments, d.clone()).await?;
+    }
+    for svc in &services {
+        apply::ensure(ctx, &s.services, svc.clone()).await?;
+    }
+    apply::ensure(ctx, &s.pdbs, stack.pdb.clone()).await?;
+    let ingresses: Vec<Ingress> = stack.ingress.iter().cloned().collect();
+    for i in &ingresses {
+        apply::ensure(ctx, &s.ingresses, i.clone()).await?;
+    }
+    // Children the spec no longer asks for (TURN switched off, Redis made external, ...).
+    let pruned = apply::delete_orphans(ctx, &s.secrets, ns, name, uid, &apply::names(&secrets)).await?
+        + apply::delete_orphans(ctx, &s.deployments, ns, name, uid, &apply::names(&deployments)).await?
+        + apply::delete_orphans(ctx, &s.services, ns, name, uid, &apply::names(&services)).await?
+        + apply::delete_orphans(ctx, &s.pdbs, ns, name, uid, &apply::names([&stack.pdb])).await?
+        + apply::delete_orphans(ctx, &s.ingresses, ns, name, uid, &apply::names(&ingresses)).await?
+        + apply::delete_orphans(ctx, &s.service_accounts, ns, name, uid, &apply::names([&agent.service_account]))
+            .await?
+        + apply::delete_orphans(ctx, &s.roles, ns, name, uid, &apply::names([&agent.role])).await?
+        + apply::delete_orphans(ctx, &s.role_bindings, ns, name, uid, &apply::names([&agent.role_binding])).await?;
+    if pruned > 0 {
+        ctx.event(
+            vc,
+            EventType::Normal,
+            "ChildrenPruned",
+            "Prune",
+            format!("deleted {pruned} objects the spec no longer asks for"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+fn ms(s: &str, field: &str) -> Result<i64> {
+    crate::duration::parse(s)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|e| Error::Reference { reason: "invalid_duration", message: format!("{field}: {e}") })
+}
+
+/// The planner's view of the spec.
+pub fn fleet_spec(vc: &VisioCluster) -> Result<FleetSpec> {
+    let s = &vc.spec;
+    Ok(FleetSpec {
+        min: s.sfu.replicas.min.max(0) as u32,
+        max: s.sfu.replicas.max.max(0) as u32,
+        capacity_per_pod: s.sfu.capacity.participants_per_pod.max(1) as u32,
+        buffer: s.autoscaling.participant_buffer.max(0) as u32,
+        target_utilization_percent: s.autoscaling.target_utilization_percent.clamp(10, 100) as u32,
+        scale_down_delay_ms: ms(&s.autoscaling.scale_down_delay, "spec.autoscaling.scaleDownDelay")?,
+        max_surge: s.upgrade.max_surge.max(0) as u32,
+        max_draining: s.upgrade.max_draining.max(0) as u32,
+        drain_timeout_ms: ms(&s.upgrade.drain_timeout, "spec.upgrade.drainTimeout")?,
+        warn_before_ms: ms(&s.upgrade.warn_before, "spec.upgrade.warnBefore")?,
+    })
+}
+
+fn annotation<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
+    p.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+}
+
+fn label<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
+    p.metadata.labels.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    s.parse::<Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The pod's reported load; an unparsable one is logged and treated as unknown.
+fn pod_load(p: &Pod) -> Option<pod_protocol::Load> {
+    let text = annotation(p, pod_protocol::LOAD)?;
+    match pod_protocol::parse_load(text) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(pod = %p.name_any(), error = %e, "ignoring load annotation: load unknown");
+            None
+        }
+    }
+}
+
+fn pod_snapshot(p: &Pod) -> PodSnapshot {
+    let load = pod_load(p);
+    let phase = if p.metadata.deletion_timestamp.is_some() {
+        PodPhase::Terminating
+    } else if matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed") | Some("Succeeded")) {
+        PodPhase::Failed
+    } else if let Some(since) = annotation(p, DRAIN_SINCE).and_then(parse_time) {
+        PodPhase::Draining { since }
+    } else if pod_ready(p) {
+        PodPhase::Serving
+    } else {
+        PodPhase::Pending
+    };
+    PodSnapshot {
+        name: p.name_any(),
+        template_hash: label(p, TEMPLATE_HASH_LABEL).unwrap_or_default().to_string(),
+        phase,
+        load: load.map(|l| l.participants),
+        sessions: load.map(|l| l.rooms),
+        warned: annotation(p, WARN_DEADLINE).is_some(),
+        created: p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_millisecond()).unwrap_or(0),
+    }
+}
+
+fn snapshot(ctx: &Context, key: &str, target_hash: &str, pods: &[Arc<Pod>], now: Timestamp) -> Snapshot {
+    let low = ctx.low_load_since.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied();
+    let mut pods: Vec<PodSnapshot> = pods.iter().map(|p| pod_snapshot(p)).collect();
+    pods.sort_by(|a, b| a.name.cmp(&b.name));
+    Snapshot { now: now.as_millisecond(), target_hash: target_hash.to_string(), pods, low_load_since: low }
+}
+
+fn remember_low_load(ctx: &Context, key: &str, since: Option<i64>) {
+    let mut m = ctx.low_load_since.lock().unwrap_or_else(|p| p.into_inner());
+    match since {
+        Some(t) => m.insert(key.to_string(), t),
+        None => m.remove(key),
+    };
+}
+
+/// Lowest free pod indexes: pod names are `<cluster>-sfu-<n>`, so a create retried after a
+/// crash or a lagging cache hits AlreadyExists instead of making a duplicate.
+fn free_names(cluster: &str, pods: &[Arc<Pod>], count: u32) -> Vec<String> {
+    let used: BTreeSet<String> = pods.iter().map(|p| p.name_any()).collect();
+    (0..).map(|i| format!("{cluster}-sfu-{i}")).filter(|n| !used.contains(n)).take(count as usize).collect()
+}
+
+async fn patch_pod_meta(ctx: &Context, ns: &str, name: &str, patch: serde_json::Value) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    ctx.metrics.child_writes.with_label_values(&["Pod", "patch"]).inc();
+    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn execute(
+    vc: &VisioCluster,
+    ctx: &Context,
+    stack: &Stack,
+    pods: &[Arc<Pod>],
+    actions: &[FleetAction],
+    now: Timestamp,
+) -> Result<()> {
+    let ns = vc.namespace().unwrap_or_default();
+    let find = |name: &str| pods.iter().find(|p| p.name_any() == name);
+    for action in actions {
+        match action {
+            FleetAction::Create { count } => {
+                for name in free_names(&vc.name_any(), pods, *count) {
+                    let mut pod = stack.sfu.pod.clone();
+                    pod.metadata.name = Some(name.clone());
+                    pod.metadata.namespace = Some(ns.clone());
+                    pod.metadata.owner_references = Some(vec![vc.controller_owner_ref(&()).unwrap_or_default()]);
+                    pod.metadata.labels.get_or_insert_with(Default::default).insert(SERVING.into(), "true".into());
+                    if apply::create(ctx, &pod).await? {
+                        tracing::info!(pod = %name, "created SFU pod");
+                    }
+                }
+                ctx.event(vc, EventType::Normal, "ScaledUp", "Scale", format!("creating {count} SFU pod(s)")).await;
+            }
+            FleetAction::Drain { pod, reason } => {
+                patch_pod_meta(
+                    ctx,
+                    &ns,
+                    pod,
+                    json!({"metadata": {"annotations": {DRAIN_SINCE: now.to_string()}, "labels": {SERVING: "false"}}}),
+                )
+                .await?;
+                ctx.event(
+                    vc,
+                    EventType::Normal,
+                    "DrainStarted",
+                    "Drain",
+                    format!("draining SFU pod {pod} ({reason:?}): no new meetings, existing ones continue"),
+                )
+                .await;
+            }
+            FleetAction::Warn { pod, deadline } => {
+                let deadline = Timestamp::from_millisecond(*deadline).unwrap_or(now);
+                patch_pod_meta(
+                    ctx,
+                    &ns,
+                    pod,
+                    json!({"metadata": {"annotations": {WARN_DEADLINE: deadline.to_string()}}}),
+                )
+                .await?;
+                ctx.event(
+                    vc,
+                    EventType::Warning,
+                    "DrainDeadlineNear",
+                    "Warn",
+                    format!("SFU pod {pod} still holds meetings; participants warned, sessions end at {deadline}"),
+                )
+                .await;
+            }
+            FleetAction::ForceEnd { pod } => {
+                patch_pod_meta(ctx, &ns, pod, json!({"metadata": {"annotations": {END_SESSIONS: "true"}}})).await?;
+                ctx.event(
+                    vc,
+                    EventType::Warning,
+                    "DrainDeadlinePassed",
+                    "EndSessions",
+                    format!("SFU pod {pod} passed its drain deadline: ending its remaining sessions"),
+                )
+                .await;
+            }
+            FleetAction::Delete { pod, reason } => {
+                if let Some(p) = find(pod) {
+                    apply::delete(ctx, p.as_ref()).await?;
+                    ctx.event(
+                        vc,
+                        EventType::Normal,
+                        "PodDeleted",
+                        "Delete",
+                        format!("deleted SFU pod {pod} ({reason:?})"),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the routing labels in line with what the pods report: `serving` follows draining,
+/// `in-use` follows the reported load (unknown load counts as in use, so a node drain cannot evict it).
+async fn sync_pod_labels(ctx: &Context, pods: &[Arc<Pod>]) -> Result<()> {
+    for p in pods {
+        if p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let serving = if annotation(p, DRAIN_SINCE).is_some() { "false" } else { "true" };
+        let in_use = match pod_load(p) {
+            Some(l) if l.participants == 0 && l.rooms == 0 => "false",
+            _ => "true",
+        };
+        if label(p, SERVING) != Some(serving) || label(p, IN_USE) != Some(in_use) {
+            let ns = p.namespace().unwrap_or_default();
+            patch_pod_meta(
+                ctx,
+                &ns,
+                &p.name_any(),
+                json!({"metadata": {"labels": {SERVING: serving, IN_USE: in_use}}}),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn build_status(
+    vc: &VisioCluster,
+    stack: &Stack,
+    pods: &[Arc<Pod>],
+    desired: u32,
+    snap: &Snapshot,
+) -> VisioClusterStatus {
+    let live: Vec<&PodSnapshot> =
+        snap.pods.iter().filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Failed)).collect();
+    let serving = |p: &&&PodSnapshot| matches!(p.phase, PodPhase::Serving);
+    let sfu = SfuCounts {
+        desired: desired as i32,
+        current: live.len() as i32,
+        ready: live.iter().filter(serving).count() as i32,
+        updated: live.iter().filter(|p| p.template_hash == stack.sfu.hash).count() as i32,
+        draining: live.iter().filter(|p| matches!(p.phase, PodPhase::Draining { .. })).count() as i32,
+    };
+    let loads: Vec<pod_protocol::Load> = pods.iter().filter_map(|p| pod_load(p)).collect();
+    let load = LiveLoad {
+        rooms: loads.iter().map(|l| l.rooms as i64).sum(),
+        participants: loads.iter().map(|l| l.participants as i64).sum(),
+        capacity: sfu.ready as i64 * vc.spec.sfu.capacity.participants_per_pod as i64,
+    };
+    let versions: BTreeSet<&str> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| label(p, crate::builders::labels::VERSION_LABEL))
+        .collect();
+    VisioClusterStatus {
+        observed_generation: vc.metadata.generation,
+        conditions: vec![],
+        version: if versions.len() == 1 { versions.into_iter().next().map(str::to_string) } else { None },
+        target_version: Some(stack.sfu.version.clone()),
+        sfu,
+        load,
+        endpoints: Some(stack.endpoints.clone()),
+        firewall: stack.firewall.clone(),
+    }
+}
+
+fn decide_conditions(status: &VisioClusterStatus, vc: &VisioCluster) -> Vec<Decided> {
+    let c = &status.sfu;
+    let upgrading = c.updated < c.current;
+    let want = vc.spec.sfu.replicas.min.max(1);
+    let ready = c.ready >= want.min(c.desired.max(1));
+    let mut out = vec![];
+    out.push(if ready {
+        Decided::new(conditions::READY, true, "Serving", format!("{}/{} SFU pods serving", c.ready, c.desired))
+    } else {
+        Decided::new(conditions::READY, false, "PodsNotReady", format!("{}/{} SFU pods serving", c.ready, c.desired))
+    });
+    let progressing = upgrading || c.current != c.desired + c.draining || !ready;
+    out.push(Decided::new(
+        conditions::PROGRESSING,
+        progressing,
+        if progressing { "Reconciling" } else { "Stable" },
+        format!("{} current, {} desired, {} draining, {} updated", c.current, c.desired, c.draining, c.updated),
+    ));
+    out.push(Decided::new(conditions::DEGRADED, false, "AsExpected", "no problem detected"));
+    out.push(Decided::new(
+        conditions::UPGRADE_IN_PROGRESS,
+        upgrading,
+        if upgrading { "RollingUpgrade" } else { "UpToDate" },
+        match &status.target_version {
+            Some(v) if upgrading => format!("{}/{} SFU pods run {v}", c.updated, c.current),
+            Some(v) => format!("every SFU pod runs {v}"),
+            None => String::new(),
+        },
+    ));
+    out
+}
+
+/// Merges the decided conditions into `status`; returns whether anything changed.
+fn set_conditions(status: &mut VisioClusterStatus, vc: &VisioCluster, decided: &[Decided]) -> bool {
+    let merged = conditions::merge(&status.conditions, decided, vc.metadata.generation, Timestamp::now());
+    let changed = merged != status.conditions || status.observed_generation != vc.metadata.generation;
+    status.conditions = merged;
+    status.observed_generation = vc.metadata.generation;
+    changed
+}
+
+async fn write_status(ctx: &Context, vc: &VisioCluster, status: &VisioClusterStatus) -> Result<()> {
+    let api: Api<VisioCluster> = Api::namespaced(ctx.client.clone(), &vc.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "status": status});
+    api.patch_status(&vc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    ctx.metrics.child_writes.with_label_values(&["VisioCluster", "status"]).inc();
+    Ok(())
+}
+
+fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &VisioClusterStatus) {
+    let m = &ctx.metrics;
+    let c = &status.sfu;
+    for (state, v) in [
+        ("desired", c.desired),
+        ("current", c.current),
+        ("ready", c.ready),
+        ("updated", c.updated),
+        ("draining", c.draining),
+    ] {
+        m.sfu_pods.with_label_values(&[ns, name, state]).set(v as i64);
+    }
+    m.participants.with_label_values(&[ns, name]).set(status.load.participants);
+    m.rooms.with_label_values(&[ns, name]).set(status.load.rooms);
+    m.capacity_headroom.with_label_values(&[ns, name]).set(status.load.capacity - status.load.participants);
+    let ready = conditions::is_true(&status.conditions, conditions::READY);
+    m.ready.with_label_values(&["VisioCluster", ns, name]).set(if ready { 1.0 } else { 0.0 });
+}
