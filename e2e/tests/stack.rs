@@ -87,7 +87,9 @@ async fn visiocluster_lifecycle() -> Result<()> {
     // No secret value in the operator's log or in Events.
     let data = creds.data.clone().unwrap_or_default();
     let values: Vec<String> = data.values().map(|v| String::from_utf8_lossy(&v.0).into_owned()).collect();
-    assert!(values.iter().all(|v| v.len() >= 16), "generated credentials are long");
+    for key in ["apiSecret", "redisPassword"] {
+        assert!(data.get(key).is_some_and(|v| v.0.len() >= 32), "generated {key} is at least 32 characters");
+    }
     if let Ok(path) = std::env::var("VISIO_E2E_OPERATOR_LOG") {
         let log = std::fs::read_to_string(path)?;
         for v in &values {

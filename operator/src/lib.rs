@@ -6,5 +6,6 @@ pub mod builders;
 pub mod controllers;
 pub mod duration;
 pub mod fleet;
+pub mod leader;
 pub mod pod_protocol;
 pub mod telemetry;

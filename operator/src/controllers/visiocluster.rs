@@ -22,6 +22,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::apply::{self, is_child_of};
 use super::conditions::{self, Decided};
@@ -77,14 +78,13 @@ async fn reconcile(vc: Arc<VisioCluster>, ctx: Arc<Context>) -> Result<Action> {
     }
     let span =
         tracing::info_span!("reconcile", controller = CONTROLLER, object = %key, generation = vc.metadata.generation);
-    let _enter = span.enter();
-    let result = reconcile_stack(&vc, &ctx).await;
+    let result = reconcile_stack(&vc, &ctx).instrument(span).await;
     observe(&ctx, CONTROLLER, &key, started, &result.as_ref().map(|_| ()));
     match result {
         Ok(action) => Ok(action),
         Err(e) if e.is_permanent() => {
             // A spec or reference problem: say so in status and an Event, then wait for a change.
-            tracing::warn!(error = %e, label = e.label(), "cannot honour spec");
+            tracing::warn!(object = %key, error = %e, label = e.label(), "cannot honour spec");
             let decided = vec![
                 Decided::new(conditions::READY, false, reason_of(&e), e.to_string()),
                 Decided::new(conditions::DEGRADED, true, reason_of(&e), e.to_string()),

@@ -71,16 +71,24 @@ pub(super) fn step(spec: &FleetSpec, now: Millis, pod: &PodSnapshot, since: Mill
     }
 }
 
-/// The Serving capacity no drain may go under: the serving load plus the buffer. When `max`
-/// caps the desired count below that, the floor is what `max` pods hold (a fleet above `max`
-/// may shrink to it) but never less than the load itself: a drain never leaves the remaining
-/// Serving pods too small for the load they serve now.
+/// The load every drain must assume the Serving pods carry: the reported loads, and a full pod
+/// for each unknown one. Unlike the demand (`scale::serving_load`, where an unknown load counts
+/// for nothing so that new pods do not ask for more pods), a drain never relies on an unknown
+/// pod being empty: if its agent broke under load, the pods left serving must still hold it.
+pub(super) fn assumed_load(spec: &FleetSpec, serving: &[&PodSnapshot]) -> u64 {
+    serving.iter().map(|p| u64::from(p.load.unwrap_or(spec.capacity_per_pod))).sum()
+}
+
+/// The Serving capacity no drain may go under: the assumed load ([`assumed_load`]) plus the
+/// buffer. When that is more than `max` pods hold, the floor is what `max` pods hold (a fleet
+/// above `max` may shrink to it) but never less than the load itself: a drain never leaves the
+/// remaining Serving pods too small for the load they serve now.
 ///
 /// The load includes the load of the pod about to drain, although its sessions stay on it: a
 /// drain is safe even if those sessions came back as new ones.
-pub(super) fn capacity_floor(spec: &FleetSpec, load: u64, desired: u32) -> u64 {
-    let at_desired = u64::from(desired) * u64::from(spec.capacity_per_pod);
-    (load + u64::from(spec.buffer)).min(at_desired.max(load))
+pub(super) fn capacity_floor(spec: &FleetSpec, load: u64) -> u64 {
+    let at_max = u64::from(spec.max) * u64::from(spec.capacity_per_pod);
+    (load + u64::from(spec.buffer)).min(at_max.max(load))
 }
 
 /// `serving` non-draining Serving pods hold at least `floor`.
@@ -179,19 +187,28 @@ mod tests {
 
     #[test]
     fn floor_table() {
-        // (load, desired) -> floor, with capacity 100 and buffer 50
+        // (load, max) -> floor, with capacity 100 and buffer 50
         let table = [
             (0, 1, 50),
             (120, 2, 170),
             (120, 10, 170),
-            (180, 2, 200), // max caps desired at 2: keep what 2 pods hold
+            (180, 2, 200), // 2 pods cannot hold the buffer: keep what max pods hold
             (350, 2, 350), // above max: never under the load itself
         ];
-        for (load, desired, want) in table {
-            assert_eq!(capacity_floor(&spec(), load, desired), want, "load {load} desired {desired}");
+        for (load, max, want) in table {
+            assert_eq!(capacity_floor(&FleetSpec { max, ..spec() }, load), want, "load {load} max {max}");
         }
         assert!(keeps_floor(&spec(), 2, 200));
         assert!(!keeps_floor(&spec(), 1, 101));
         assert!(keeps_floor(&spec(), 0, 0));
+    }
+
+    #[test]
+    fn assumed_load_reads_unknown_as_full() {
+        let serving = |load| PodSnapshot { phase: PodPhase::Serving, ..pod(load, None, false) };
+        let pods = [serving(Some(30)), serving(None), serving(Some(0))];
+        let pods: Vec<&PodSnapshot> = pods.iter().collect();
+        assert_eq!(assumed_load(&spec(), &pods), 130);
+        assert_eq!(assumed_load(&spec(), &[]), 0);
     }
 }

@@ -19,21 +19,34 @@
 //!    the deadline, their sessions ended at the deadline, deleted [`FORCE_END_GRACE_MS`] later.
 //! 3. Pending pods of an outdated template are deleted (`Delete{Stale}`): they never became ready,
 //!    so they hold nothing, and waiting for them only to drain them would slow the upgrade.
-//! 4. The desired serving count comes from the load on Serving pods ([`scale`]).
+//! 4. The desired serving count comes from the reported load on Serving pods ([`scale`]).
 //! 5. Outdated Serving pods are drained within `max_draining` and the capacity floor ([`upgrade`]).
 //! 6. Surplus pods of the target template are removed once the load has stayed low for
 //!    `scale_down_delay_ms` ([`scale`]): surplus Pending pods first, then the emptiest Serving pods.
 //! 7. New pods (always of the target template) are created for the demand and for the upgrade.
+//!
+//! Unknown load (`PodSnapshot::load` is `None`: the pod's agent has not reported, or its report
+//! is unreadable) is read one way for growing and the other for shrinking:
+//! - it adds no demand: a new pod is Serving with an unknown load until its agent reports, so
+//!   reading that as a full pod would make every new pod ask for another one, and a slow or
+//!   broken agent (or pods that run no agent, as under kwok) would grow the fleet to `max` at
+//!   once. A fleet whose loads are all unknown stays at `min` (or what the buffer needs);
+//! - it is never read as empty: such a pod is never drained for a scale-down, never deleted as
+//!   empty, and every drain keeps the capacity floor with it read as full, so no drain leaves
+//!   the load on the fleet resting on an unknown pod being idle. An upgrade still drains it,
+//!   last. It stays a Serving pod, so it still counts as capacity for the creates.
 //!
 //! Safety invariants, stated as property tests in `props.rs` and checked at every step of the
 //! simulations in `sim.rs`:
 //! - a Serving pod is never deleted (always drained first); a Draining pod is deleted before its
 //!   deadline only when its load and sessions are both known to be 0; a Pending pod is deleted
 //!   only if it reports no load and no sessions (not ready: nothing is routed to it);
-//! - a drain never takes the non-draining Serving capacity below the serving load;
+//! - a drain never takes the non-draining Serving capacity below the serving load, unknown
+//!   loads read as full;
 //! - a create never takes the non-terminating pods above `max + max_surge`;
 //! - with a stable load the plans reach a fixed point (no actions, nothing due) without the pod
-//!   count going up and down, and an upgrade always finishes.
+//!   count going up and down, and an upgrade always finishes;
+//! - with every load unknown the fleet grows to `min` (or what the buffer needs) and no further.
 
 mod drain;
 mod scale;
@@ -102,8 +115,9 @@ pub struct PodSnapshot {
     pub name: String,
     pub template_hash: String,
     pub phase: PodPhase,
-    /// Reported load (participants or used slots). `None` = unknown, never read as empty: an
-    /// unknown Serving pod counts as fully loaded and is never drained for a scale-down.
+    /// Reported load (participants or used slots). `None` = unknown: adds no demand (else each
+    /// new pod, unknown until its agent reports, would ask for another one), but is never read as
+    /// empty: never drained for a scale-down, read as full by the drain floor (module doc).
     pub load: Option<u32>,
     /// Reported sessions (rooms or streams). `None` = unknown. A pod is empty only when `load`
     /// and `sessions` are both known to be 0, so the agent must report both.
@@ -197,7 +211,7 @@ pub struct UpgradeProgress {
 /// The planner's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// Serving pods the load needs (within `min..=max`).
+    /// Serving pods the reported load needs (within `min..=max`).
     pub desired: u32,
     /// In order: failed deletes, drain-clock actions, deletes of outdated Pending pods, upgrade
     /// drains, scale-down (surplus Pending deletes, then drains), create. Pods by name within each.
@@ -306,12 +320,13 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
         }
     }
 
-    // 4. Desired count, from the load on Serving pods only: draining pods keep their sessions
-    // (LiveKit keeps a draining node's rooms), so their load needs no serving capacity.
+    // 4. Desired count, from the reported load on Serving pods only: draining pods keep their
+    // sessions (LiveKit keeps a draining node's rooms), so their load needs no serving capacity,
+    // and an unknown load adds no demand (see "Unknown load" above). The drain floor, though,
+    // reads an unknown load as full.
     let serving: Vec<&PodSnapshot> = pods.iter().copied().filter(|p| p.phase == PodPhase::Serving).collect();
-    let load = scale::serving_load(&spec, &serving);
-    let desired = scale::desired(&spec, load);
-    let floor = drain::capacity_floor(&spec, load, desired);
+    let desired = scale::desired(&spec, scale::serving_load(&serving));
+    let floor = drain::capacity_floor(&spec, drain::assumed_load(&spec, &serving));
     let mut serving_left = count(serving.len());
 
     // 5. Upgrade drains.

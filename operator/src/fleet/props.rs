@@ -1,5 +1,6 @@
 //! Property tests of the planner's invariants over generated specs and fleets: safety of one
-//! plan, determinism, convergence under a stable load, and termination of upgrades.
+//! plan, determinism, no demand from unknown loads, convergence under a stable load (and with no
+//! load reported at all), and termination of upgrades.
 
 use super::sim::{check_plan, is_idle, Meeting, Sim, SimPod, MINUTE};
 use super::*;
@@ -110,6 +111,40 @@ fn sim_pods() -> impl Strategy<Value = Vec<SimPod>> {
     })
 }
 
+/// Serving pods a fleet with no reported load needs: `min`, or what the buffer alone needs if
+/// it does not fit in `min` pods, within `max`.
+fn idle_count(spec: &FleetSpec) -> u32 {
+    spec.min.max(spec.buffer.div_ceil(spec.capacity_per_pod)).min(spec.max)
+}
+
+/// A spec and a fleet whose agents never report: at most `idle_count` Serving or Pending pods,
+/// and any Draining, Terminating or Failed ones.
+fn unreported_case() -> impl Strategy<Value = (FleetSpec, Vec<SimPod>)> {
+    let others = prop_oneof![
+        3 => (0i64..=40 * MINUTE).prop_map(|ago| PodPhase::Draining { since: NOW - ago }),
+        1 => Just(PodPhase::Terminating),
+        1 => Just(PodPhase::Failed),
+    ];
+    spec()
+        .prop_flat_map(move |spec| {
+            let active = prop::collection::vec(any::<bool>(), 0..=idle_count(&spec) as usize);
+            (Just(spec), active, prop::collection::vec(others.clone(), 0..=4))
+        })
+        .prop_map(|(spec, active, others)| {
+            let phases = active.into_iter().map(|serving| if serving { PodPhase::Serving } else { PodPhase::Pending });
+            let pods = phases
+                .chain(others)
+                .enumerate()
+                .map(|(i, phase)| SimPod {
+                    reports: false,
+                    created: NOW - MINUTE,
+                    ..SimPod::new(format!("p{i:02}"), "new", phase, vec![])
+                })
+                .collect();
+            (spec, pods)
+        })
+}
+
 /// Spec and outdated fleet for an upgrade that must finish. With `max_surge` 0 the upgrade can
 /// only progress if `min` pods can lose one and still hold the buffer once the load is gone
 /// (the documented stall otherwise), so such specs keep `min > ceil(buffer / capacity)`.
@@ -175,6 +210,26 @@ proptest! {
     }
 }
 
+/// The same snapshot with every unknown load of a Serving pod reported as 0.
+fn unknown_as_zero(snap: &Snapshot) -> Snapshot {
+    let mut zero = snap.clone();
+    for p in zero.pods.iter_mut().filter(|p| p.phase == PodPhase::Serving) {
+        p.load = p.load.or(Some(0));
+    }
+    zero
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// An unknown load adds no demand: the desired count is the one it would be if the pod
+    /// reported no load at all.
+    #[test]
+    fn unknown_loads_add_no_demand((spec, snap) in spec_and_snapshot()) {
+        prop_assert_eq!(plan(&spec, &snap).desired, plan(&spec, &unknown_as_zero(&snap)).desired);
+    }
+}
+
 /// Pods that hold a place: all but Terminating and Failed ones.
 fn placed_pods(sim: &Sim) -> u32 {
     sim.pods.iter().filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Failed)).count() as u32
@@ -208,6 +263,40 @@ proptest! {
         let downs = counts.windows(2).any(|w| w[1] < w[0]);
         prop_assert!(!(ups && downs), "the pod count went both ways: {counts:?}");
         // A fixed point stays one, however long nothing happens.
+        let mut later = sim.snapshot();
+        later.now += 24 * 60 * MINUTE;
+        prop_assert!(is_idle(&plan(&spec, &later)));
+    }
+
+    /// No runaway: when no agent ever reports (new pods included), the fleet grows to `min` pods
+    /// (`idle_count`: more only if the buffer needs more) with one create per missing pod, never
+    /// goes above, and rests there at a fixed point once the Draining pods are gone.
+    #[test]
+    fn unknown_loads_hold_the_fleet_at_min((spec, pods) in unreported_case()) {
+        let want = idle_count(&spec) as usize;
+        let start = pods.iter().filter(|p| matches!(p.phase, PodPhase::Serving | PodPhase::Pending)).count();
+        let mut sim = Sim::new(spec.clone(), NOW, "new", pods);
+        sim.new_pods_report = false;
+        let bound = (spec.drain_timeout_ms + FORCE_END_GRACE_MS) / MINUTE + 10;
+        let mut created = 0;
+        let mut idle = false;
+        for _ in 0..bound {
+            let plan = sim.step().map_err(TestCaseError::fail)?;
+            prop_assert!(sim.active() <= want, "{} Serving or Pending pods, above {want}", sim.active());
+            for action in &plan.actions {
+                if let Action::Create { count } = action {
+                    created += *count as usize;
+                }
+            }
+            if is_idle(&plan) {
+                idle = true;
+                break;
+            }
+        }
+        prop_assert!(idle, "no fixed point within {bound} steps");
+        prop_assert_eq!(sim.active(), want);
+        prop_assert_eq!(placed_pods(&sim) as usize, want);
+        prop_assert_eq!(created, want - start);
         let mut later = sim.snapshot();
         later.now += 24 * 60 * MINUTE;
         prop_assert!(is_idle(&plan(&spec, &later)));

@@ -4,10 +4,16 @@
 use super::{drain, Action, DeleteReason, DrainReason, FleetSpec, PodSnapshot};
 use std::cmp::Reverse;
 
-/// Sum of the load on Serving pods. An unknown load counts as a full pod: the planner would
-/// rather run one pod too many than refuse meetings because an agent is late to report.
-pub(super) fn serving_load(spec: &FleetSpec, serving: &[&PodSnapshot]) -> u64 {
-    serving.iter().map(|p| u64::from(p.load.unwrap_or(spec.capacity_per_pod))).sum()
+/// The demand: the sum of the reported loads on Serving pods. An unknown load adds no demand.
+///
+/// Why not read it as a full pod, to be safe? Every pod the planner creates turns Serving with
+/// an unknown load until its agent reports. Were that read as full, each new pod would ask for
+/// yet another one, and a slow or broken agent (or a cluster whose pods run no agent at all)
+/// would grow the fleet to `max` at once. The safety rules still never read an unknown load as
+/// empty: such a pod is never drained for a scale-down, and the drain floor reads it as full
+/// (`drain::assumed_load`).
+pub(super) fn serving_load(serving: &[&PodSnapshot]) -> u64 {
+    serving.iter().filter_map(|p| p.load).map(u64::from).sum()
 }
 
 /// Serving pods needed for `load`: enough for the load plus the buffer, and enough to keep the
@@ -30,8 +36,8 @@ pub(super) struct ScaleDown {
 /// Removes up to `surplus` pods of the target template: Pending pods first, newest first (they
 /// hold nothing and are furthest from ready), then the emptiest Serving pods (least load, then
 /// fewest sessions, then name). A Serving pod with unknown load is never chosen (it may be
-/// full); no drain takes the Serving pods under `desired` (a Pending pod left over is not ready
-/// yet) nor their capacity under `floor`.
+/// full, although it adds no demand); no drain takes the Serving pods under `desired` (a Pending
+/// pod left over is not ready yet) nor their capacity under `floor`.
 pub(super) fn scale_down(
     spec: &FleetSpec,
     surplus: u32,

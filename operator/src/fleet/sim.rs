@@ -2,7 +2,8 @@
 //!
 //! Each step: take a snapshot, `plan`, check the plan against the invariants
 //! ([`check_plan`]), apply it, let `step_ms` pass. Applying: `Create` adds Pending pods (Serving
-//! one step later, reporting an empty load), `Drain` makes a pod Draining, `Warn` sets `warned`,
+//! one step later, reporting an empty load, or nothing at all if `Sim::new_pods_report` is
+//! false: a fleet whose agents never report), `Drain` makes a pod Draining, `Warn` sets `warned`,
 //! `ForceEnd` ends the pod's meetings, `Delete` removes the pod. A pod's load is the sum of the
 //! participants of its meetings and its sessions their number; a meeting leaves when its end
 //! time passes. A pod that does not report shows both as unknown. No meeting ever arrives: a
@@ -76,12 +77,23 @@ pub(crate) struct Sim {
     pub target_hash: String,
     pub pods: Vec<SimPod>,
     pub low_load_since: Option<Millis>,
+    /// Whether the pods `Create` adds report their load (`SimPod::reports`).
+    pub new_pods_report: bool,
     created: u32,
 }
 
 impl Sim {
     pub fn new(spec: FleetSpec, now: Millis, target_hash: &str, pods: Vec<SimPod>) -> Sim {
-        Sim { spec, now, step_ms: MINUTE, target_hash: target_hash.into(), pods, low_load_since: None, created: 0 }
+        Sim {
+            spec,
+            now,
+            step_ms: MINUTE,
+            target_hash: target_hash.into(),
+            pods,
+            low_load_since: None,
+            new_pods_report: true,
+            created: 0,
+        }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -113,6 +125,7 @@ impl Sim {
                         let mut p =
                             SimPod::new(format!("n{:04}", self.created), &self.target_hash, PodPhase::Pending, vec![]);
                         p.created = self.now;
+                        p.reports = self.new_pods_report;
                         self.pods.push(p);
                         self.created += 1;
                     }
@@ -172,7 +185,8 @@ pub(crate) fn is_idle(plan: &Plan) -> bool {
 /// 1. a Serving or Terminating pod is never deleted; a Draining pod only when known empty or
 ///    past its deadline's grace; a Pending pod only when it reports nothing; `Failed` only for
 ///    failed pods;
-/// 2. if the Serving pods held the serving load before the plan's drains, they still do after;
+/// 2. if the Serving pods held the serving load before the plan's drains, they still do after,
+///    unknown loads read as full (they add no demand, but no drain relies on them being 0);
 /// 3. a create never takes the non-terminating pods above `max + max_surge`;
 /// 4. drains leave at least `desired` Serving pods, or `desired - max_draining` for an
 ///    upgrade; a scale-down (drain, or delete of a surplus Pending pod) only once the load has

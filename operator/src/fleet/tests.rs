@@ -112,12 +112,13 @@ fn scale_up_table() {
             vec![],
         ),
         ("pending pods are no demand", s(), vec![serving("a", 50), pod("c", PodPhase::Pending, Some(400))], 1, vec![]),
+        ("unknown load is no demand", FleetSpec { buffer: 1, ..s() }, vec![unknown("a"), unknown("b")], 1, vec![]),
         (
-            "unknown load counts as a full pod",
+            "unknown load next to a reported one",
             FleetSpec { buffer: 1, ..s() },
-            vec![unknown("a"), unknown("b")],
-            3,
-            vec![create(1)],
+            vec![serving("a", 100), unknown("b")],
+            2,
+            vec![],
         ),
         ("draining load is no demand", s(), vec![serving("a", 10), draining("b", T0, Some(500))], 1, vec![]),
         (
@@ -155,6 +156,69 @@ fn scale_up_is_immediate_and_clears_the_low_mark() {
     assert_eq!(plan.actions, vec![create(1)]);
     assert_eq!(plan.low_load_since, None);
     assert_eq!(plan.requeue_after_ms, None);
+}
+
+#[test]
+fn unknown_loads_at_min_create_nothing() {
+    let s = || FleetSpec { min: 3, ..spec() };
+    // (name, spec, pods): each plans desired = min and no action (no runaway to max).
+    let table: Vec<(&str, FleetSpec, Vec<PodSnapshot>)> = vec![
+        ("all serving", s(), vec![unknown("a"), unknown("b"), unknown("c")]),
+        ("serving and pending", s(), vec![unknown("a"), unknown("b"), pending("c")]),
+        (
+            "a buffer that fits in min pods",
+            FleetSpec { buffer: 300, ..s() },
+            vec![unknown("a"), unknown("b"), unknown("c")],
+        ),
+        (
+            "a low target",
+            FleetSpec { target_utilization_percent: 10, ..s() },
+            vec![unknown("a"), unknown("b"), unknown("c")],
+        ),
+    ];
+    for (name, spec, pods) in table {
+        let plan = run(&spec, &snap(pods));
+        assert_eq!((plan.desired, &plan.actions), (3, &vec![]), "{name}");
+        assert!(is_idle(&plan), "{name}");
+    }
+}
+
+#[test]
+fn reported_load_scales_up_after_unknown() {
+    let s = FleetSpec { min: 3, buffer: 50, ..spec() };
+    let plan = run(&s, &snap(vec![unknown("a"), unknown("b"), unknown("c")]));
+    assert!(plan.actions.is_empty());
+    // The agents report: 285 + buffer 50 needs 4 pods, created at once.
+    let plan = run(&s, &snap(vec![serving("a", 95), serving("b", 95), serving("c", 95)]));
+    assert_eq!((plan.desired, plan.actions), (4, vec![create(1)]));
+    // Some report, one still does not: the reported load alone decides (190 + 50: 3 pods).
+    let plan = run(&s, &snap(vec![serving("a", 95), serving("b", 95), unknown("c")]));
+    assert_eq!((plan.desired, plan.actions), (3, vec![]));
+}
+
+/// A fleet whose agents never report (new pods included) grows to `min` once and stays there;
+/// once they report a high load it grows to what that load needs, and no further: the new pods,
+/// unreported, ask for nothing.
+#[test]
+fn unreported_fleet_holds_min_then_scales_up_on_reports() {
+    fn creates_over(sim: &mut Sim, steps: usize) -> Vec<Action> {
+        let plans: Vec<Plan> = (0..steps).map(|_| sim.step().unwrap()).collect();
+        plans.into_iter().flat_map(|p| p.actions).filter(|a| matches!(a, Action::Create { .. })).collect()
+    }
+    let mut sim = Sim::new(FleetSpec { min: 2, buffer: 50, ..spec() }, T0, "v2", vec![]);
+    sim.new_pods_report = false;
+    assert_eq!(creates_over(&mut sim, 30), vec![create(2)]);
+    assert_eq!(sim.active(), 2);
+    assert!(sim.pods.iter().all(|p| p.phase == PodPhase::Serving && p.snapshot().load.is_none()));
+    assert!(is_idle(&plan(&sim.spec, &sim.snapshot())));
+    // The agents report 95 each: 190 + buffer 50 needs 3 pods.
+    for p in &mut sim.pods {
+        p.reports = true;
+        p.meetings = vec![Meeting { participants: 95, ends: Millis::MAX }];
+    }
+    assert_eq!(creates_over(&mut sim, 30), vec![create(1)]);
+    assert_eq!(sim.active(), 3);
+    assert!(is_idle(&plan(&sim.spec, &sim.snapshot())));
 }
 
 // ---- scaling down -----------------------------------------------------------------------
@@ -196,13 +260,15 @@ fn scale_down_waits_for_the_delay() {
 
 #[test]
 fn scale_down_drains_the_emptiest_first() {
-    // Load 150 (the unknown pod counts as 100): 2 pods needed, 3 surplus.
+    // Load 50 (the unknown pod adds no demand): 1 pod needed, 4 surplus. But the floor reads e
+    // as full (150): a stays, so the load never rests on e being idle, and the fleet keeps a pod
+    // that reports its load.
     let mut pods = vec![serving("a", 30), serving("b", 10), serving("c", 10), serving("d", 0), unknown("e")];
     pods[1].sessions = Some(2); // b: as loaded as c but more sessions
     let mut s = snap(pods);
     s.low_load_since = Some(T0 - 5 * MINUTE);
     let plan = run(&FleetSpec { min: 0, ..spec() }, &s);
-    assert_eq!(plan.desired, 2);
+    assert_eq!(plan.desired, 1);
     assert_eq!(
         plan.actions,
         vec![
@@ -226,7 +292,7 @@ fn unknown_load_is_never_drained_for_a_scale_down() {
     let mut s = snap(vec![unknown("a"), unknown("b"), unknown("c")]);
     s.low_load_since = Some(T0 - 60 * MINUTE);
     let plan = run(&FleetSpec { max: 2, ..spec() }, &s);
-    assert_eq!(plan.desired, 2);
+    assert_eq!(plan.desired, 1); // no demand: min
     assert!(plan.actions.is_empty());
     // Still low: the mark stays, so the scale-down happens as soon as a report arrives.
     assert_eq!(plan.low_load_since, Some(T0 - 60 * MINUTE));
@@ -443,7 +509,8 @@ fn surge_zero_progresses_by_draining() {
 fn upgrade_drains_unknown_load_last() {
     let s = FleetSpec { min: 1, max_surge: 0, max_draining: 5, ..spec() };
     let plan = run(&s, &snap(vec![old(unknown("a")), old(serving("b", 40)), serving("n", 0)]));
-    // Load 140 (the unknown as 100): 2 pods must stay, so only b drains.
+    // No demand beyond b's 40, but the floor reads a as full (140): 2 pods must stay, so only
+    // b drains.
     assert_eq!(plan.actions, vec![drain("b", DrainReason::Upgrade)]);
     let plan = run(&s, &snap(vec![old(unknown("a")), serving("n", 0), serving("m", 0)]));
     assert_eq!(plan.actions, vec![drain("a", DrainReason::Upgrade)]);
@@ -460,12 +527,13 @@ fn outdated_pending_pods_are_replaced() {
 
 #[test]
 fn upgrade_and_scale_up_together() {
-    // Load jumps during an upgrade: the demand (3 more pods) is met at once, plus the surge.
+    // Load jumps during an upgrade: the demand (2 more pods: n has not reported, so it adds
+    // nothing but counts as serving) is met at once, plus the surge.
     let s = FleetSpec { max_surge: 1, buffer: 0, ..spec() };
     let pods = vec![old(serving("a", 100)), old(serving("b", 100)), old(serving("c", 100)), unknown("n")];
     let plan = run(&FleetSpec { buffer: 300, ..s }, &snap(pods));
-    assert_eq!(plan.desired, 7);
-    assert_eq!(plan.actions, vec![create(4)]);
+    assert_eq!(plan.desired, 6);
+    assert_eq!(plan.actions, vec![create(3)]);
 }
 
 #[test]
