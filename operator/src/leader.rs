@@ -37,7 +37,12 @@ pub struct Leadership {
 
 impl Leadership {
     /// Joins the election (creating the Lease if needed).
-    pub async fn join(client: Client, namespace: &str, identity: &str, timing: Timing) -> Result<Self, LeaseManagerError> {
+    pub async fn join(
+        client: Client,
+        namespace: &str,
+        identity: &str,
+        timing: Timing,
+    ) -> Result<Self, LeaseManagerError> {
         let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
             .with_namespace(namespace)
             .with_identity(identity)
