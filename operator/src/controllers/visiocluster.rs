@@ -165,11 +165,18 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
 async fn credentials(vc: &VisioCluster, ctx: &Context) -> Result<Credentials> {
     let ns = vc.namespace().unwrap_or_default();
     let owned_name = format!("{}-credentials", vc.name_any());
-    let owned = ctx.stores.secrets.state().into_iter().find(|s| {
+    let ours = |s: &Secret| {
         s.namespace().as_deref() == Some(ns.as_str())
             && s.name_any() == owned_name
-            && is_child_of(s.as_ref(), &vc.name_any(), &vc.uid().unwrap_or_default())
-    });
+            && is_child_of(s, &vc.name_any(), &vc.uid().unwrap_or_default())
+    };
+    let mut owned = ctx.stores.secrets.state().into_iter().find(|s| ours(s));
+    if owned.is_none() {
+        // Not in the cache: ask the API before generating, so a cache that lags behind our own
+        // first apply can never make us generate (and roll the pods onto) a second set of keys.
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        owned = api.get_opt(&owned_name).await?.filter(|s| ours(s)).map(Arc::new);
+    }
     let existing = |key: &str| -> Option<String> {
         owned.as_ref()?.data.as_ref()?.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
     };
