@@ -1,6 +1,7 @@
 //! visio-operator: runs a sovereign videoconferencing stack (LiveKit SFU fleet,
 //! real-time captions, meeting-data retention) for isolated tenants.
 
+pub mod agent;
 pub mod api;
 pub mod builders;
 pub mod controllers;

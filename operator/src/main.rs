@@ -39,6 +39,8 @@ enum Command {
         #[arg(long, env = "POD_NAME", default_value = "visio-operator")]
         instance: String,
     },
+    /// Run the in-pod agent: report the backend's load on this pod, carry out the operator's drain marks.
+    Agent(visio_operator::agent::AgentArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(run(metrics_addr, controllers::Config { agent_image, instance }))?;
         }
+        Command::Agent(args) => visio_operator::agent::main(args)?,
     }
     Ok(())
 }

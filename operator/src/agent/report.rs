@@ -1,0 +1,130 @@
+//! When the agent writes its pod's load annotation.
+//!
+//! Every write is a pod update that every pod watcher in the namespace receives (the operator first), so
+//! the agent writes only meaningful changes (participants, rooms, capacity, or the draining flag) and never
+//! more often than a floor. Two changes skip the floor, because each one unblocks or protects a decision
+//! the operator is waiting for:
+//! - a change to exactly zero participants and zero rooms: the operator deletes a drained pod as soon as it
+//!   reads it empty;
+//! - a change from a reported zero to unknown: a stale zero could let the operator delete a pod that holds
+//!   sessions the agent can no longer see.
+
+use std::time::Duration;
+
+use crate::pod_protocol::Load;
+
+/// What the annotation says: a load, or nothing (`None`, load unknown: the annotation is removed).
+pub type Report = Option<Load>;
+
+/// Whether two reports differ in a way the operator cares about.
+pub fn meaningful_change(prev: &Report, next: &Report) -> bool {
+    match (prev, next) {
+        (None, None) => false,
+        (Some(a), Some(b)) => {
+            a.participants != b.participants
+                || a.rooms != b.rooms
+                || a.capacity != b.capacity
+                || a.draining != b.draining
+        }
+        _ => true,
+    }
+}
+
+fn is_zero(r: &Report) -> bool {
+    matches!(r, Some(l) if l.participants == 0 && l.rooms == 0)
+}
+
+/// Whether to write `next`, given the last report written (`None`: nothing written since the agent
+/// started, so the annotation may be stale) and the time since that write.
+pub fn should_report(prev: Option<&Report>, next: &Report, elapsed: Duration, floor: Duration) -> bool {
+    let Some(prev) = prev else {
+        return true;
+    };
+    if !meaningful_change(prev, next) {
+        return false;
+    }
+    let urgent = (is_zero(next) && !is_zero(prev)) || (next.is_none() && is_zero(prev));
+    urgent || elapsed >= floor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FLOOR: Duration = Duration::from_secs(5);
+
+    fn load(participants: u32, rooms: u32) -> Report {
+        Some(Load { participants, rooms, capacity: None, draining: false })
+    }
+    fn draining(participants: u32, rooms: u32) -> Report {
+        Some(Load { participants, rooms, capacity: None, draining: true })
+    }
+
+    #[test]
+    fn table() {
+        let s = Duration::from_secs;
+        // (prev, next, elapsed) -> write?
+        let cases: [(Option<Report>, Report, Duration, bool); 18] = [
+            (None, load(3, 1), s(0), true),               // first report, at once
+            (None, None, s(0), true),                     // first: clear a stale annotation
+            (Some(load(3, 1)), load(3, 1), s(60), false), // nothing changed: never
+            (Some(None), None, s(60), false),
+            (Some(load(3, 1)), load(4, 1), s(1), false), // changed, under the floor
+            (Some(load(3, 1)), load(4, 1), s(5), true),  // changed, at the floor
+            (Some(load(3, 1)), load(3, 2), s(6), true),
+            (Some(load(3, 1)), draining(3, 1), s(4), false), // draining flip waits for the floor
+            (Some(load(3, 1)), draining(3, 1), s(5), true),
+            (Some(load(3, 1)), load(0, 0), s(0), true), // to zero: at once
+            (Some(draining(1, 1)), draining(0, 0), s(0), true),
+            (Some(load(3, 1)), load(0, 1), s(1), false), // an empty room is not zero
+            (Some(load(0, 0)), draining(0, 0), s(1), false), // zero to zero is not urgent
+            (Some(load(0, 0)), None, s(0), true),        // a stale zero is removed at once
+            (Some(load(3, 1)), None, s(1), false),       // unknown after busy: the floor holds
+            (Some(load(3, 1)), None, s(5), true),
+            (Some(None), load(2, 1), s(1), false),
+            (Some(None), load(0, 0), s(0), true),
+        ];
+        for (prev, next, elapsed, want) in cases {
+            assert_eq!(
+                should_report(prev.as_ref(), &next, elapsed, FLOOR),
+                want,
+                "{prev:?} -> {next:?} after {elapsed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn capacity_is_meaningful() {
+        let a = Load { participants: 1, rooms: 1, capacity: Some(64), draining: false };
+        let b = Load { capacity: Some(32), ..a };
+        assert!(meaningful_change(&Some(a), &Some(b)));
+    }
+
+    fn report() -> impl Strategy<Value = Report> {
+        proptest::option::of((0u32..4, 0u32..4, any::<bool>()).prop_map(|(p, r, d)| Load {
+            participants: p,
+            rooms: r,
+            capacity: None,
+            draining: d,
+        }))
+    }
+
+    proptest! {
+        /// Never a write without a change, never a write under the floor unless it reports zero or clears a zero.
+        #[test]
+        fn invariants(prev in report(), next in report(), ms in 0u64..20_000) {
+            let elapsed = Duration::from_millis(ms);
+            let write = should_report(Some(&prev), &next, elapsed, FLOOR);
+            if !meaningful_change(&prev, &next) {
+                prop_assert!(!write);
+            }
+            if write && elapsed < FLOOR {
+                prop_assert!(is_zero(&next) || (next.is_none() && is_zero(&prev)));
+            }
+            if meaningful_change(&prev, &next) && elapsed >= FLOOR {
+                prop_assert!(write);
+            }
+        }
+    }
+}
