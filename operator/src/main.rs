@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use visio_operator::{controllers, telemetry};
+use visio_operator::{controllers, leader, telemetry};
 
 /// Kubernetes operator for a sovereign videoconferencing stack.
 #[derive(Parser)]
@@ -35,9 +35,18 @@ enum Command {
         /// Log format.
         #[arg(long, env = "VISIO_LOG_FORMAT", value_enum, default_value = "json")]
         log_format: telemetry::LogFormat,
-        /// Name of this operator instance in Events (the pod name in a cluster).
+        /// Name of this operator instance in Events and in the leader Lease (the pod name in a cluster).
         #[arg(long, env = "POD_NAME", default_value = "visio-operator")]
         instance: String,
+        /// Hold a Lease before reconciling, so that several replicas can run and only one writes.
+        #[arg(long, env = "VISIO_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+        leader_election: bool,
+        /// Namespace of the leader Lease (the operator's own namespace in a cluster).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        leader_election_namespace: String,
+        /// Seconds a leader's Lease stays valid without renewal: the longest a standby waits after the leader dies.
+        #[arg(long, env = "VISIO_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=300))]
+        lease_duration: u64,
     },
     /// Run the in-pod agent: report the backend's load on this pod, carry out the operator's drain marks.
     Agent(visio_operator::agent::AgentArgs),
@@ -52,33 +61,77 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(dir.join(name), yaml)?;
             }
         }
-        Command::Run { metrics_addr, agent_image, log_level, log_format, instance } => {
+        Command::Run {
+            metrics_addr,
+            agent_image,
+            log_level,
+            log_format,
+            instance,
+            leader_election,
+            leader_election_namespace,
+            lease_duration,
+        } => {
             telemetry::init_logging(&log_level, log_format);
+            let election = leader_election.then(|| Election {
+                namespace: leader_election_namespace,
+                timing: leader::Timing { duration: lease_duration, grace: (lease_duration / 3).max(2) },
+            });
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(run(metrics_addr, controllers::Config { agent_image, instance }))?;
+            rt.block_on(run(metrics_addr, controllers::Config { agent_image, instance }, election))?;
         }
         Command::Agent(args) => visio_operator::agent::main(args)?,
     }
     Ok(())
 }
 
-async fn run(metrics_addr: SocketAddr, config: controllers::Config) -> anyhow::Result<()> {
+/// Where and how to hold the leader Lease.
+struct Election {
+    namespace: String,
+    timing: leader::Timing,
+}
+
+async fn run(metrics_addr: SocketAddr, config: controllers::Config, election: Option<Election>) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(telemetry::Metrics::new());
     let readiness = telemetry::Readiness::default();
-    let server = tokio::spawn(telemetry::serve(metrics_addr, metrics.clone(), readiness.clone()));
+    let mut server = tokio::spawn(telemetry::serve(metrics_addr, metrics.clone(), readiness.clone()));
     wait_for_crds(&client).await;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting controllers");
-    tokio::select! {
-        _ = controllers::run(client, config, metrics, readiness) => {}
-        r = server => {
-            if let Ok(Err(e)) = r {
-                anyhow::bail!("metrics endpoint {metrics_addr}: {e}");
+    let mut leadership = match election {
+        Some(e) => {
+            let mut l = leader::Leadership::join(client.clone(), &e.namespace, &config.instance, e.timing).await?;
+            // A standby is ready: otherwise a rolling update of a two-replica Deployment waits forever
+            // for a pod that cannot lead while the old leader holds the Lease.
+            readiness.set(true);
+            tracing::info!(lease = leader::LEASE_NAME, namespace = %e.namespace, identity = %config.instance, "waiting to lead");
+            tokio::select! {
+                _ = l.acquired() => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
             }
+            tracing::info!("leading: starting controllers");
+            Some(l)
         }
+        None => None,
+    };
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting controllers");
+    let lost = async {
+        match leadership.as_mut() {
+            Some(l) => l.lost().await,
+            None => futures::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = controllers::run(client, config, metrics, readiness) => Ok(()),
+        _ = lost => Err(anyhow::anyhow!("lost the leader Lease: exiting so that only one replica writes")),
+        r = &mut server => match r {
+            Ok(Err(e)) => Err(anyhow::anyhow!("metrics endpoint {metrics_addr}: {e}")),
+            _ => Ok(()),
+        },
+    };
+    if let Some(l) = leadership {
+        l.release().await;
     }
     tracing::info!("stopped");
-    Ok(())
+    outcome
 }
 
 /// Waits until the visio.io CRDs are served, saying so, instead of crashing in a loop.

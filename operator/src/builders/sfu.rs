@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
-    DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-    Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount,
-    ServiceAccountTokenProjection, Sysctl, TCPSocketAction, Volume, VolumeMount, VolumeProjection,
-    WeightedPodAffinityTerm,
+    DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Sysctl, TCPSocketAction, Volume, VolumeMount,
+    VolumeProjection, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -88,6 +88,9 @@ pub fn sfu_template(
         });
     }
     let host_network = spec.sfu.network.mode == NetworkMode::HostNetwork;
+    // The API keys live in the tenant's own Secret when it names one, in the generated one otherwise.
+    let generated_keys = super::labels::credentials_secret_name(cluster);
+    let keys_secret = spec.keys.as_ref().map(|k| k.secret_name.as_str()).unwrap_or(&generated_keys);
     let listeners = listeners(vc)?;
     let drain = duration_seconds("spec.upgrade.drainTimeout", &spec.upgrade.drain_timeout)?;
     let grace = i64::try_from(drain)
@@ -214,7 +217,24 @@ pub fn sfu_template(
                 .chain([format!("http://127.0.0.1:{METRICS_PORT}/metrics")])
                 .collect(),
         ),
-        env: Some(vec![field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")]),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            // The agent warns participants and ends sessions through LiveKit's API on loopback.
+            secret_env("LIVEKIT_API_KEY", keys_secret, "apiKey"),
+            secret_env("LIVEKIT_API_SECRET", keys_secret, "apiSecret"),
+        ]),
+        // An exec probe: kubelet's httpGet would dial the pod IP, and the agent listens on loopback only.
+        // It fails once the pod drains, so the pod leaves every Service's endpoints.
+        readiness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(["visio-operator", "agent", "--probe", "readyz"].map(String::from).to_vec()),
+            }),
+            period_seconds: Some(5),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(2),
+            ..Probe::default()
+        }),
         resources: Some(ResourceRequirements {
             requests: Some(quantities(&[("cpu", "10m"), ("memory", "32Mi")])),
             limits: Some(quantities(&[("memory", "64Mi")])),
@@ -234,6 +254,9 @@ pub fn sfu_template(
     let scheduling = &spec.sfu.scheduling;
     let pod_spec = PodSpec {
         containers: vec![livekit, agent],
+        // The agent drains LiveKit the way LiveKit expects, with a SIGTERM to its process: both containers
+        // run as the same user, and share one process namespace.
+        share_process_namespace: Some(true),
         host_network: host_network.then_some(true),
         // Host network pods would otherwise resolve with the node's resolver and miss `<vc>-redis.<ns>.svc`.
         dns_policy: host_network.then(|| "ClusterFirstWithHostNet".into()),
@@ -406,6 +429,17 @@ fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
     pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()
 }
 
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn field_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -475,6 +509,33 @@ mod tests {
         let t = template(&test_cluster());
         let names: Vec<_> = spec(&t).containers.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["livekit", "agent"]);
+    }
+
+    #[test]
+    fn agent_can_drain_livekit_and_reach_its_api() {
+        let t = template(&test_cluster());
+        assert_eq!(spec(&t).share_process_namespace, Some(true), "the agent signals LiveKit's process");
+        let agent = container(&t, AGENT_CONTAINER);
+        let env = agent.env.as_ref().unwrap();
+        let secret_of = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|r| (r.name.clone(), r.key.clone()))
+        };
+        assert_eq!(secret_of("LIVEKIT_API_KEY"), Some(("visio-credentials".into(), "apiKey".into())));
+        assert_eq!(secret_of("LIVEKIT_API_SECRET"), Some(("visio-credentials".into(), "apiSecret".into())));
+        assert!(env.iter().all(|e| e.value.is_none() || !e.name.contains("SECRET")), "no secret value inline");
+        let probe = agent.readiness_probe.as_ref().and_then(|p| p.exec.as_ref()).expect("exec readiness probe");
+        assert_eq!(probe.command.as_deref().unwrap()[1..], ["agent", "--probe", "readyz"].map(String::from));
+        // LiveKit's own container gets no credentials in its environment.
+        assert!(container(&t, LIVEKIT_CONTAINER).env.iter().flatten().all(|e| !e.name.starts_with("LIVEKIT_API")));
+        // A tenant that brings its own keys: the agent reads them from the tenant's Secret.
+        let own = template(&cluster_with(json!({"keys": {"secretName": "ministry-keys"}})));
+        let env = container(&own, AGENT_CONTAINER).env.clone().unwrap();
+        let key = env.iter().find(|e| e.name == "LIVEKIT_API_KEY").unwrap();
+        assert_eq!(key.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "ministry-keys");
     }
 
     #[test]

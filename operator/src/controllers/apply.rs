@@ -87,9 +87,9 @@ where
     }
 }
 
-/// Deletes one object, guarded by its UID so a newer object of the same name is never hit.
-/// A missing object is not an error.
-pub async fn delete<K>(ctx: &Context, obj: &K) -> Result<bool>
+/// Deletes one object, guarded by its UID so a newer object of the same name is never hit, with an
+/// optional grace period override. A missing object is not an error.
+pub async fn delete<K>(ctx: &Context, obj: &K, grace_period_seconds: Option<u32>) -> Result<bool>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
 {
@@ -97,6 +97,7 @@ where
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let dp = DeleteParams {
         preconditions: Some(Preconditions { uid: obj.meta().uid.clone(), resource_version: None }),
+        grace_period_seconds,
         ..Default::default()
     };
     ctx.metrics.child_writes.with_label_values(&[K::kind(&()).as_ref(), "delete"]).inc();
@@ -130,7 +131,7 @@ where
         .collect();
     let mut deleted = 0;
     for o in orphans {
-        if delete(ctx, o.as_ref()).await? {
+        if delete(ctx, o.as_ref(), None).await? {
             tracing::info!(kind = %K::kind(&()), %ns, name = %o.name_any(), "deleted child the spec no longer asks for");
             deleted += 1;
         }
