@@ -1,18 +1,33 @@
 //! Metrics (Prometheus text format), logging set-up, and the health/metrics HTTP endpoint.
 //!
-//! Labels stay bounded: controller, error label, tenant namespace and resource name —
-//! never room or participant names.
+//! Labels stay bounded: controller, error label, tenant namespace and resource name (`cluster`,
+//! `pool`, `policy`, or `kind` + `name`), data class — never room or participant names.
+//!
+//! The shipped alerts (`monitoring/alerts.yaml`) and dashboard (`monitoring/dashboard.json`) are
+//! written against these names; `operator/tests/monitoring.rs` fails if they use a name that is
+//! not registered here. Every per-tenant series is dropped when its resource is deleted
+//! ([`Metrics::forget_cluster`], [`Metrics::forget_pool`], [`Metrics::forget_policy`]).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
+use prometheus::core::{Collector, Desc, MetricVec, MetricVecBuilder};
+use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::fleet::{FleetSpec, PodPhase, Snapshot};
+
+/// Kinds as they appear in the `kind` label, and the label that names a resource of that kind
+/// in the families that carry no `kind` label.
+const TENANT_KINDS: [(&str, &str); 3] =
+    [("VisioCluster", "cluster"), ("CaptionPool", "pool"), ("RetentionPolicy", "policy")];
 
 /// Every metric the operator exports. Names are checked against the shipped alerts and dashboards.
 pub struct Metrics {
@@ -21,78 +36,200 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     pub reconcile_duration: HistogramVec,
     pub child_writes: IntCounterVec,
+    /// `visio_build_info{version}`: always 1.
+    pub build_info: IntGaugeVec,
     pub sfu_pods: IntGaugeVec,
     pub participants: IntGaugeVec,
     pub rooms: IntGaugeVec,
+    /// Free places on the Serving SFU pods (see [`FleetFigures::serving_headroom`]).
     pub capacity_headroom: IntGaugeVec,
+    /// `spec.autoscaling.participantBuffer`, the headroom the autoscaler keeps.
+    pub sfu_participant_buffer: IntGaugeVec,
+    /// Age of the oldest draining SFU pod, computed when scraped.
+    pub sfu_oldest_drain: DrainAge,
+    /// `spec.upgrade.drainTimeout` in seconds.
+    pub sfu_drain_timeout: GaugeVec,
+    /// Serving SFU pods whose agent has not reported a readable load.
+    pub sfu_load_unknown: IntGaugeVec,
     pub ready: GaugeVec,
+    /// `visio_caption_slots{namespace,pool,state="used"|"total"}`.
+    pub caption_slots: IntGaugeVec,
+    /// Streams a pool's backends refused because they were full. Start it at 0 ([`Metrics::init_pool`]).
+    pub caption_streams_rejected: IntCounterVec,
+    /// 95th percentile of the backends' model step time, in seconds (one step is 80 ms of audio).
+    pub caption_step_time_p95: GaugeVec,
+    /// Sweeps by `result` (`success` | `failure`). Start both at 0 ([`Metrics::init_policy`]).
+    pub retention_runs: IntCounterVec,
+    /// Objects deleted (or, in DryRun, that would have been), by data `class`.
+    pub retention_deleted_objects: IntCounterVec,
+    /// Bytes deleted (or, in DryRun, that would have been), by data `class`.
+    pub retention_deleted_bytes: IntCounterVec,
+    /// Expired objects kept because they are on legal hold, at the last sweep.
+    pub retention_held_objects: IntGaugeVec,
+    /// Unix time (seconds) of the last successful sweep; the policy's creation time until the
+    /// first success, so that a policy that never succeeds still becomes overdue.
+    pub retention_last_success: GaugeVec,
+    /// `spec.interval` in seconds.
+    pub retention_interval: GaugeVec,
+    /// `visio_retention_policy_missing{kind,namespace,name}`: 1 while a VisioCluster or CaptionPool
+    /// stores data that no RetentionPolicy covers (its `RetentionPolicyMissing` condition), else 0.
+    pub retention_policy_missing: IntGaugeVec,
+    /// Every registered family, for forgetting a tenant's series and for the name checks.
+    families: Vec<Box<dyn Family>>,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let reconciles = IntCounterVec::new(
-            Opts::new("visio_reconcile_total", "Reconciles run, by controller and result"),
-            &["controller", "result"],
-        )
-        .expect("valid metric");
-        let reconcile_errors = IntCounterVec::new(
-            Opts::new("visio_reconcile_errors_total", "Reconcile errors, by controller and stable error label"),
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let int_gauge = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let tenant = &["namespace", "cluster"];
+        let pool = &["namespace", "pool"];
+        let policy = &["namespace", "policy"];
+
+        let reconciles =
+            counter("visio_reconcile_total", "Reconciles run, by controller and result", &["controller", "result"]);
+        let reconcile_errors = counter(
+            "visio_reconcile_errors_total",
+            "Reconcile errors, by controller and stable error label",
             &["controller", "error"],
-        )
-        .expect("valid metric");
+        );
         let reconcile_duration = HistogramVec::new(
             HistogramOpts::new("visio_reconcile_duration_seconds", "Time one reconcile took")
                 .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["controller"],
         )
         .expect("valid metric");
-        let child_writes = IntCounterVec::new(
-            Opts::new("visio_child_writes_total", "Writes the operator sent to the API, by kind and verb"),
+        let child_writes = counter(
+            "visio_child_writes_total",
+            "Writes the operator sent to the API, by kind and verb",
             &["kind", "verb"],
-        )
-        .expect("valid metric");
-        let sfu_pods = IntGaugeVec::new(
-            Opts::new(
-                "visio_sfu_pods",
-                "SFU pods of a tenant's fleet, by state (desired, current, ready, updated, draining)",
-            ),
+        );
+        let build_info =
+            int_gauge("visio_build_info", "Always 1; the version label is the operator's release", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let sfu_pods = int_gauge(
+            "visio_sfu_pods",
+            "SFU pods of a tenant's fleet, by state (desired, current, ready, updated, draining)",
             &["namespace", "cluster", "state"],
-        )
-        .expect("valid metric");
-        let participants = IntGaugeVec::new(
-            Opts::new("visio_participants", "Participants connected to a tenant's SFU fleet"),
-            &["namespace", "cluster"],
-        )
-        .expect("valid metric");
-        let rooms =
-            IntGaugeVec::new(Opts::new("visio_rooms", "Rooms open on a tenant's SFU fleet"), &["namespace", "cluster"])
-                .expect("valid metric");
-        let capacity_headroom = IntGaugeVec::new(
-            Opts::new(
-                "visio_sfu_capacity_headroom",
-                "Free participant places on serving SFU pods (capacity minus participants)",
-            ),
-            &["namespace", "cluster"],
-        )
-        .expect("valid metric");
-        let ready = GaugeVec::new(
-            Opts::new("visio_resource_ready", "1 when a custom resource's Ready condition is True, else 0"),
+        );
+        let participants = int_gauge("visio_participants", "Participants connected to a tenant's SFU fleet", tenant);
+        let rooms = int_gauge("visio_rooms", "Rooms open on a tenant's SFU fleet", tenant);
+        let capacity_headroom = int_gauge(
+            "visio_sfu_capacity_headroom",
+            "Free participant places on serving SFU pods (their capacity minus their reported load; \
+             an unreported load counts as 0, see visio_sfu_load_unknown_pods)",
+            tenant,
+        );
+        let sfu_participant_buffer = int_gauge(
+            "visio_sfu_participant_buffer",
+            "Free participant places the autoscaler keeps ready (spec.autoscaling.participantBuffer)",
+            tenant,
+        );
+        let sfu_oldest_drain = DrainAge::new(gauge(
+            "visio_sfu_oldest_drain_seconds",
+            "Age of the oldest draining SFU pod (since its visio.io/drain-since annotation), 0 if none",
+            tenant,
+        ));
+        let sfu_drain_timeout = gauge(
+            "visio_sfu_drain_timeout_seconds",
+            "Longest a draining SFU pod keeps its meetings before they are ended (spec.upgrade.drainTimeout)",
+            tenant,
+        );
+        let sfu_load_unknown = int_gauge(
+            "visio_sfu_load_unknown_pods",
+            "Serving SFU pods whose agent has not reported a readable load (visio.io/load)",
+            tenant,
+        );
+        let ready = gauge(
+            "visio_resource_ready",
+            "1 when a custom resource's Ready condition is True, else 0",
             &["kind", "namespace", "name"],
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+        );
+        let caption_slots = int_gauge(
+            "visio_caption_slots",
+            "Speech-to-text slots of a caption pool's backends, by state (used, total)",
+            &["namespace", "pool", "state"],
+        );
+        let caption_streams_rejected = counter(
+            "visio_caption_streams_rejected_total",
+            "Caption streams a pool's backends refused because every slot was taken",
+            pool,
+        );
+        let caption_step_time_p95 = gauge(
+            "visio_caption_step_time_p95_seconds",
+            "95th percentile of a caption pool's model step time; one step is 80 ms of audio, so above 0.08 the \
+             pool runs slower than real time",
+            pool,
+        );
+        let retention_runs = counter(
+            "visio_retention_runs_total",
+            "Retention sweeps of a policy, by result (success, failure)",
+            &["namespace", "policy", "result"],
+        );
+        let retention_deleted_objects = counter(
+            "visio_retention_deleted_objects_total",
+            "Objects a retention policy deleted (in DryRun: would have deleted), by data class",
+            &["namespace", "policy", "class"],
+        );
+        let retention_deleted_bytes = counter(
+            "visio_retention_deleted_bytes_total",
+            "Bytes a retention policy deleted (in DryRun: would have deleted), by data class",
+            &["namespace", "policy", "class"],
+        );
+        let retention_held_objects = int_gauge(
+            "visio_retention_held_objects",
+            "Expired objects a retention policy kept because they are on legal hold, at its last sweep",
+            policy,
+        );
+        let retention_last_success = gauge(
+            "visio_retention_last_success_timestamp_seconds",
+            "Unix time of a retention policy's last successful sweep (its creation time before the first one)",
+            policy,
+        );
+        let retention_interval =
+            gauge("visio_retention_interval_seconds", "Time between two sweeps of a retention policy", policy);
+        let retention_policy_missing = int_gauge(
+            "visio_retention_policy_missing",
+            "1 while a resource stores meeting data that no RetentionPolicy covers, else 0",
+            &["kind", "namespace", "name"],
+        );
+
+        let families: Vec<Box<dyn Family>> = vec![
+            Box::new(reconciles.clone()),
             Box::new(reconcile_errors.clone()),
             Box::new(reconcile_duration.clone()),
             Box::new(child_writes.clone()),
+            Box::new(build_info.clone()),
             Box::new(sfu_pods.clone()),
             Box::new(participants.clone()),
             Box::new(rooms.clone()),
             Box::new(capacity_headroom.clone()),
+            Box::new(sfu_participant_buffer.clone()),
+            Box::new(sfu_oldest_drain.clone()),
+            Box::new(sfu_drain_timeout.clone()),
+            Box::new(sfu_load_unknown.clone()),
             Box::new(ready.clone()),
-        ] {
-            registry.register(c).expect("metric registered once");
+            Box::new(caption_slots.clone()),
+            Box::new(caption_streams_rejected.clone()),
+            Box::new(caption_step_time_p95.clone()),
+            Box::new(retention_runs.clone()),
+            Box::new(retention_deleted_objects.clone()),
+            Box::new(retention_deleted_bytes.clone()),
+            Box::new(retention_held_objects.clone()),
+            Box::new(retention_last_success.clone()),
+            Box::new(retention_interval.clone()),
+            Box::new(retention_policy_missing.clone()),
+        ];
+        for f in &families {
+            registry.register(f.boxed_collector()).expect("metric registered once");
         }
         Self {
             registry,
@@ -100,23 +237,111 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             child_writes,
+            build_info,
             sfu_pods,
             participants,
             rooms,
             capacity_headroom,
+            sfu_participant_buffer,
+            sfu_oldest_drain,
+            sfu_drain_timeout,
+            sfu_load_unknown,
             ready,
+            caption_slots,
+            caption_streams_rejected,
+            caption_step_time_p95,
+            retention_runs,
+            retention_deleted_objects,
+            retention_deleted_bytes,
+            retention_held_objects,
+            retention_last_success,
+            retention_interval,
+            retention_policy_missing,
+            families,
         }
     }
 
-    /// Removes the per-tenant series of a deleted VisioCluster, so label sets stay bounded.
-    pub fn forget_cluster(&self, namespace: &str, name: &str) {
-        for state in ["desired", "current", "ready", "updated", "draining"] {
-            let _ = self.sfu_pods.remove_label_values(&[namespace, name, state]);
+    /// Sets the per-tenant fleet figures the alerts compare (headroom against buffer, drain age
+    /// against drain timeout, unreported loads).
+    pub fn set_fleet(&self, namespace: &str, cluster: &str, f: &FleetFigures) {
+        let l = &[namespace, cluster];
+        self.capacity_headroom.with_label_values(l).set(f.serving_headroom);
+        self.sfu_participant_buffer.with_label_values(l).set(f.participant_buffer);
+        self.sfu_drain_timeout.with_label_values(l).set(f.drain_timeout_seconds);
+        self.sfu_load_unknown.with_label_values(l).set(f.load_unknown_pods);
+        self.sfu_oldest_drain.set_oldest(namespace, cluster, f.oldest_drain_since);
+    }
+
+    /// Creates a pool's counters at 0, so that the first rejection shows as an increase.
+    pub fn init_pool(&self, namespace: &str, pool: &str) {
+        self.caption_streams_rejected.with_label_values(&[namespace, pool]).inc_by(0);
+    }
+
+    /// Creates a policy's run counters at 0, so that the first failure shows as an increase.
+    pub fn init_policy(&self, namespace: &str, policy: &str) {
+        for result in ["success", "failure"] {
+            self.retention_runs.with_label_values(&[namespace, policy, result]).inc_by(0);
         }
-        let _ = self.participants.remove_label_values(&[namespace, name]);
-        let _ = self.rooms.remove_label_values(&[namespace, name]);
-        let _ = self.capacity_headroom.remove_label_values(&[namespace, name]);
-        let _ = self.ready.remove_label_values(&["VisioCluster", namespace, name]);
+    }
+
+    /// Removes every per-tenant series of a deleted VisioCluster, so label sets stay bounded.
+    pub fn forget_cluster(&self, namespace: &str, name: &str) {
+        self.forget("VisioCluster", namespace, name)
+    }
+
+    /// Removes every per-tenant series of a deleted CaptionPool.
+    pub fn forget_pool(&self, namespace: &str, name: &str) {
+        self.forget("CaptionPool", namespace, name)
+    }
+
+    /// Removes every per-tenant series of a deleted RetentionPolicy.
+    pub fn forget_policy(&self, namespace: &str, name: &str) {
+        self.forget("RetentionPolicy", namespace, name)
+    }
+
+    /// Removes, from every registered family, the series of the resource `kind` `namespace/name`:
+    /// those labelled `kind`, `namespace`, `name`, and those labelled `namespace` and the kind's
+    /// own label (`cluster`, `pool`, `policy`). A family added later is covered without a change
+    /// here, as long as it names its resource one of these ways (a unit test checks that).
+    fn forget(&self, kind: &str, namespace: &str, name: &str) {
+        let Some((_, key)) = TENANT_KINDS.iter().find(|(k, _)| *k == kind) else { return };
+        for f in &self.families {
+            let labels = f.label_names();
+            if labels.contains("kind") && labels.contains("name") {
+                f.remove_matching(&[("kind", kind), ("namespace", namespace), ("name", name)]);
+            } else if labels.contains(*key) {
+                f.remove_matching(&[("namespace", namespace), (key, name)]);
+            }
+        }
+    }
+
+    /// Every sample name the registry can expose (`_bucket`, `_sum` and `_count` for a histogram):
+    /// the registered families whether or not they hold series yet (from their descriptors and
+    /// types), and whatever else `registry.gather()` shows. What PromQL over this operator may use.
+    pub fn series_names(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let families = self.families.iter().flat_map(|f| f.collect_families()).chain(self.registry.gather());
+        for family in families {
+            let name = family.name();
+            match family.get_field_type() {
+                MetricType::HISTOGRAM => out.extend(["_bucket", "_sum", "_count"].map(|s| format!("{name}{s}"))),
+                MetricType::SUMMARY => out.extend(["", "_sum", "_count"].map(|s| format!("{name}{s}"))),
+                _ => {
+                    out.insert(name.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// The label names of every registered family, by family name (from the descriptors).
+    pub fn family_labels(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.families
+            .iter()
+            .flat_map(|f| {
+                f.descs().into_iter().map(|d| (d.fq_name.clone(), d.variable_labels.iter().cloned().collect()))
+            })
+            .collect()
     }
 
     /// The registry in Prometheus text format.
@@ -133,6 +358,163 @@ impl Default for Metrics {
     }
 }
 
+/// What the fleet metrics say about one tenant, from the planner's own inputs (pure).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetFigures {
+    /// Capacity of the Serving pods minus the load they report. An unreported load counts as 0,
+    /// as in the planner's demand (`fleet::scale::serving_load`); `load_unknown_pods` says how
+    /// far to trust it. Draining pods are left out: their meetings need no serving capacity.
+    pub serving_headroom: i64,
+    pub participant_buffer: i64,
+    pub drain_timeout_seconds: f64,
+    /// When the oldest drain started (Unix ms), `None` if no pod drains.
+    pub oldest_drain_since: Option<i64>,
+    /// Serving pods with an unknown load (no `visio.io/load`, or an unreadable one).
+    pub load_unknown_pods: i64,
+}
+
+impl FleetFigures {
+    pub fn of(spec: &FleetSpec, snap: &Snapshot) -> Self {
+        let serving: Vec<_> = snap.pods.iter().filter(|p| p.phase == PodPhase::Serving).collect();
+        let capacity = serving.len() as i64 * i64::from(spec.capacity_per_pod.max(1));
+        let load: i64 = serving.iter().filter_map(|p| p.load).map(i64::from).sum();
+        FleetFigures {
+            serving_headroom: capacity - load,
+            participant_buffer: i64::from(spec.buffer),
+            drain_timeout_seconds: spec.drain_timeout_ms.max(0) as f64 / 1000.0,
+            oldest_drain_since: snap
+                .pods
+                .iter()
+                .filter_map(|p| match p.phase {
+                    PodPhase::Draining { since } => Some(since),
+                    _ => None,
+                })
+                .min(),
+            load_unknown_pods: serving.iter().filter(|p| p.load.is_none()).count() as i64,
+        }
+    }
+}
+
+/// (namespace, cluster) -> start of the tenant's oldest drain (Unix ms), `None` if none drains.
+type DrainStarts = BTreeMap<(String, String), Option<i64>>;
+
+/// `visio_sfu_oldest_drain_seconds`: the controller records when each tenant's oldest drain
+/// started; the age is computed when the metric is collected. A gauge set at reconcile time
+/// would freeze whenever reconciles fail or stall, which is exactly when a drain overruns its
+/// deadline, and the alert on it must still fire.
+#[derive(Clone)]
+pub struct DrainAge {
+    gauge: GaugeVec,
+    since: Arc<Mutex<DrainStarts>>,
+}
+
+impl DrainAge {
+    fn new(gauge: GaugeVec) -> Self {
+        Self { gauge, since: Arc::default() }
+    }
+
+    /// Records the start of the tenant's oldest drain (`None`: nothing drains, the age is 0).
+    pub fn set_oldest(&self, namespace: &str, cluster: &str, since_ms: Option<i64>) {
+        let mut m = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert((namespace.to_string(), cluster.to_string()), since_ms);
+        self.gauge.with_label_values(&[namespace, cluster]).set(age_seconds(since_ms, now_ms()));
+    }
+
+    /// The ages as of `now_ms`.
+    fn refresh(&self, now_ms: i64) {
+        let m = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        for ((ns, cluster), since) in m.iter() {
+            self.gauge.with_label_values(&[ns, cluster]).set(age_seconds(*since, now_ms));
+        }
+    }
+}
+
+fn age_seconds(since_ms: Option<i64>, now_ms: i64) -> f64 {
+    since_ms.map_or(0.0, |s| now_ms.saturating_sub(s).max(0) as f64 / 1000.0)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Collector for DrainAge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.refresh(now_ms());
+        self.gauge.collect()
+    }
+}
+
+/// A registered family: its descriptors, its (possibly empty) families, and a way to drop series.
+trait Family: Send + Sync {
+    fn descs(&self) -> Vec<&Desc>;
+    /// The families as collected, present even without series (type and name are known).
+    fn collect_families(&self) -> Vec<MetricFamily>;
+    /// Removes every series whose labels include all of `matches`.
+    fn remove_matching(&self, matches: &[(&str, &str)]);
+    fn boxed_collector(&self) -> Box<dyn Collector>;
+
+    fn label_names(&self) -> BTreeSet<&str> {
+        self.descs().into_iter().flat_map(|d| d.variable_labels.iter().map(String::as_str)).collect()
+    }
+}
+
+impl<T: MetricVecBuilder + 'static> Family for MetricVec<T> {
+    fn descs(&self) -> Vec<&Desc> {
+        Collector::desc(self)
+    }
+
+    fn collect_families(&self) -> Vec<MetricFamily> {
+        Collector::collect(self)
+    }
+
+    fn remove_matching(&self, matches: &[(&str, &str)]) {
+        for family in Collector::collect(self) {
+            for m in family.get_metric() {
+                let labels: HashMap<&str, &str> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
+                if matches.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                    let _ = self.remove(&labels);
+                }
+            }
+        }
+    }
+
+    fn boxed_collector(&self) -> Box<dyn Collector> {
+        Box::new(self.clone())
+    }
+}
+
+impl Family for DrainAge {
+    fn descs(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect_families(&self) -> Vec<MetricFamily> {
+        self.gauge.collect()
+    }
+
+    fn remove_matching(&self, matches: &[(&str, &str)]) {
+        let mut m = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|(ns, cluster), _| {
+            !matches.iter().all(|(k, v)| match *k {
+                "namespace" => ns == v,
+                "cluster" => cluster == v,
+                _ => false,
+            })
+        });
+        self.gauge.remove_matching(matches);
+    }
+
+    fn boxed_collector(&self) -> Box<dyn Collector> {
+        Box::new(self.clone())
+    }
+}
 /// Readiness of the process: true once the caches are synced and the controllers run.
 #[derive(Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
@@ -200,6 +582,112 @@ pub fn init_logging(level: &str, format: LogFormat) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::PodSnapshot;
+
+    /// Every series of `name` in the registry, as label maps.
+    fn series(m: &Metrics, name: &str) -> Vec<BTreeMap<String, String>> {
+        m.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .map(|s| s.get_label().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect())
+            .collect()
+    }
+
+    /// Every series in the registry: family name and labels.
+    fn all_series(m: &Metrics) -> BTreeSet<(String, BTreeMap<String, String>)> {
+        m.registry
+            .gather()
+            .iter()
+            .flat_map(|f| {
+                f.get_metric().iter().map(|s| {
+                    let l = s.get_label().iter().map(|l| (l.name().to_string(), l.value().to_string()));
+                    (f.name().to_string(), l.collect())
+                })
+            })
+            .collect()
+    }
+
+    /// Every series in the registry that belongs to the resource (any family, any labels).
+    fn series_of(m: &Metrics, kind: &str, ns: &str, name: &str) -> Vec<String> {
+        let key = TENANT_KINDS.iter().find(|(k, _)| *k == kind).unwrap().1;
+        let mut out = vec![];
+        for f in m.registry.gather() {
+            for s in f.get_metric() {
+                let l: HashMap<&str, &str> = s.get_label().iter().map(|l| (l.name(), l.value())).collect();
+                let by_key = l.get(key) == Some(&name);
+                let by_kind = l.get("kind") == Some(&kind) && l.get("name") == Some(&name);
+                if l.get("namespace") == Some(&ns) && (by_key || by_kind) {
+                    out.push(format!("{} {l:?}", f.name()));
+                }
+            }
+        }
+        out
+    }
+
+    fn spec() -> FleetSpec {
+        FleetSpec {
+            min: 1,
+            max: 10,
+            capacity_per_pod: 100,
+            buffer: 50,
+            target_utilization_percent: 70,
+            scale_down_delay_ms: 0,
+            max_surge: 1,
+            max_draining: 1,
+            drain_timeout_ms: 2 * 3600 * 1000,
+            warn_before_ms: 600_000,
+        }
+    }
+
+    fn pod(name: &str, phase: PodPhase, load: Option<u32>) -> PodSnapshot {
+        PodSnapshot {
+            name: name.into(),
+            template_hash: "h".into(),
+            phase,
+            load,
+            sessions: load,
+            warned: false,
+            created: 0,
+        }
+    }
+
+    /// Sets every per-tenant series of one cluster, one pool and one policy named `name` in `ns`.
+    fn populate(m: &Metrics, ns: &str, name: &str) {
+        for state in ["desired", "current", "ready", "updated", "draining"] {
+            m.sfu_pods.with_label_values(&[ns, name, state]).set(2);
+        }
+        m.participants.with_label_values(&[ns, name]).set(3);
+        m.rooms.with_label_values(&[ns, name]).set(1);
+        let f = FleetFigures {
+            serving_headroom: 197,
+            participant_buffer: 50,
+            drain_timeout_seconds: 7200.0,
+            oldest_drain_since: Some(now_ms() - 60_000),
+            load_unknown_pods: 1,
+        };
+        m.set_fleet(ns, name, &f);
+        for kind in ["VisioCluster", "CaptionPool", "RetentionPolicy"] {
+            m.ready.with_label_values(&[kind, ns, name]).set(1.0);
+        }
+        for kind in ["VisioCluster", "CaptionPool"] {
+            m.retention_policy_missing.with_label_values(&[kind, ns, name]).set(1);
+        }
+        m.caption_slots.with_label_values(&[ns, name, "used"]).set(10);
+        m.caption_slots.with_label_values(&[ns, name, "total"]).set(64);
+        m.init_pool(ns, name);
+        m.caption_step_time_p95.with_label_values(&[ns, name]).set(0.05);
+        m.init_policy(ns, name);
+        m.retention_runs.with_label_values(&[ns, name, "success"]).inc();
+        for class in ["recordings", "transcripts", "captions", "summaries", "metadata"] {
+            m.retention_deleted_objects.with_label_values(&[ns, name, class]).inc_by(2);
+            m.retention_deleted_bytes.with_label_values(&[ns, name, class]).inc_by(2048);
+        }
+        m.retention_held_objects.with_label_values(&[ns, name]).set(1);
+        m.retention_last_success.with_label_values(&[ns, name]).set(1.7e9);
+        m.retention_interval.with_label_values(&[ns, name]).set(3600.0);
+    }
 
     #[test]
     fn routes_health_and_metrics() {
@@ -217,10 +705,211 @@ mod tests {
     }
 
     #[test]
-    fn forgetting_a_cluster_removes_its_series() {
+    fn build_info_is_one_with_the_release() {
+        let body = Metrics::new().render();
+        let line = format!("visio_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        assert!(body.contains(&line), "{body}");
+    }
+
+    #[test]
+    fn fleet_figures_come_from_the_planner_snapshot() {
+        let snap = Snapshot {
+            now: 10_000_000,
+            target_hash: "h".into(),
+            pods: vec![
+                pod("a", PodPhase::Serving, Some(40)),
+                pod("b", PodPhase::Serving, None),
+                pod("c", PodPhase::Serving, Some(100)),
+                pod("d", PodPhase::Draining { since: 9_000_000 }, Some(30)),
+                pod("e", PodPhase::Draining { since: 8_000_000 }, None),
+                pod("f", PodPhase::Pending, None),
+                pod("g", PodPhase::Terminating, Some(5)),
+                pod("h", PodPhase::Failed, None),
+            ],
+            low_load_since: None,
+        };
+        let f = FleetFigures::of(&spec(), &snap);
+        assert_eq!(
+            f,
+            FleetFigures {
+                // 3 serving pods of 100, reporting 40 + unknown (0) + 100; draining load left out.
+                serving_headroom: 160,
+                participant_buffer: 50,
+                drain_timeout_seconds: 7200.0,
+                oldest_drain_since: Some(8_000_000),
+                load_unknown_pods: 1,
+            }
+        );
+        let idle = Snapshot { pods: vec![pod("a", PodPhase::Serving, Some(0))], ..snap };
+        let f = FleetFigures::of(&spec(), &idle);
+        assert_eq!((f.serving_headroom, f.oldest_drain_since, f.load_unknown_pods), (100, None, 0));
+        let overfull = Snapshot { pods: vec![pod("a", PodPhase::Serving, Some(130))], ..idle };
+        assert_eq!(FleetFigures::of(&spec(), &overfull).serving_headroom, -30);
+    }
+
+    #[test]
+    fn set_fleet_exports_every_figure() {
         let m = Metrics::new();
-        m.participants.with_label_values(&["ns", "vc"]).set(3);
-        m.forget_cluster("ns", "vc");
-        assert!(!m.render().contains("visio_participants{"));
+        let f = FleetFigures {
+            serving_headroom: 20,
+            participant_buffer: 50,
+            drain_timeout_seconds: 5400.0,
+            oldest_drain_since: None,
+            load_unknown_pods: 2,
+        };
+        m.set_fleet("mininterieur", "visio", &f);
+        let body = m.render();
+        for line in [
+            r#"visio_sfu_capacity_headroom{cluster="visio",namespace="mininterieur"} 20"#,
+            r#"visio_sfu_participant_buffer{cluster="visio",namespace="mininterieur"} 50"#,
+            r#"visio_sfu_drain_timeout_seconds{cluster="visio",namespace="mininterieur"} 5400"#,
+            r#"visio_sfu_load_unknown_pods{cluster="visio",namespace="mininterieur"} 2"#,
+            r#"visio_sfu_oldest_drain_seconds{cluster="visio",namespace="mininterieur"} 0"#,
+        ] {
+            assert!(body.contains(line), "missing {line} in\n{body}");
+        }
+    }
+
+    #[test]
+    fn drain_age_is_computed_when_collected() {
+        let m = Metrics::new();
+        let d = &m.sfu_oldest_drain;
+        d.set_oldest("ns", "vc", Some(1_000_000));
+        d.set_oldest("ns", "idle", None);
+        d.set_oldest("ns", "skewed", Some(5_000_000));
+        d.refresh(1_125_500);
+        assert_eq!(d.gauge.with_label_values(&["ns", "vc"]).get(), 125.5);
+        assert_eq!(d.gauge.with_label_values(&["ns", "idle"]).get(), 0.0);
+        assert_eq!(d.gauge.with_label_values(&["ns", "skewed"]).get(), 0.0, "a start in the future is age 0");
+        d.refresh(1_600_000);
+        assert_eq!(d.gauge.with_label_values(&["ns", "vc"]).get(), 600.0, "grows without a new set_oldest");
+        // Through the registry, with the real clock: a drain that started 90 s ago.
+        d.set_oldest("ns", "vc", Some(now_ms() - 90_000));
+        let age: f64 = m
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"visio_sfu_oldest_drain_seconds{cluster="vc",namespace="ns"} "#))
+            .expect("series rendered")
+            .parse()
+            .unwrap();
+        assert!((90.0..120.0).contains(&age), "{age}");
+    }
+
+    #[test]
+    fn forgetting_a_resource_removes_all_of_its_series_and_nothing_else() {
+        let m = Metrics::new();
+        for (ns, name) in [("ns", "visio"), ("ns", "other"), ("other-ns", "visio")] {
+            populate(&m, ns, name);
+        }
+        let before = all_series(&m);
+        assert!(!series_of(&m, "VisioCluster", "ns", "visio").is_empty());
+
+        m.forget_cluster("ns", "visio");
+        assert_eq!(series_of(&m, "VisioCluster", "ns", "visio"), Vec::<String>::new());
+        // The drain age is not re-created from its remembered start at the next scrape.
+        assert!(!m.render().contains(r#"visio_sfu_oldest_drain_seconds{cluster="visio",namespace="ns"}"#));
+        // The pool and the policy of the same name, and other tenants, are untouched.
+        assert!(!series_of(&m, "CaptionPool", "ns", "visio").is_empty());
+        assert!(!series_of(&m, "RetentionPolicy", "ns", "visio").is_empty());
+        assert!(!series_of(&m, "VisioCluster", "ns", "other").is_empty());
+        assert!(!series_of(&m, "VisioCluster", "other-ns", "visio").is_empty());
+
+        m.forget_pool("ns", "visio");
+        assert_eq!(series_of(&m, "CaptionPool", "ns", "visio"), Vec::<String>::new());
+        assert!(!series_of(&m, "RetentionPolicy", "ns", "visio").is_empty());
+
+        m.forget_policy("ns", "visio");
+        assert_eq!(series_of(&m, "RetentionPolicy", "ns", "visio"), Vec::<String>::new());
+
+        // Exactly the other tenants' series are left, all of them.
+        let ours = |(name, l): &(String, BTreeMap<String, String>)| {
+            let is = |k: &str, v: &str| l.get(k).map(String::as_str) == Some(v);
+            is("namespace", "ns")
+                && (is("cluster", "visio") || is("pool", "visio") || is("policy", "visio") || is("name", "visio"))
+                && !name.is_empty()
+        };
+        let expected: BTreeSet<_> = before.into_iter().filter(|s| !ours(s)).collect();
+        assert_eq!(all_series(&m), expected);
+        // Forgetting twice, or something unknown, is harmless.
+        m.forget_cluster("ns", "visio");
+        m.forget_cluster("nowhere", "nothing");
+    }
+
+    #[test]
+    fn every_family_with_a_namespace_is_forgotten_with_its_resource() {
+        // `forget` finds a family's series by its labels: a per-tenant family must name its
+        // resource by `kind` + `name`, or by the label of its kind.
+        let keys: Vec<&str> = TENANT_KINDS.iter().map(|(_, k)| *k).collect();
+        for (name, labels) in Metrics::new().family_labels() {
+            if !labels.contains("namespace") {
+                continue;
+            }
+            let by_kind = labels.contains("kind") && labels.contains("name");
+            let by_key = keys.iter().filter(|k| labels.contains(**k)).count() == 1;
+            assert!(by_kind ^ by_key, "{name} {labels:?}: per-tenant, but forget_* cannot find its series");
+        }
+    }
+
+    #[test]
+    fn labels_stay_bounded() {
+        let allowed: BTreeSet<&str> = [
+            "controller",
+            "result",
+            "error",
+            "kind",
+            "verb",
+            "version",
+            "namespace",
+            "name",
+            "cluster",
+            "pool",
+            "policy",
+            "state",
+            "class",
+        ]
+        .into();
+        for (name, labels) in Metrics::new().family_labels() {
+            assert!(name.starts_with("visio_"), "{name}");
+            for l in &labels {
+                assert!(allowed.contains(l.as_str()), "{name} has label {l}: labels must stay bounded");
+            }
+        }
+    }
+
+    #[test]
+    fn counters_the_alerts_rate_start_at_zero() {
+        let m = Metrics::new();
+        m.init_policy("ns", "meetings");
+        m.init_pool("ns", "captions");
+        let body = m.render();
+        for line in [
+            r#"visio_retention_runs_total{namespace="ns",policy="meetings",result="failure"} 0"#,
+            r#"visio_retention_runs_total{namespace="ns",policy="meetings",result="success"} 0"#,
+            r#"visio_caption_streams_rejected_total{namespace="ns",pool="captions"} 0"#,
+        ] {
+            assert!(body.contains(line), "missing {line}");
+        }
+        assert_eq!(series(&m, "visio_retention_runs_total").len(), 2);
+    }
+
+    #[test]
+    fn series_names_cover_empty_families_and_histogram_samples() {
+        let m = Metrics::new();
+        let names = m.series_names();
+        // Families without any series yet are not in gather(), but they are registered.
+        assert!(m.registry.gather().iter().all(|f| f.name() != "visio_caption_slots"));
+        assert!(names.contains("visio_caption_slots"));
+        assert!(names.contains("visio_sfu_oldest_drain_seconds"));
+        for s in ["_bucket", "_sum", "_count"] {
+            assert!(names.contains(&format!("visio_reconcile_duration_seconds{s}")));
+        }
+        assert!(!names.contains("visio_reconcile_duration_seconds"), "a histogram has no sample of its bare name");
+        // What gather() shows is a subset of what series_names() knows.
+        populate(&m, "ns", "x");
+        m.reconcile_duration.with_label_values(&["visiocluster"]).observe(0.1);
+        for f in m.registry.gather() {
+            let n = f.name();
+            assert!(names.contains(n) || names.contains(&format!("{n}_count")), "{n} not in series_names");
+        }
     }
 }

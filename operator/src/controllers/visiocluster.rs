@@ -30,6 +30,7 @@ use super::error::{Error, Result};
 use super::{key_of, observe, Context};
 use crate::api::visiocluster::{LiveLoad, SfuCounts, VisioCluster, VisioClusterStatus};
 use crate::builders::labels::{FIELD_MANAGER, TEMPLATE_HASH_LABEL};
+use crate::builders::sfu::AGENT_CONTAINER;
 use crate::builders::stack::{build_stack, Credentials, Stack};
 use crate::fleet::{self, Action as FleetAction, FleetSpec, PodPhase, PodSnapshot, Snapshot};
 use crate::pod_protocol::{self, DRAIN_SINCE, END_SESSIONS, IN_USE, SERVING, WARN_DEADLINE};
@@ -155,7 +156,7 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
     if vc.status.as_ref() != Some(&next) {
         write_status(ctx, vc, &next).await?;
     }
-    export_metrics(ctx, &ns, &name, &next);
+    export_metrics(ctx, &ns, &name, &next, &spec, &snapshot);
     let requeue = plan.requeue_after_ms.map(|ms| Duration::from_millis(ms.clamp(1000, 600_000) as u64));
     Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(600))))
 }
@@ -334,8 +335,19 @@ fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// The pod's reported load; an unparsable one is logged and treated as unknown.
+/// Whether the pod's agent container runs. The load annotation carries no timestamp, so a figure
+/// written just before the agent died must not be read as current.
+fn agent_running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| {
+        cs.iter().any(|c| c.name == AGENT_CONTAINER && c.state.as_ref().is_some_and(|st| st.running.is_some()))
+    })
+}
+
+/// The pod's reported load; an unparsable one, or one whose agent is not running, is unknown.
 fn pod_load(p: &Pod) -> Option<pod_protocol::Load> {
+    if !agent_running(p) {
+        return None;
+    }
     let text = annotation(p, pod_protocol::LOAD)?;
     match pod_protocol::parse_load(text) {
         Ok(l) => Some(l),
@@ -463,6 +475,10 @@ async fn execute(
                 .await;
             }
             FleetAction::ForceEnd { pod } => {
+                // The planner repeats ForceEnd until the pod is empty; the mark is written once.
+                if find(pod).is_some_and(|p| annotation(p, END_SESSIONS) == Some("true")) {
+                    continue;
+                }
                 patch_pod_meta(ctx, &ns, pod, json!({"metadata": {"annotations": {END_SESSIONS: "true"}}})).await?;
                 ctx.event(
                     vc,
@@ -475,7 +491,10 @@ async fn execute(
             }
             FleetAction::Delete { pod, reason } => {
                 if let Some(p) = find(pod) {
-                    apply::delete(ctx, p.as_ref()).await?;
+                    // Past its deadline the pod's sessions were ended: do not grant it the long grace
+                    // period (drainTimeout + 60 s) a second time.
+                    let grace = matches!(reason, fleet::DeleteReason::DeadlinePassed).then_some(30);
+                    apply::delete(ctx, p.as_ref(), grace).await?;
                     ctx.event(
                         vc,
                         EventType::Normal,
@@ -606,7 +625,10 @@ async fn write_status(ctx: &Context, vc: &VisioCluster, status: &VisioClusterSta
     Ok(())
 }
 
-fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &VisioClusterStatus) {
+/// The tenant's series: pod counts and load from the status, and the figures the alerts compare
+/// (headroom against buffer, drain age against drain timeout, unreported loads) from the
+/// planner's spec and snapshot.
+fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &VisioClusterStatus, spec: &FleetSpec, snap: &Snapshot) {
     let m = &ctx.metrics;
     let c = &status.sfu;
     for (state, v) in [
@@ -620,7 +642,17 @@ fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &VisioClusterStat
     }
     m.participants.with_label_values(&[ns, name]).set(status.load.participants);
     m.rooms.with_label_values(&[ns, name]).set(status.load.rooms);
-    m.capacity_headroom.with_label_values(&[ns, name]).set(status.load.capacity - status.load.participants);
+    m.set_fleet(ns, name, &crate::telemetry::FleetFigures::of(spec, snap));
     let ready = conditions::is_true(&status.conditions, conditions::READY);
     m.ready.with_label_values(&["VisioCluster", ns, name]).set(if ready { 1.0 } else { 0.0 });
+    // Follows the RetentionPolicyMissing condition once the controller sets it.
+    let missing = status.conditions.iter().find(|c| c.type_ == conditions::RETENTION_POLICY_MISSING);
+    match missing {
+        Some(c) => {
+            m.retention_policy_missing.with_label_values(&["VisioCluster", ns, name]).set(i64::from(c.status == "True"))
+        }
+        None => {
+            let _ = m.retention_policy_missing.remove_label_values(&["VisioCluster", ns, name]);
+        }
+    }
 }
