@@ -56,6 +56,17 @@ async fn visiocluster_lifecycle() -> Result<()> {
         status.firewall
     );
 
+    // The operator's /metrics agrees with what the cluster holds.
+    let ready_series = format!("visio_sfu_pods{{cluster=\"visio\",namespace=\"{NS}\",state=\"ready\"}}");
+    wait_for("ready SFU pods in /metrics", Duration::from_secs(15), || async {
+        Ok((visio_e2e::metric(&ready_series).await? == Some(2.0)).then_some(()))
+    })
+    .await?;
+    let buffer = format!("visio_sfu_participant_buffer{{cluster=\"visio\",namespace=\"{NS}\"}}");
+    assert_eq!(visio_e2e::metric(&buffer).await?, Some(100.0), "the default participant buffer");
+    let up = format!("visio_resource_ready{{kind=\"VisioCluster\",name=\"visio\",namespace=\"{NS}\"}}");
+    assert_eq!(visio_e2e::metric(&up).await?, Some(1.0));
+
     // Children, each owned by the VisioCluster.
     let uid = vc.uid().context("uid")?;
     let owned = |refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {

@@ -15,7 +15,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use super::conditions::{self, Decided};
-use super::error::{Error, Result};
+use super::error::Result;
 use super::{key_of, observe, Context};
 use crate::api::{CaptionPool, VisioCluster};
 use crate::builders::labels::FIELD_MANAGER;
@@ -36,7 +36,7 @@ pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future
             .collect::<Vec<_>>()
     })
     .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
+    .run(reconcile, super::error_policy, ctx)
     .for_each(|_| futures::future::ready(()))
 }
 
@@ -95,13 +95,6 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context) -> Result<Action> {
         }
     }
     Ok(Action::requeue(Duration::from_secs(600)))
-}
-
-fn error_policy(cp: Arc<CaptionPool>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = key_of(cp.as_ref());
-    let wait = ctx.backoff(&key);
-    tracing::warn!(object = %key, error = %err, label = err.label(), retry_in = ?wait, "reconcile failed");
-    Action::requeue(wait)
 }
 
 #[cfg(test)]

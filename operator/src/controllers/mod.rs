@@ -204,6 +204,19 @@ pub fn observe(
     }
 }
 
+/// What every controller does after a failed reconcile: log it, then retry with this object's
+/// exponential backoff (permanent problems never reach here: they become conditions).
+pub fn error_policy<K: Resource>(
+    obj: Arc<K>,
+    err: &error::Error,
+    ctx: Arc<Context>,
+) -> kube::runtime::controller::Action {
+    let key = key_of(obj.as_ref());
+    let wait = ctx.backoff(&key);
+    tracing::warn!(object = %key, error = %err, label = err.label(), retry_in = ?wait, "reconcile failed");
+    kube::runtime::controller::Action::requeue(wait)
+}
+
 /// `namespace/name` of an object, for keys and logs.
 pub fn key_of<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())

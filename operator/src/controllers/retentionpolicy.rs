@@ -15,7 +15,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use super::conditions::{self, Decided};
-use super::error::{Error, Result};
+use super::error::Result;
 use super::{key_of, observe, Context};
 use crate::api::RetentionPolicy;
 use crate::builders::labels::FIELD_MANAGER;
@@ -26,7 +26,7 @@ pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future
     let api: Api<RetentionPolicy> = Api::all(client);
     Controller::new(api, watcher::Config::default().any_semantic())
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
 }
 
@@ -115,13 +115,6 @@ async fn reconcile_policy(rp: &RetentionPolicy, ctx: &Context) -> Result<Action>
     }
     // The Secret is not watched: look again now and then.
     Ok(Action::requeue(Duration::from_secs(300)))
-}
-
-fn error_policy(rp: Arc<RetentionPolicy>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = key_of(rp.as_ref());
-    let wait = ctx.backoff(&key);
-    tracing::warn!(object = %key, error = %err, label = err.label(), retry_in = ?wait, "reconcile failed");
-    Action::requeue(wait)
 }
 
 #[cfg(test)]

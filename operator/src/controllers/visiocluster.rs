@@ -64,7 +64,7 @@ pub fn controller(client: Client, ctx: Arc<Context>, streams: ChildStreams) -> i
         .owns_stream(streams.roles)
         .owns_stream(streams.role_bindings)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
 }
 
@@ -101,13 +101,6 @@ async fn reconcile(vc: Arc<VisioCluster>, ctx: Arc<Context>) -> Result<Action> {
         }
         Err(e) => Err(e),
     }
-}
-
-fn error_policy(vc: Arc<VisioCluster>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = key_of(vc.as_ref());
-    let wait = ctx.backoff(&key);
-    tracing::warn!(object = %key, error = %err, label = err.label(), retry_in = ?wait, "reconcile failed");
-    Action::requeue(wait)
 }
 
 /// PascalCase reason for a condition or Event from an error label.
