@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help demo test lint unit e2e crds cluster-up cluster-down build
+.PHONY: help demo test lint unit alerts e2e crds manifests cluster-up cluster-down build
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ build: ## Build the operator binary
 demo: build ## Run the operator on the embedded local control plane with two sample ministries
 	e2e/demo
 
-test: lint unit e2e ## Run every test: fmt, clippy, unit and property tests, drift checks, e2e on the local control plane
+test: lint unit alerts e2e ## Run every test: fmt, clippy, unit and property tests, drift checks, alert rules, e2e on the local control plane
 
 lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
@@ -23,12 +23,19 @@ lint: ## cargo fmt --check and clippy -D warnings
 unit: ## Unit, property and drift tests (no cluster needed)
 	$(CARGO) test --workspace --exclude visio-e2e
 
+alerts: ## promtool check/test of the shipped alerts (installs Debian's prometheus package for promtool if missing)
+	bash monitoring/test
+
 e2e: build ## End-to-end tests against a fresh local control plane (built once, cached)
 	e2e/run-tests
 
-crds: build ## Regenerate crds/ from the Rust types
+crds: build ## Regenerate crds/ from the Rust types (and the chart's copies, install.yaml)
 	rm -f crds/*.yaml
 	target/debug/visio-operator crds --out-dir crds
+	e2e/render-manifests
+
+manifests: ## Regenerate helm/visio-operator/crds/ (from crds/) and manifests/install.yaml (the chart rendered)
+	e2e/render-manifests
 
 cluster-up: ## Start the local control plane (kept running)
 	e2e/cluster up

@@ -1,0 +1,1041 @@
+//! The Helm chart (`helm/visio-operator`) and the plain manifests rendered from it.
+//!
+//! - the chart lints, renders with default and non-default values, and refuses wrong values
+//!   with a message naming the key (values.schema.json);
+//! - its CRDs and `manifests/install.yaml` have not drifted from their sources (`make manifests`);
+//! - its ClusterRole and Role grant nothing outside [`ALLOWED`], the allow-list kept here with
+//!   the code path behind each grant, and no wildcard;
+//! - what it renders passes `kubectl apply --dry-run=server` under Pod Security "restricted";
+//! - the RBAC proof: in a control plane of its own (the suite's one already runs an operator
+//!   with admin rights, and two operators on one VisioCluster would fight), `helm install`,
+//!   `helm upgrade` and `helm uninstall` do what docs/install.md says, and the operator binary,
+//!   authenticated only by a token of the chart's ServiceAccount, takes the leader Lease, takes
+//!   a tenant to Ready, prunes, scales down and publishes Events without a single Forbidden.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use visio_e2e::{http_get, repo, wait_for};
+
+const RELEASE: &str = "visio-operator";
+const NAMESPACE: &str = "visio-system";
+const SERVICE_ACCOUNT: &str = "visio-operator";
+
+/// One permission the operator needs, and the code that needs it.
+struct Grant {
+    /// Granted only in the operator's own namespace (the chart's Role), not cluster-wide.
+    own_namespace: bool,
+    group: &'static str,
+    resource: &'static str,
+    /// Limited to these object names (empty: any name).
+    names: &'static [&'static str],
+    verbs: &'static [&'static str],
+    why: &'static str,
+}
+
+/// A cluster-wide grant on any object.
+const fn cluster(
+    group: &'static str,
+    resource: &'static str,
+    verbs: &'static [&'static str],
+    why: &'static str,
+) -> Grant {
+    Grant { own_namespace: false, group, resource, names: &[], verbs, why }
+}
+
+/// The allow-list: every (group, resource, name, verb) the chart's ClusterRole and Role may
+/// grant. The test fails on a grant missing from here (review it, then add it with its reason)
+/// and on an entry here the chart no longer grants (remove it). Server-side apply is a `patch`,
+/// and the apiserver also asks for `create` when the object does not exist yet.
+const ALLOWED: &[Grant] = &[
+    cluster(
+        "visio.io",
+        "visioclusters",
+        &["get", "list", "watch"],
+        "controllers/visiocluster.rs controller() watches them; captionpool.rs controller() watches them \
+              and reconcile_pool() gets a pool's cluster",
+    ),
+    cluster("visio.io", "captionpools", &["list", "watch"], "controllers/captionpool.rs controller()"),
+    cluster("visio.io", "retentionpolicies", &["list", "watch"], "controllers/retentionpolicy.rs controller()"),
+    cluster(
+        "visio.io",
+        "visioclusters/status",
+        &["patch"],
+        "controllers/visiocluster.rs write_status(): server-side apply of /status",
+    ),
+    cluster("visio.io", "captionpools/status", &["patch"], "controllers/captionpool.rs reconcile_pool(): patch_status"),
+    cluster(
+        "visio.io",
+        "retentionpolicies/status",
+        &["patch"],
+        "controllers/retentionpolicy.rs reconcile_policy(): patch_status",
+    ),
+    cluster(
+        "",
+        "pods",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "list/watch: controllers/mod.rs child_stream(); create: apply::create() of SFU pods; patch: \
+              visiocluster.rs patch_pod_meta() (drain, warn, end-sessions, routing labels); delete: \
+              apply::delete() of drained pods; get: held so the operator may write the agent Role \
+              (builders/sfu.rs agent_access(): pods get/list/watch/patch), RBAC's escalation check",
+    ),
+    cluster(
+        "",
+        "secrets",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "list/watch: child_stream(); create/patch: apply::ensure() of the LiveKit config and credentials; \
+              delete: apply::delete_orphans(); get: visiocluster.rs credentials() (spec.keys, Redis password) \
+              and retentionpolicy.rs reconcile_policy() (credentialsSecret)",
+    ),
+    cluster(
+        "",
+        "services",
+        &["list", "watch", "create", "patch", "delete"],
+        "child_stream(), apply::ensure(), apply::delete_orphans() (signaling, media, TURN, Redis)",
+    ),
+    cluster(
+        "",
+        "serviceaccounts",
+        &["list", "watch", "create", "patch", "delete"],
+        "child_stream(), apply::ensure(), apply::delete_orphans() (the agent's ServiceAccount)",
+    ),
+    cluster(
+        "apps",
+        "deployments",
+        &["list", "watch", "create", "patch", "delete"],
+        "child_stream(), apply::ensure(), apply::delete_orphans() (managed Redis)",
+    ),
+    cluster(
+        "policy",
+        "poddisruptionbudgets",
+        &["list", "watch", "create", "patch", "delete"],
+        "child_stream(), apply::ensure(), apply::delete_orphans() (the SFU PDB)",
+    ),
+    cluster(
+        "networking.k8s.io",
+        "ingresses",
+        &["list", "watch", "create", "patch", "delete"],
+        "child_stream(), apply::ensure(), apply::delete_orphans() (the signaling Ingress)",
+    ),
+    cluster(
+        "rbac.authorization.k8s.io",
+        "roles",
+        &["list", "watch", "create", "patch", "delete"],
+        "child_stream(), apply::ensure(), apply::delete_orphans() (the agent's Role)",
+    ),
+    cluster(
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        &["list", "watch", "create", "patch", "delete"],
+        "child_stream(), apply::ensure(), apply::delete_orphans() (the agent's RoleBinding)",
+    ),
+    cluster(
+        "events.k8s.io",
+        "events",
+        &["create", "patch"],
+        "controllers/mod.rs Context::event(): kube-runtime's Recorder creates events.k8s.io/v1 Events \
+              and patches them to count a series",
+    ),
+    Grant {
+        own_namespace: true,
+        group: "coordination.k8s.io",
+        resource: "leases",
+        names: &[],
+        verbs: &["create"],
+        why: "leader.rs Leadership::join() (kube-lease-manager) creates the Lease the first time; RBAC cannot \
+              limit a create to a name",
+    },
+    Grant {
+        own_namespace: true,
+        group: "coordination.k8s.io",
+        resource: "leases",
+        names: &["visio-operator-leader"],
+        verbs: &["get", "patch"],
+        why: "leader.rs (kube-lease-manager LeaseState::get/patch): read the holder, acquire, renew, release",
+    },
+];
+
+// ---------------------------------------------------------------------------------------------
+// Tools
+
+fn chart() -> PathBuf {
+    repo().join("helm/visio-operator")
+}
+
+fn tool(name: &str) -> Result<PathBuf> {
+    let bin = std::env::var_os("VISIO_E2E_BIN").context("VISIO_E2E_BIN is not set (run `make e2e`)")?;
+    Ok(PathBuf::from(bin).join(name))
+}
+
+/// What a command printed, and whether it succeeded.
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<Output> {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let what = format!("{cmd:?}");
+    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    if let Some(input) = stdin {
+        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output()?;
+    Ok(Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Runs the `helm` built with the control plane, its cache and config kept out of $HOME.
+fn helm(args: &[&str]) -> Result<Output> {
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm");
+    let mut cmd = Command::new(tool("helm")?);
+    cmd.args(args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    run(&mut cmd, None)
+}
+
+fn helm_ok(args: &[&str]) -> Result<String> {
+    let out = helm(args)?;
+    ensure!(out.ok, "helm {} failed:\n{}", args.join(" "), out.stderr);
+    Ok(out.stdout)
+}
+
+/// `kubectl --kubeconfig <kubeconfig> <args>`: stdout on success, an error with stderr otherwise.
+fn kubectl_at(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let out = kubectl_out(kubeconfig, args, stdin)?;
+    ensure!(out.ok, "kubectl {}: {}", args.join(" "), out.stderr);
+    Ok(out.stdout)
+}
+
+fn kubectl_out(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    let mut cmd = Command::new(tool("kubectl")?);
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    run(&mut cmd, stdin)
+}
+
+/// `helm template` of the chart for `visio-system` with `--set` values; the documents, parsed.
+fn render(sets: &[&str]) -> Result<Vec<Value>> {
+    let text = render_text(sets)?;
+    documents(&text)
+}
+
+fn render_text(sets: &[&str]) -> Result<String> {
+    let chart = chart();
+    let mut args = vec!["template", RELEASE, chart.to_str().unwrap(), "--namespace", NAMESPACE];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    helm_ok(&args)
+}
+
+fn documents(text: &str) -> Result<Vec<Value>> {
+    let mut docs = vec![];
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let v = serde_yaml::Value::deserialize(doc)?;
+        if !v.is_null() {
+            docs.push(serde_json::to_value(v)?);
+        }
+    }
+    Ok(docs)
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value> {
+    docs.iter().find(|d| d["kind"] == kind).with_context(|| format!("no {kind} rendered"))
+}
+
+fn kinds(docs: &[Value]) -> BTreeSet<String> {
+    docs.iter().filter_map(|d| d["kind"].as_str().map(str::to_string)).collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chart itself: lint, drift, values
+
+#[test]
+fn chart_lints() -> Result<()> {
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    helm_ok(&["lint", "--strict", chart])?;
+    helm_ok(&[
+        "lint",
+        "--strict",
+        chart,
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "serviceMonitor.enabled=true",
+    ])?;
+    Ok(())
+}
+
+#[test]
+fn chart_app_version_is_the_operator_version() -> Result<()> {
+    let meta: Value = serde_yaml::from_str(&std::fs::read_to_string(chart().join("Chart.yaml"))?)?;
+    assert_eq!(meta["appVersion"], env!("CARGO_PKG_VERSION"), "Chart.yaml appVersion follows the workspace version");
+    Ok(())
+}
+
+#[test]
+fn chart_crds_and_install_manifest_have_not_drifted() -> Result<()> {
+    let out = run(Command::new(repo().join("e2e/render-manifests")).arg("--check"), None)?;
+    assert!(out.ok, "run `make manifests` and commit the result:\n{}{}", out.stdout, out.stderr);
+    Ok(())
+}
+
+#[test]
+fn wrong_values_fail_naming_the_key() -> Result<()> {
+    let chart = chart();
+    let cases: &[(&str, &str)] = &[
+        ("replicas=two", "/replicas': got string, want integer"),
+        ("replicas=-1", "/replicas': minimum: got -1"),
+        ("replcas=1", "additional properties 'replcas' not allowed"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy'"),
+        ("image.digest=latest", "/image/digest'"),
+        ("logFormat=xml", "/logFormat'"),
+        ("metrics.port=80", "/metrics/port': minimum"),
+        ("resources.requests.cpu=lots", "/resources/requests/cpu'"),
+        ("resources.request.cpu=1", "additional properties 'request' not allowed"),
+        ("networkPolicy.enabled=yes", "/networkPolicy/enabled': got string, want boolean"),
+        ("serviceMonitor.interval=5", "/serviceMonitor/interval'"),
+    ];
+    let mut failures = vec![];
+    for (set, expected) in cases {
+        let out = helm(&["template", RELEASE, chart.to_str().unwrap(), "--set", set])?;
+        if out.ok {
+            failures.push(format!("--set {set}: rendered, expected a failure"));
+        } else if !out.stderr.contains(expected) {
+            failures.push(format!("--set {set}: expected {expected:?} in:\n{}", out.stderr));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+#[test]
+fn default_values_render_the_operator_and_nothing_optional() -> Result<()> {
+    let docs = render(&[])?;
+    let want: BTreeSet<String> =
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment"]
+            .map(String::from)
+            .into();
+    assert_eq!(kinds(&docs), want, "no PDB (one replica), no NetworkPolicy, no ServiceMonitor by default");
+    for d in &docs {
+        if !matches!(d["kind"].as_str(), Some("ClusterRole" | "ClusterRoleBinding")) {
+            assert_eq!(d["metadata"]["namespace"], NAMESPACE, "{} is namespaced", d["kind"]);
+        }
+    }
+
+    let deploy = find(&docs, "Deployment")?;
+    let spec = &deploy["spec"];
+    assert_eq!(spec["replicas"], 1);
+    assert_eq!(
+        spec["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}),
+        "the new pod stands by before the old leader stops"
+    );
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], SERVICE_ACCOUNT);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let c = &pod["containers"][0];
+    let image = format!("ghcr.io/visio/visio-operator:{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(c["image"], image.as_str());
+    assert_eq!(
+        strings(&c["args"]),
+        [
+            "run".to_string(),
+            "--metrics-addr=0.0.0.0:8080".into(),
+            "--log-format=json".into(),
+            "--log-level=info".into(),
+            format!("--agent-image={image}"),
+        ]
+    );
+    assert_eq!(
+        c["env"],
+        json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+               {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}])
+    );
+    assert!(pod.get("topologySpreadConstraints").is_none(), "nothing to spread with one replica");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "metrics"}));
+    assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
+    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    assert!(c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string());
+
+    let svc = find(&docs, "Service")?;
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(svc["spec"]["selector"], spec["selector"]["matchLabels"]);
+    assert_eq!(find(&docs, "ClusterRoleBinding")?["roleRef"]["name"], find(&docs, "ClusterRole")?["metadata"]["name"]);
+    assert_eq!(find(&docs, "RoleBinding")?["roleRef"]["name"], find(&docs, "Role")?["metadata"]["name"]);
+    Ok(())
+}
+
+#[test]
+fn non_default_values_render_what_they_ask() -> Result<()> {
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let digest_set = format!("image.digest={digest}");
+    let docs = render(&[
+        "replicas=0",
+        "image.repository=registry.interieur.gouv.fr/visio/operator",
+        digest_set.as_str(),
+        "logLevel=visio_operator=debug",
+        "logFormat=text",
+        "metrics.port=9090",
+        "resources.requests.cpu=200m",
+        "resources.limits.memory=1Gi",
+        "nodeSelector.kubernetes\\.io/os=linux",
+        "networkPolicy.enabled=true",
+        "networkPolicy.apiServer.cidrs={10.0.0.10/32,10.0.0.11/32}",
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.labels.release=prometheus",
+    ])?;
+    let want: BTreeSet<String> = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+        "NetworkPolicy",
+        "ServiceMonitor",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(kinds(&docs), want);
+    let deploy = find(&docs, "Deployment")?;
+    assert_eq!(deploy["spec"]["replicas"], 0);
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let image = format!("registry.interieur.gouv.fr/visio/operator@{digest}");
+    assert_eq!(c["image"], image.as_str());
+    let args = strings(&c["args"]);
+    for a in [
+        "--metrics-addr=0.0.0.0:9090".to_string(),
+        "--log-format=text".into(),
+        "--log-level=visio_operator=debug".into(),
+        format!("--agent-image={image}"),
+    ] {
+        assert!(args.contains(&a), "{a} in {args:?}");
+    }
+    // Set keys replace the defaults one by one; the others stay.
+    assert_eq!(c["resources"], json!({"requests": {"cpu": "200m", "memory": "64Mi"}, "limits": {"memory": "1Gi"}}));
+    assert_eq!(deploy["spec"]["template"]["spec"]["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+
+    let np = find(&docs, "NetworkPolicy")?;
+    assert_eq!(np["spec"]["ingress"], json!([{"ports": [{"port": 9090, "protocol": "TCP"}]}]));
+    assert_eq!(
+        np["spec"]["egress"],
+        json!([{"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+                "to": [{"ipBlock": {"cidr": "10.0.0.10/32"}}, {"ipBlock": {"cidr": "10.0.0.11/32"}}]}])
+    );
+    let sm = find(&docs, "ServiceMonitor")?;
+    assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(find(&docs, "Service")?["spec"]["ports"][0]["port"], 9090);
+
+    // The optional kinds render only when asked.
+    assert!(
+        !kinds(&render(&["networkPolicy.enabled=false", "serviceMonitor.enabled=false"])?).contains("ServiceMonitor")
+    );
+    Ok(())
+}
+
+#[test]
+fn standby_replicas_get_a_disruption_budget_and_spread() -> Result<()> {
+    let docs = render(&["replicas=2"])?;
+    let pdb = find(&docs, "PodDisruptionBudget")?;
+    let deploy = find(&docs, "Deployment")?;
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(pdb["spec"]["selector"], deploy["spec"]["selector"]);
+    let spread = &deploy["spec"]["template"]["spec"]["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(spread["labelSelector"], deploy["spec"]["selector"]);
+    assert!(!kinds(&render(&["replicas=1"])?).contains("PodDisruptionBudget"), "one replica: no PDB to block drains");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// RBAC: least privilege
+
+/// One permission as rendered: (own namespace only, group, resource, object name or "" for any, verb).
+type Granted = (bool, String, String, String, String);
+
+/// Every permission a rendered ClusterRole or Role grants; an error on a wildcard anywhere and on
+/// nonResourceURLs.
+fn grants(role: &Value, own_namespace: bool) -> Result<BTreeSet<Granted>> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().context("rules")? {
+        for field in ["apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"] {
+            if strings(&rule[field]).iter().any(|s| s.contains('*')) {
+                bail!("wildcard in {field} of rule {rule}");
+            }
+        }
+        ensure!(rule.get("nonResourceURLs").is_none(), "unexpected nonResourceURLs in {rule}");
+        let names = match strings(&rule["resourceNames"]) {
+            n if n.is_empty() => vec![String::new()],
+            n => n,
+        };
+        for g in strings(&rule["apiGroups"]) {
+            for r in strings(&rule["resources"]) {
+                for n in &names {
+                    for v in strings(&rule["verbs"]) {
+                        out.insert((own_namespace, g.clone(), r.clone(), n.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn allowed() -> BTreeMap<Granted, &'static str> {
+    let mut out = BTreeMap::new();
+    for g in ALLOWED {
+        assert!(!g.why.is_empty());
+        let names: Vec<&str> = if g.names.is_empty() { vec![""] } else { g.names.to_vec() };
+        for n in names {
+            for v in g.verbs {
+                let key = (g.own_namespace, g.group.into(), g.resource.into(), n.into(), v.to_string());
+                out.insert(key, g.why);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rbac_grants_exactly_the_allow_list() -> Result<()> {
+    let allowed = allowed();
+    let variants: [&[&str]; 3] =
+        [&[], &["networkPolicy.enabled=true", "serviceMonitor.enabled=true", "replicas=0"], &["replicas=3"]];
+    for values in variants {
+        let docs = render(values)?;
+        let mut granted = BTreeSet::new();
+        let mut roles = 0;
+        for doc in &docs {
+            let own_namespace = match doc["kind"].as_str() {
+                Some("ClusterRole") => false,
+                Some("Role") => {
+                    assert_eq!(doc["metadata"]["namespace"], NAMESPACE, "a Role only in the operator's namespace");
+                    true
+                }
+                _ => continue,
+            };
+            roles += 1;
+            let text = serde_json::to_string(doc)?;
+            assert!(!text.contains('*'), "a `*` in a {}: {text}", doc["kind"]);
+            granted.extend(grants(doc, own_namespace)?);
+        }
+        assert_eq!(roles, 2, "one ClusterRole and one Role (leader election), whatever the values");
+        let extra: Vec<_> = granted.iter().filter(|g| !allowed.contains_key(*g)).collect();
+        assert!(
+            extra.is_empty(),
+            "the chart grants what the allow-list in e2e/tests/chart.rs does not hold: {extra:?}; \
+             if the operator needs it, add it to ALLOWED with the code path that needs it"
+        );
+        let stale: Vec<_> = allowed.keys().filter(|g| !granted.contains(*g)).collect();
+        assert!(stale.is_empty(), "allow-list entries the chart no longer grants (remove them): {stale:?}");
+    }
+    // Every binding names the chart's ServiceAccount, and only it.
+    let docs = render(&[])?;
+    for b in docs.iter().filter(|d| matches!(d["kind"].as_str(), Some("ClusterRoleBinding" | "RoleBinding"))) {
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]),
+            "{}",
+            b["kind"]
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-side dry run against the suite's control plane
+
+/// `kubectl apply --dry-run=server --validate=strict` of `text`; fails on an error or on a Pod
+/// Security warning (the operator's namespace enforces "restricted").
+fn dry_run(kubeconfig: &Path, text: &str) -> Result<String> {
+    let out = kubectl_out(kubeconfig, &["apply", "--dry-run=server", "--validate=strict", "-f", "-"], Some(text))?;
+    ensure!(out.ok, "server-side dry run failed:\n{}", out.stderr);
+    ensure!(!out.stderr.contains("PodSecurity"), "Pod Security warnings:\n{}", out.stderr);
+    Ok(out.stdout)
+}
+
+/// The Namespace document of manifests/install.yaml, created for real (a dry run creates nothing,
+/// and the namespaced objects need it).
+fn create_operator_namespace(kubeconfig: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(repo().join("manifests/install.yaml"))?;
+    let ns = text.split("\n---").find(|d| d.contains("kind: Namespace")).context("install.yaml has a Namespace")?;
+    kubectl_at(kubeconfig, &["apply", "-f", "-"], Some(ns))?;
+    Ok(())
+}
+
+#[test]
+fn rendered_manifests_pass_server_side_dry_run() -> Result<()> {
+    let kubeconfig = visio_e2e::kubeconfig_path()?;
+    create_operator_namespace(&kubeconfig)?;
+    let install = std::fs::read_to_string(repo().join("manifests/install.yaml"))?;
+    let out = dry_run(&kubeconfig, &install)?;
+    for obj in [
+        "namespace/visio-system",
+        "serviceaccount/visio-operator",
+        "clusterrole.rbac.authorization.k8s.io/visio-operator",
+        "clusterrolebinding.rbac.authorization.k8s.io/visio-operator",
+        "service/visio-operator-metrics",
+        "deployment.apps/visio-operator",
+        "role.rbac.authorization.k8s.io/visio-operator-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/visio-operator-leader-election",
+    ] {
+        assert!(out.contains(obj), "{obj} in:\n{out}");
+    }
+    // Non-default values (the ServiceMonitor needs the Prometheus Operator's CRDs, absent here:
+    // it renders only when enabled, so the default install works without them).
+    let custom = render_text(&[
+        "replicas=0",
+        "resources.requests.cpu=1",
+        "resources.limits.memory=512Mi",
+        "networkPolicy.enabled=true",
+        "networkPolicy.apiServer.cidrs={127.0.0.1/32}",
+        "networkPolicy.metrics.from[0].namespaceSelector.matchLabels.name=monitoring",
+        "podAnnotations.example\\.org/team=platform",
+        "tolerations[0].key=dedicated",
+        "tolerations[0].operator=Exists",
+    ])?;
+    let out = dry_run(&kubeconfig, &custom)?;
+    assert!(out.contains("networkpolicy.networking.k8s.io/visio-operator"), "{out}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The RBAC proof, in a control plane of its own
+
+/// Ports and state of the proof's own control plane, apart from the suite's (.e2e-test,
+/// 16444...), the demo's (.e2e, 16443...) and a manual one for chart work (.e2e-chart, 16450...).
+const OWN_CLUSTER_ENV: &[(&str, &str)] = &[
+    ("VISIO_E2E_API_PORT", "16452"),
+    ("VISIO_E2E_ETCD_PORT", "23797"),
+    ("VISIO_E2E_ETCD_PEER_PORT", "23807"),
+    ("VISIO_E2E_KCM_PORT", "10387"),
+    ("VISIO_E2E_SCHED_PORT", "10389"),
+    ("VISIO_E2E_KWOK_PORT", "10277"),
+    ("VISIO_E2E_NODES", "8"),
+];
+
+/// A control plane started for one test, and the operator process run against it; both are
+/// stopped when this is dropped, also when the test fails or panics.
+struct OwnCluster {
+    state: PathBuf,
+    kubeconfig: PathBuf,
+    operator: Option<Child>,
+}
+
+impl OwnCluster {
+    fn script(state: &Path, arg: &[&str]) -> Command {
+        let mut cmd = Command::new(repo().join("e2e/cluster"));
+        cmd.args(arg).env("VISIO_E2E_STATE", state);
+        for (k, v) in OWN_CLUSTER_ENV {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn up() -> Result<Self> {
+        let state = repo().join(".e2e-chart-test");
+        // A run killed before its cleanup may have left one behind.
+        let _ = run(&mut Self::script(&state, &["down", "--purge"]), None);
+        let guard = OwnCluster { kubeconfig: state.join("kubeconfig"), state, operator: None };
+        let out = run(&mut Self::script(&guard.state, &["up"]), None)?;
+        ensure!(out.ok, "e2e/cluster up (own control plane) failed:\n{}", out.stderr);
+        Ok(guard)
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        kubectl_at(&self.kubeconfig, args, stdin)
+    }
+
+    fn json(&self, args: &[&str]) -> Result<Value> {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        Ok(serde_json::from_str(&self.kubectl(&a, None)?)?)
+    }
+
+    fn helm(&self, args: &[&str]) -> Result<String> {
+        let mut a = args.to_vec();
+        a.extend(["--kubeconfig", self.kubeconfig.to_str().unwrap()]);
+        helm_ok(&a)
+    }
+
+    fn operator_log(&self) -> PathBuf {
+        self.state.join("logs/operator-as-service-account.log")
+    }
+
+    fn stop_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.stop_operator();
+        let _ = run(&mut Self::script(&self.state, &["down", "--purge"]), None);
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A kubeconfig that authenticates with `token` only, to the same loopback apiserver.
+fn service_account_kubeconfig(cluster: &OwnCluster, token: &str) -> Result<PathBuf> {
+    let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig)?)?;
+    let c = &admin["clusters"][0]["cluster"];
+    let server = c["server"].as_str().context("server")?;
+    assert!(server.starts_with("https://127.0.0.1:"), "loopback only: {server}");
+    let kc = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "own", "cluster": {"server": server, "certificate-authority": c["certificate-authority"]}}],
+        "users": [{"name": "visio-operator", "user": {"token": token}}],
+        "contexts": [{"name": "own", "context": {"cluster": "own", "user": "visio-operator"}}],
+        "current-context": "own",
+    });
+    let path = cluster.state.join("service-account.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&kc)?)?;
+    Ok(path)
+}
+
+fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+/// The object's Ready condition is `status` with `reason`, for its current generation.
+fn ready_as(obj: &Value, status: &str, reason: &str) -> bool {
+    obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+        && condition(obj, "Ready").is_some_and(|c| c["status"] == status && c["reason"] == reason)
+}
+
+/// Log lines of the operator that report a request refused by RBAC.
+fn refused_requests(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.to_lowercase().contains("forbidden") || l.contains("code: 403"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits (90 s at most) until `check` holds, failing at once, with the refused requests, as
+/// soon as the operator's log reports one: a missing permission shows as itself, not as a timeout.
+async fn wait_as_operator<F, Fut>(cluster: &OwnCluster, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let log = cluster.operator_log();
+    let outcome = wait_for(what, Duration::from_secs(90), || {
+        let done = check();
+        let log = log.clone();
+        async move {
+            let refused = refused_requests(&std::fs::read_to_string(&log).unwrap_or_default());
+            if !refused.is_empty() {
+                return Ok(Some(Err(refused)));
+            }
+            Ok(done.await?.then_some(Ok(())))
+        }
+    })
+    .await?;
+    outcome.map_err(|refused| {
+        anyhow::anyhow!(
+            "requests refused to the chart's ServiceAccount while waiting for {what}:\n{}",
+            refused.join("\n")
+        )
+    })
+}
+
+const TENANT: &str = "rbac-proof";
+
+#[tokio::test]
+async fn the_chart_service_account_is_enough_to_run_the_operator() -> Result<()> {
+    let bin = match std::env::var_os("VISIO_E2E_OPERATOR_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => repo().join("target/debug/visio-operator"),
+    };
+    ensure!(bin.exists(), "{} not found: build it (`make build`, which `make e2e` runs first)", bin.display());
+    let mut cluster = OwnCluster::up()?;
+    let result = rbac_proof(&mut cluster, &bin).await;
+    if result.is_err() {
+        let log = std::fs::read_to_string(cluster.operator_log()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        eprintln!("--- last lines of the operator log (as the ServiceAccount) ---");
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+    result
+}
+
+async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    let long = Duration::from_secs(90);
+
+    // The chart installs the CRDs itself: remove the ones `e2e/cluster up` put there.
+    const CRDS: [&str; 3] = ["visioclusters.visio.io", "captionpools.visio.io", "retentionpolicies.visio.io"];
+    let mut args = vec!["delete", "crd", "--wait=false"];
+    args.extend(CRDS);
+    cluster.kubectl(&args, None)?;
+    let c = &*cluster;
+    let gone = wait_for("the CRDs of `e2e/cluster up` deleted", Duration::from_secs(120), || async move {
+        let left = c.json(&["get", "crd"])?;
+        let names: Vec<String> = left["items"]
+            .as_array()
+            .map(|i| i.iter().filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        Ok(names.iter().all(|n| !CRDS.contains(&n.as_str())).then_some(()))
+    })
+    .await;
+    if let Err(e) = gone {
+        let state = c.kubectl(&["get", "crd", "-o", "yaml"], None).unwrap_or_default();
+        bail!("{e}\n{state}");
+    }
+    create_operator_namespace(&cluster.kubeconfig)?;
+
+    // helm install: the CRDs, the RBAC, the Deployment (whose pod kwok "runs": only admitted
+    // under Pod Security "restricted" if its spec passes it).
+    cluster.helm(&["install", RELEASE, chart, "--namespace", NAMESPACE, "--wait=false"])?;
+    cluster.kubectl(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/visioclusters.visio.io",
+            "crd/captionpools.visio.io",
+            "crd/retentionpolicies.visio.io",
+        ],
+        None,
+    )?;
+    let c = &*cluster;
+    wait_for("the operator pod admitted under Pod Security restricted", long, || async move {
+        let pods = c.json(&["get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=visio-operator"])?;
+        Ok(pods["items"].as_array().is_some_and(|i| !i.is_empty()).then_some(()))
+    })
+    .await?;
+
+    // helm upgrade, changing values: the Deployment follows.
+    cluster.helm(&[
+        "upgrade",
+        RELEASE,
+        chart,
+        "--namespace",
+        NAMESPACE,
+        "--wait=false",
+        "--reuse-values",
+        "--set",
+        "logLevel=debug",
+        "--set",
+        "resources.limits.memory=512Mi",
+    ])?;
+    let deploy = cluster.json(&["get", "deployment", "-n", NAMESPACE, RELEASE])?;
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert!(strings(&c["args"]).contains(&"--log-level=debug".to_string()), "{}", c["args"]);
+    assert_eq!(c["resources"]["limits"]["memory"], "512Mi");
+    let status = cluster.helm(&["status", RELEASE, "--namespace", NAMESPACE, "-o", "json"])?;
+    let status: Value = serde_json::from_str(&status)?;
+    assert_eq!(status["version"], 2);
+    assert_eq!(status["info"]["status"], "deployed");
+
+    // What the ServiceAccount may and may not do (spot checks; the allow-list test covers the rest).
+    let sa = format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}");
+    let lease = "leases.coordination.k8s.io/visio-operator-leader";
+    for (verb, resource, ns, expected) in [
+        ("get", "nodes", None, "no"),
+        ("list", "configmaps", None, "no"),
+        ("update", "secrets", None, "no"),
+        ("create", "namespaces", None, "no"),
+        ("escalate", "roles.rbac.authorization.k8s.io", None, "no"),
+        ("bind", "clusterroles.rbac.authorization.k8s.io", None, "no"),
+        ("get", "customresourcedefinitions.apiextensions.k8s.io", None, "no"),
+        ("create", "events", None, "no"),
+        ("create", "leases.coordination.k8s.io", Some("default"), "no"),
+        ("patch", "leases.coordination.k8s.io/kube-scheduler", Some(NAMESPACE), "no"),
+        ("patch", lease, Some(NAMESPACE), "yes"),
+        ("patch", lease, Some(TENANT), "no"),
+    ] {
+        let mut args = vec!["auth", "can-i", verb, resource, "--as", &sa];
+        match ns {
+            Some(ns) => args.extend(["-n", ns]),
+            None => args.push("-A"),
+        }
+        let out = kubectl_out(&cluster.kubeconfig, &args, None)?;
+        assert_eq!(out.stdout.trim(), expected, "{sa} can {verb} {resource} in {ns:?}");
+    }
+
+    // The operator, authenticated only by a token of the chart's ServiceAccount.
+    let token = cluster.kubectl(&["create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=1h"], None)?;
+    let kubeconfig = service_account_kubeconfig(cluster, token.trim())?;
+    let whoami = kubectl_at(&kubeconfig, &["auth", "whoami", "-o", "json"], None)?;
+    let whoami: Value = serde_json::from_str(&whoami)?;
+    assert_eq!(whoami["status"]["userInfo"]["username"], sa.as_str());
+    let port = free_port()?;
+    let log = std::fs::File::create(cluster.operator_log())?;
+    let child = Command::new(bin)
+        .args(["run", "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+        .args(["--agent-image", "visio-operator:e2e", "--instance", "rbac-proof"])
+        .env("KUBECONFIG", &kubeconfig)
+        // What the Deployment sets from the downward API: the leader Lease lives in the operator's namespace.
+        .env("POD_NAMESPACE", NAMESPACE)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the operator")?;
+    cluster.operator = Some(child);
+
+    // Ready: every child cache listed and watched across all namespaces with this identity.
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let readyz = readyz.as_str();
+    wait_as_operator(cluster, "the operator's /readyz", || async move {
+        Ok(http_get(readyz).await.is_ok_and(|b| b == "ready\n"))
+    })
+    .await?;
+    // It leads: the Lease in its namespace names it.
+    let c = &*cluster;
+    wait_as_operator(c, "the leader Lease held by the operator", || async move {
+        let lease = kubectl_out(
+            &c.kubeconfig,
+            &["get", "lease", "visio-operator-leader", "-n", NAMESPACE, "-o", "json"],
+            None,
+        )?;
+        Ok(lease.ok && serde_json::from_str::<Value>(&lease.stdout)?["spec"]["holderIdentity"] == "rbac-proof")
+    })
+    .await?;
+
+    // A tenant: a VisioCluster with its own keys Secret and an Ingress, a CaptionPool, a RetentionPolicy.
+    cluster.kubectl(&["create", "namespace", TENANT], None)?;
+    let tenant = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "livekit-keys", "namespace": TENANT},
+         "stringData": {"apiKey": "APIrbacproof", "apiSecret": "0123456789abcdef0123456789abcdef0123"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3", "namespace": TENANT},
+         "stringData": {"accessKeyId": "id", "secretAccessKey": "key"}},
+        {"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio", "namespace": TENANT},
+         "spec": {"tenant": {"displayName": "Ministère de la Culture"},
+                  "signaling": {"host": "visio.culture.gouv.fr", "ingressClassName": "nginx"},
+                  "keys": {"secretName": "livekit-keys"},
+                  "sfu": {"replicas": {"min": 2, "max": 3}, "network": {"mode": "podNetwork"}},
+                  "autoscaling": {"scaleDownDelay": "1s"},
+                  "turn": {"domain": "turn.culture.gouv.fr", "tlsSecretName": "turn-tls"}}},
+        {"apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool", "metadata": {"name": "captions", "namespace": TENANT},
+         "spec": {"clusterRef": {"name": "visio"}}},
+        {"apiVersion": "visio.io/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": "meetings", "namespace": TENANT},
+         "spec": {"mode": "DryRun", "target": {"endpoint": "https://s3.culture.gouv.fr", "bucket": "meetings", "credentialsSecret": "s3"},
+                  "rules": [{"dataClass": "recordings", "prefix": "recordings/", "maxAge": "720h"}]}},
+    ]});
+    cluster.kubectl(&["apply", "-f", "-"], Some(&tenant.to_string()))?;
+
+    let c = &*cluster;
+    wait_as_operator(c, "VisioCluster Ready (as the ServiceAccount)", || async move {
+        let vc = c.json(&["get", "visiocluster", "visio", "-n", TENANT])?;
+        Ok(ready_as(&vc, "True", "Serving"))
+    })
+    .await?;
+    wait_as_operator(c, "CaptionPool and RetentionPolicy status written", || async move {
+        let cp = c.json(&["get", "captionpool", "captions", "-n", TENANT])?;
+        let rp = c.json(&["get", "retentionpolicy", "meetings", "-n", TENANT])?;
+        Ok(ready_as(&cp, "False", "BackendsNotDeployed") && ready_as(&rp, "False", "SweeperNotEnabled"))
+    })
+    .await?;
+    for (kind, name) in [
+        ("secret", "visio-credentials"),
+        ("secret", "visio-livekit-config"),
+        ("serviceaccount", "visio-sfu-agent"),
+        ("role", "visio-sfu-agent"),
+        ("rolebinding", "visio-sfu-agent"),
+        ("deployment", "visio-redis"),
+        ("service", "visio-turn"),
+        ("poddisruptionbudget", "visio-sfu"),
+        ("ingress", "visio-signaling"),
+    ] {
+        cluster.kubectl(&["get", kind, name, "-n", TENANT], None).with_context(|| format!("{kind}/{name} built"))?;
+    }
+
+    // Prune and shrink: TURN and the Ingress switched off (orphan deletion), one SFU pod instead
+    // of two. The pods report themselves empty (what their agent would write), so the old ones
+    // are drained and deleted as soon as the new template's pod serves.
+    let pods = cluster.json(&["get", "pods", "-n", TENANT, "-l", "app.kubernetes.io/component=sfu"])?;
+    for p in pods["items"].as_array().context("pods")? {
+        let name = p["metadata"]["name"].as_str().context("name")?;
+        cluster.kubectl(
+            &["annotate", "pod", name, "-n", TENANT, "--overwrite", r#"visio.io/load={"participants":0,"rooms":0}"#],
+            None,
+        )?;
+    }
+    let patch = json!({"spec": {"signaling": {"ingressClassName": null}, "turn": {"enabled": false},
+                                "sfu": {"replicas": {"min": 1, "max": 1}}}});
+    cluster
+        .kubectl(&["patch", "visiocluster", "visio", "-n", TENANT, "--type=merge", "-p", &patch.to_string()], None)?;
+    wait_as_operator(c, "TURN Service and Ingress pruned, one SFU pod serving", || async move {
+        let svc = kubectl_out(&c.kubeconfig, &["get", "service", "visio-turn", "-n", TENANT], None)?;
+        let ing = kubectl_out(&c.kubeconfig, &["get", "ingress", "visio-signaling", "-n", TENANT], None)?;
+        let pods = c.json(&["get", "pods", "-n", TENANT, "-l", "app.kubernetes.io/component=sfu"])?;
+        let vc = c.json(&["get", "visiocluster", "visio", "-n", TENANT])?;
+        let done = !svc.ok
+            && !ing.ok
+            && pods["items"].as_array().is_some_and(|i| i.len() == 1)
+            && ready_as(&vc, "True", "Serving")
+            && vc["status"]["sfu"]["ready"] == 1;
+        Ok(done)
+    })
+    .await?;
+
+    // Events, published under this identity.
+    let events = cluster.json(&["get", "events.events.k8s.io", "-n", TENANT])?;
+    let ours: Vec<&Value> = events["items"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter(|e| e["reportingController"] == "visio-operator" && e["reportingInstance"] == "rbac-proof")
+        .collect();
+    assert!(
+        ours.iter().any(|e| e["reason"] == "ScaledUp") && ours.iter().any(|e| e["reason"] == "PodDeleted"),
+        "operator Events: {:?}",
+        ours.iter().map(|e| &e["reason"]).collect::<Vec<_>>()
+    );
+
+    // Not one request refused along the way.
+    cluster.stop_operator();
+    let log = std::fs::read_to_string(cluster.operator_log())?;
+    let refused = refused_requests(&log);
+    assert!(refused.is_empty(), "requests refused to the chart's ServiceAccount:\n{}", refused.join("\n"));
+    assert!(log.contains("caches synced"), "the operator synced its caches");
+
+    // helm uninstall removes the operator and keeps the CRDs, hence the tenant's resources.
+    cluster.helm(&["uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout=60s"])?;
+    let left = kubectl_out(&cluster.kubeconfig, &["get", "deployment", RELEASE, "-n", NAMESPACE], None)?;
+    assert!(!left.ok, "the operator Deployment is gone");
+    let left = kubectl_out(&cluster.kubeconfig, &["get", "clusterrole", RELEASE], None)?;
+    assert!(!left.ok, "the ClusterRole is gone");
+    cluster.kubectl(&["get", "crd", "visioclusters.visio.io"], None).context("the CRDs stay")?;
+    cluster
+        .kubectl(&["get", "visiocluster", "visio", "-n", TENANT], None)
+        .context("the tenant's VisioCluster stays")?;
+    Ok(())
+}
