@@ -124,6 +124,12 @@ const ALLOWED: &[Grant] = &[
         "child_stream(), apply::ensure(), apply::delete_orphans() (the signaling Ingress)",
     ),
     cluster(
+        "networking.k8s.io",
+        "networkpolicies",
+        &["list", "watch", "create", "patch", "delete"],
+        "child_stream(), apply::ensure(), apply::delete_orphans() (builders/network.rs: SFU ingress, Redis isolation)",
+    ),
+    cluster(
         "rbac.authorization.k8s.io",
         "roles",
         &["list", "watch", "create", "patch", "delete"],

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
@@ -94,6 +95,12 @@ async fn visiocluster_lifecycle() -> Result<()> {
     }
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), NS);
     assert!(owned(pdbs.get("visio-sfu").await?.metadata.owner_references.as_ref()));
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), NS);
+    let redis_policy = policies.get("visio-redis").await?;
+    assert!(owned(redis_policy.metadata.owner_references.as_ref()));
+    let from = redis_policy.spec.and_then(|s| s.ingress).unwrap_or_default();
+    assert_eq!(from.len(), 1, "Redis admits one rule: this tenant's SFU pods");
+    assert!(owned(policies.get("visio-sfu").await?.metadata.owner_references.as_ref()));
 
     // No secret value in the operator's log or in Events.
     let data = creds.data.clone().unwrap_or_default();

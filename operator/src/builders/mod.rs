@@ -5,10 +5,11 @@
 //! The entry point for a `VisioCluster` is [`stack::build_stack`]; each concern has its own module:
 //! [`labels`] (names, labels, owner references), [`livekit_config`] (the LiveKit server YAML), [`sfu`] (the
 //! SFU pod template the controller creates pods from), [`redis`] (the managed Redis), [`services`]
-//! (Services, PodDisruptionBudget, Ingress, endpoints and firewall openings).
+//! (Services, PodDisruptionBudget, Ingress, endpoints and firewall openings), [`network`] (NetworkPolicies).
 
 pub mod labels;
 pub mod livekit_config;
+pub mod network;
 pub mod redis;
 pub mod services;
 pub mod sfu;

@@ -6,7 +6,7 @@ use std::fmt;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
@@ -68,6 +68,8 @@ pub struct Stack {
     pub pdb: PodDisruptionBudget,
     /// The signalling Ingress, when an ingress class is set.
     pub ingress: Option<Ingress>,
+    /// NetworkPolicies of the SFU pods and the managed Redis.
+    pub network_policies: Vec<NetworkPolicy>,
     /// ServiceAccount, Role and RoleBinding of the in-pod agent (the SFU pods run as this ServiceAccount).
     pub agent: AgentAccess,
     /// The SFU pod template.
@@ -99,6 +101,7 @@ impl Stack {
         if let Some(i) = &self.ingress {
             out.push(("Ingress", &i.metadata));
         }
+        out.extend(self.network_policies.iter().map(|p| ("NetworkPolicy", &p.metadata)));
         out
     }
 }
@@ -138,6 +141,7 @@ pub fn build_stack(vc: &VisioCluster, creds: &Credentials, agent_image: &str) ->
         services: services(vc)?,
         pdb: pod_disruption_budget(vc)?,
         ingress: ingress(vc)?,
+        network_policies: super::network::network_policies(vc)?,
         agent: agent_access(vc)?,
         sfu: sfu_template(vc, &config_name, &config_hash(&rendered), agent_image)?,
         endpoints: endpoints(vc),
@@ -229,6 +233,8 @@ mod tests {
             ("Service", "visio-signaling"),
             ("Service", "visio-turn"),
             ("PodDisruptionBudget", "visio-sfu"),
+            ("NetworkPolicy", "visio-sfu"),
+            ("NetworkPolicy", "visio-redis"),
         ];
         let expected: Vec<_> = expected.iter().map(|(k, n)| (*k, n.to_string())).collect();
         assert_eq!(objects, expected);

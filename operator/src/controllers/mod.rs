@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -51,6 +51,7 @@ pub struct Stores {
     pub service_accounts: Store<ServiceAccount>,
     pub roles: Store<Role>,
     pub role_bindings: Store<RoleBinding>,
+    pub network_policies: Store<NetworkPolicy>,
 }
 
 /// What every reconcile gets.
@@ -129,8 +130,19 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
     let (service_accounts, service_accounts_w) = reflector::store();
     let (roles, roles_w) = reflector::store();
     let (role_bindings, role_bindings_w) = reflector::store();
-    let stores =
-        Stores { pods, secrets, services, deployments, pdbs, ingresses, service_accounts, roles, role_bindings };
+    let (network_policies, network_policies_w) = reflector::store();
+    let stores = Stores {
+        pods,
+        secrets,
+        services,
+        deployments,
+        pdbs,
+        ingresses,
+        service_accounts,
+        roles,
+        role_bindings,
+        network_policies,
+    };
     let reporter = Reporter { controller: "visio-operator".into(), instance: Some(config.instance.clone()) };
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -155,6 +167,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
             service_accounts: child_stream(&client, service_accounts_w).boxed(),
             roles: child_stream(&client, roles_w).boxed(),
             role_bindings: child_stream(&client, role_bindings_w).boxed(),
+            network_policies: child_stream(&client, network_policies_w).boxed(),
         },
     );
     let cp = captionpool::controller(client.clone(), ctx.clone());
@@ -171,6 +184,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         let _ = stores.service_accounts.wait_until_ready().await;
         let _ = stores.roles.wait_until_ready().await;
         let _ = stores.role_bindings.wait_until_ready().await;
+        let _ = stores.network_policies.wait_until_ready().await;
         ready.set(true);
         tracing::info!("caches synced");
         futures::future::pending::<()>().await

@@ -11,7 +11,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
@@ -48,6 +48,7 @@ pub struct ChildStreams {
     pub service_accounts: BoxStream<'static, Result<ServiceAccount, watcher::Error>>,
     pub roles: BoxStream<'static, Result<Role, watcher::Error>>,
     pub role_bindings: BoxStream<'static, Result<RoleBinding, watcher::Error>>,
+    pub network_policies: BoxStream<'static, Result<NetworkPolicy, watcher::Error>>,
 }
 
 /// The controller future.
@@ -63,6 +64,7 @@ pub fn controller(client: Client, ctx: Arc<Context>, streams: ChildStreams) -> i
         .owns_stream(streams.service_accounts)
         .owns_stream(streams.roles)
         .owns_stream(streams.role_bindings)
+        .owns_stream(streams.network_policies)
         .shutdown_on_signal()
         .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
@@ -259,6 +261,9 @@ async fn apply_children(
         apply::ensure(ctx, &s.services, svc.clone()).await?;
     }
     apply::ensure(ctx, &s.pdbs, stack.pdb.clone()).await?;
+    for p in &stack.network_policies {
+        apply::ensure(ctx, &s.network_policies, p.clone()).await?;
+    }
     let ingresses: Vec<Ingress> = stack.ingress.iter().cloned().collect();
     for i in &ingresses {
         apply::ensure(ctx, &s.ingresses, i.clone()).await?;
@@ -272,7 +277,9 @@ async fn apply_children(
         + apply::delete_orphans(ctx, &s.service_accounts, ns, name, uid, &apply::names([&agent.service_account]))
             .await?
         + apply::delete_orphans(ctx, &s.roles, ns, name, uid, &apply::names([&agent.role])).await?
-        + apply::delete_orphans(ctx, &s.role_bindings, ns, name, uid, &apply::names([&agent.role_binding])).await?;
+        + apply::delete_orphans(ctx, &s.role_bindings, ns, name, uid, &apply::names([&agent.role_binding])).await?
+        + apply::delete_orphans(ctx, &s.network_policies, ns, name, uid, &apply::names(&stack.network_policies))
+            .await?;
     if pruned > 0 {
         ctx.event(
             vc,
