@@ -108,6 +108,12 @@ pub struct TenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub contact: Option<String>,
+    /// Groups (as the cluster's authentication reports them, e.g. from OIDC) whose members administer
+    /// this tenant: they get the `visio-tenant-admin` ClusterRole in this namespace only (manage the
+    /// visio.io resources, read their status, Events and pods), through a RoleBinding the operator keeps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), extend("items" = {"type": "string", "minLength": 1, "maxLength": 256}))]
+    pub admin_groups: Vec<String>,
     /// `standard` or `restricted`. Immutable: lowering a tenant's classification means a new stack.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-validations" = [

@@ -14,6 +14,7 @@ pub mod redis;
 pub mod services;
 pub mod sfu;
 pub mod stack;
+pub mod tenant;
 
 pub use labels::{owner_reference, selector_labels, standard_labels, Component, FIELD_MANAGER, MANAGED_BY};
 pub use livekit_config::{render, LiveKitConfig};

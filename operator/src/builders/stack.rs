@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 
@@ -70,6 +71,8 @@ pub struct Stack {
     pub ingress: Option<Ingress>,
     /// NetworkPolicies of the SFU pods and the managed Redis.
     pub network_policies: Vec<NetworkPolicy>,
+    /// The tenant admins' RoleBinding, when `spec.tenant.adminGroups` names any.
+    pub admin_binding: Option<RoleBinding>,
     /// ServiceAccount, Role and RoleBinding of the in-pod agent (the SFU pods run as this ServiceAccount).
     pub agent: AgentAccess,
     /// The SFU pod template.
@@ -102,6 +105,9 @@ impl Stack {
             out.push(("Ingress", &i.metadata));
         }
         out.extend(self.network_policies.iter().map(|p| ("NetworkPolicy", &p.metadata)));
+        if let Some(b) = &self.admin_binding {
+            out.push(("RoleBinding", &b.metadata));
+        }
         out
     }
 }
@@ -142,6 +148,7 @@ pub fn build_stack(vc: &VisioCluster, creds: &Credentials, agent_image: &str) ->
         pdb: pod_disruption_budget(vc)?,
         ingress: ingress(vc)?,
         network_policies: super::network::network_policies(vc)?,
+        admin_binding: super::tenant::admin_binding(vc)?,
         agent: agent_access(vc)?,
         sfu: sfu_template(vc, &config_name, &config_hash(&rendered), agent_image)?,
         endpoints: endpoints(vc),

@@ -248,6 +248,11 @@ async fn apply_children(
     apply::ensure(ctx, &s.service_accounts, agent.service_account.clone()).await?;
     apply::ensure(ctx, &s.roles, agent.role.clone()).await?;
     apply::ensure(ctx, &s.role_bindings, agent.role_binding.clone()).await?;
+    let mut bindings = vec![agent.role_binding.clone()];
+    if let Some(admins) = &stack.admin_binding {
+        apply::ensure(ctx, &s.role_bindings, admins.clone()).await?;
+        bindings.push(admins.clone());
+    }
     let mut deployments = vec![];
     let mut services = stack.services.clone();
     if let Some((deploy, svc)) = &stack.redis {
@@ -277,7 +282,7 @@ async fn apply_children(
         + apply::delete_orphans(ctx, &s.service_accounts, ns, name, uid, &apply::names([&agent.service_account]))
             .await?
         + apply::delete_orphans(ctx, &s.roles, ns, name, uid, &apply::names([&agent.role])).await?
-        + apply::delete_orphans(ctx, &s.role_bindings, ns, name, uid, &apply::names([&agent.role_binding])).await?
+        + apply::delete_orphans(ctx, &s.role_bindings, ns, name, uid, &apply::names(&bindings)).await?
         + apply::delete_orphans(ctx, &s.network_policies, ns, name, uid, &apply::names(&stack.network_policies))
             .await?;
     if pruned > 0 {

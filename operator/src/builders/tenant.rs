@@ -1,0 +1,75 @@
+//! The tenant's own administrators: a RoleBinding of the `visio-tenant-admin` ClusterRole (shipped by
+//! the chart) to the groups in `spec.tenant.adminGroups`, in the tenant's namespace only. Binding a
+//! ClusterRole in a namespace grants its rules there and nowhere else, so a ministry's admins manage
+//! their own VisioClusters, CaptionPools and RetentionPolicies and cannot see another ministry's.
+
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+
+use super::labels::{child_metadata, cluster_name, Component};
+use super::BuildError;
+use crate::api::VisioCluster;
+
+/// The ClusterRole the chart ships for tenant administrators.
+pub const TENANT_ADMIN_CLUSTER_ROLE: &str = "visio-tenant-admin";
+
+/// `<vc>-tenant-admins`, or `None` when the spec names no admin group.
+pub fn admin_binding(vc: &VisioCluster) -> Result<Option<RoleBinding>, BuildError> {
+    let groups = &vc.spec.tenant.admin_groups;
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let mut subjects: Vec<Subject> = groups
+        .iter()
+        .map(|g| Subject {
+            kind: "Group".into(),
+            name: g.clone(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            namespace: None,
+        })
+        .collect();
+    subjects.sort_by(|a, b| a.name.cmp(&b.name));
+    subjects.dedup_by(|a, b| a.name == b.name);
+    Ok(Some(RoleBinding {
+        metadata: child_metadata(vc, format!("{}-tenant-admins", cluster_name(vc)?), Component::Credentials)?,
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: TENANT_ADMIN_CLUSTER_ROLE.into(),
+        },
+        subjects: Some(subjects),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builders::labels::owner_reference;
+    use crate::builders::testing::{cluster_with, test_cluster};
+    use serde_json::json;
+
+    #[test]
+    fn no_groups_no_binding() {
+        assert!(admin_binding(&test_cluster()).unwrap().is_none());
+    }
+
+    #[test]
+    fn groups_are_bound_to_the_tenant_admin_role_in_the_namespace() {
+        let vc = cluster_with(json!({"tenant": {"displayName": "Intérieur",
+            "adminGroups": ["oidc:visio-admins-interieur", "oidc:dsi-interieur", "oidc:visio-admins-interieur"]}}));
+        let rb = admin_binding(&vc).unwrap().unwrap();
+        assert_eq!(rb.metadata.name.as_deref(), Some("visio-tenant-admins"));
+        assert_eq!(rb.metadata.namespace.as_deref(), Some("mininterieur"));
+        assert_eq!(rb.metadata.owner_references, Some(vec![owner_reference(&vc).unwrap()]));
+        assert_eq!(rb.role_ref.kind, "ClusterRole");
+        assert_eq!(rb.role_ref.name, TENANT_ADMIN_CLUSTER_ROLE);
+        let names: Vec<_> = rb.subjects.unwrap().iter().map(|s| (s.kind.clone(), s.name.clone())).collect();
+        assert_eq!(
+            names,
+            [
+                ("Group".to_string(), "oidc:dsi-interieur".to_string()),
+                ("Group".into(), "oidc:visio-admins-interieur".into())
+            ],
+            "sorted, deduplicated groups only"
+        );
+    }
+}
