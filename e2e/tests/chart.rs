@@ -1061,3 +1061,26 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
         .context("the tenant's VisioCluster stays")?;
     Ok(())
 }
+
+#[test]
+fn the_chart_ships_the_tested_alerts_and_dashboard() -> Result<()> {
+    let defaults = kinds(&render(&[])?);
+    assert!(!defaults.contains("PrometheusRule"), "off by default: the CRD may be absent");
+    let docs = render(&["prometheusRule.enabled=true", "dashboard.enabled=true", "serviceMonitor.enabled=true"])?;
+    // The PrometheusRule carries exactly the rules promtool tests in `make test`.
+    let rule = find(&docs, "PrometheusRule")?;
+    let source: Value = serde_yaml::from_str(&std::fs::read_to_string(repo().join("monitoring/alerts.yaml"))?)?;
+    assert_eq!(rule["spec"]["groups"], source["groups"], "PrometheusRule differs from monitoring/alerts.yaml");
+    let text = serde_json::to_string(&rule["spec"])?;
+    assert!(text.contains("{{ $labels.namespace }}"), "Prometheus's own templates survive Helm");
+    // The dashboard is the committed one, for Grafana's sidecar.
+    let dash = docs.iter().find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1");
+    let dash = dash.context("dashboard ConfigMap")?;
+    let json: Value = serde_json::from_str(dash["data"]["visio-operator.json"].as_str().context("dashboard data")?)?;
+    let source: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("monitoring/dashboard.json"))?)?;
+    assert_eq!(json, source);
+    // The alerts select job="visio-operator": the ServiceMonitor sets it whatever the release name.
+    let sm = find(&docs, "ServiceMonitor")?;
+    assert_eq!(sm["spec"]["endpoints"][0]["relabelings"][0]["replacement"], "visio-operator");
+    Ok(())
+}
