@@ -7,12 +7,17 @@
 use std::time::Duration;
 
 use kube::Client;
-use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Name of the Lease.
 pub const LEASE_NAME: &str = "visio-operator-leader";
+
+/// How often a standby reads the Lease. kube-lease-manager alone reads it again only when the
+/// holder's term would expire, so a Lease released by a stopping leader would wait out its full
+/// duration; read every second, it is taken within about a second of its release.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
 
 /// Lease timing: a dead leader is replaced within `duration` seconds.
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +37,7 @@ impl Default for Timing {
 /// This replica's part in the election.
 pub struct Leadership {
     rx: watch::Receiver<bool>,
-    task: JoinHandle<Result<kube_lease_manager::LeaseManager, LeaseManagerError>>,
+    task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
 }
 
 impl Leadership {
@@ -51,7 +56,8 @@ impl Leadership {
             .with_field_manager("visio-operator-leader")
             .build()
             .await?;
-        let (rx, task) = manager.watch().await;
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(elect(manager, tx));
         Ok(Self { rx, task })
     }
 
@@ -82,4 +88,47 @@ impl Leadership {
         drop(self.rx);
         let _ = tokio::time::timeout(Duration::from_secs(3), self.task).await;
     }
+}
+
+/// The election loop (what `LeaseManager::watch` does, plus the standby's poll): `changed()`
+/// renews the Lease while leading and resolves when leadership changes; as a standby it is
+/// restarted every [`STANDBY_POLL`], each start reading the Lease again. Cancelling it is safe:
+/// its next start re-reads the Lease before deciding anything. When every receiver is gone (the
+/// process stops), the Lease is released.
+async fn elect(manager: LeaseManager, tx: watch::Sender<bool>) -> Result<LeaseManager, LeaseManagerError> {
+    let mut leading = false;
+    let mut failures = 0u32;
+    loop {
+        let step = async {
+            if leading {
+                manager.changed().await.map(Some)
+            } else {
+                match tokio::time::timeout(STANDBY_POLL, manager.changed()).await {
+                    Ok(r) => r.map(Some),
+                    Err(_elapsed) => Ok(None),
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = tx.closed() => break,
+            r = step => match r {
+                Ok(Some(now)) => {
+                    failures = 0;
+                    leading = now;
+                    if tx.send(now).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, lease = LEASE_NAME, "cannot read or renew the leader Lease; retrying");
+                    tokio::time::sleep(Duration::from_secs(u64::from(failures.min(5)))).await;
+                }
+            },
+        }
+    }
+    manager.release().await?;
+    Ok(manager)
 }

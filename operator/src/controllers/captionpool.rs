@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -23,11 +23,14 @@ use crate::builders::labels::FIELD_MANAGER;
 const CONTROLLER: &str = "captionpool";
 
 pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future<Output = ()> {
-    let api: Api<CaptionPool> = Api::all(client.clone());
-    let ctrl = Controller::new(api, watcher::Config::default().any_semantic());
+    // Lenient watches: one stored object we cannot read must not stop the others.
+    let ctrl = super::lenient_controller::<CaptionPool>(&client, watcher::Config::default().any_semantic());
     let pools = ctrl.store();
+    let clusters = super::lenient_watcher::<VisioCluster>(client, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .applied_objects();
     // A pool whose VisioCluster appears or goes must be looked at again.
-    ctrl.watches(Api::<VisioCluster>::all(client), watcher::Config::default().any_semantic(), move |vc| {
+    ctrl.watches_stream(clusters, move |vc| {
         pools
             .state()
             .into_iter()

@@ -15,12 +15,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::DynamicObject;
+use kube::core::ApiResource;
+use kube::runtime::controller::Controller;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -117,6 +120,70 @@ where
         })
         .reflect(writer)
         .touched_objects()
+}
+
+/// A watch of every `K` that survives stored objects this operator cannot deserialize.
+///
+/// The apiserver may hold a `K` our types refuse: written while the CRD had another schema (a
+/// newer operator's CRD rolled back, a hand-edited CRD), or by a version whose fields changed.
+/// kube-runtime's typed watcher deserializes whole list pages, so one such object fails every
+/// list and the controller sees no object at all, forever. Here the watch reads
+/// [`DynamicObject`]s and converts each one alone: an object that does not convert is skipped
+/// with a warning naming it (the others are reconciled), and is picked up again once it is
+/// fixed (the fix is a watch event like any other).
+///
+/// Limit: a skipped update or delete of an object that was readable before leaves the previous
+/// version in the cache, so that version keeps being reconciled until the object is fixed.
+pub fn lenient_watcher<K>(
+    client: Client,
+    cfg: watcher::Config,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::erase::<K>(&()));
+    watcher(api, cfg).try_filter_map(|event| futures::future::ready(Ok(typed_event::<K>(event))))
+}
+
+/// The typed event, or `None` (with a warning) for an object that does not deserialize as `K`.
+fn typed_event<K>(event: watcher::Event<DynamicObject>) -> Option<watcher::Event<K>>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    use watcher::Event as E;
+    let parse = |o: DynamicObject| -> Option<K> {
+        let key = key_of(&o);
+        match o.try_parse::<K>() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(
+                    kind = %K::kind(&()),
+                    object = %key,
+                    error = %e,
+                    "stored object cannot be read by this operator (it does not match its schema): \
+                     skipped until it is fixed; the other objects are reconciled"
+                );
+                None
+            }
+        }
+    };
+    Some(match event {
+        E::Init => E::Init,
+        E::InitDone => E::InitDone,
+        E::InitApply(o) => E::InitApply(parse(o)?),
+        E::Apply(o) => E::Apply(parse(o)?),
+        E::Delete(o) => E::Delete(parse(o)?),
+    })
+}
+
+/// A controller of `K` fed by [`lenient_watcher`] instead of kube-runtime's typed watcher.
+pub fn lenient_controller<K>(client: &Client, cfg: watcher::Config) -> Controller<K>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let objects = lenient_watcher::<K>(client.clone(), cfg).default_backoff().reflect(writer).applied_objects();
+    Controller::for_stream(objects, reader)
 }
 
 /// Runs the three controllers until one stops (which only happens on shutdown).

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -23,8 +23,8 @@ use crate::builders::labels::FIELD_MANAGER;
 const CONTROLLER: &str = "retentionpolicy";
 
 pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future<Output = ()> {
-    let api: Api<RetentionPolicy> = Api::all(client);
-    Controller::new(api, watcher::Config::default().any_semantic())
+    // Lenient watch: one stored policy we cannot read must not stop the others.
+    super::lenient_controller::<RetentionPolicy>(&client, watcher::Config::default().any_semantic())
         .shutdown_on_signal()
         .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

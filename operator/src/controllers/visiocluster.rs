@@ -16,7 +16,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -53,8 +53,8 @@ pub struct ChildStreams {
 
 /// The controller future.
 pub fn controller(client: Client, ctx: Arc<Context>, streams: ChildStreams) -> impl std::future::Future<Output = ()> {
-    let api: Api<VisioCluster> = Api::all(client);
-    Controller::new(api, watcher::Config::default().any_semantic())
+    // Not Controller::new: one stored VisioCluster we cannot read must not stop the others.
+    super::lenient_controller::<VisioCluster>(&client, watcher::Config::default().any_semantic())
         .owns_stream(streams.pods)
         .owns_stream(streams.secrets)
         .owns_stream(streams.services)
@@ -115,10 +115,34 @@ fn reason_of(e: &Error) -> &'static str {
     }
 }
 
+/// Waits (30 s at most) until every child cache holds its first full list. Until then a cache
+/// reads empty: the planner, seeing no pod, would create a whole fleet next to the running one (the
+/// pod names only stop the creates whose name is taken), and every child would look missing.
+async fn caches_ready(ctx: &Context) -> bool {
+    let s = &ctx.stores;
+    let all = async {
+        let _ = s.pods.wait_until_ready().await;
+        let _ = s.secrets.wait_until_ready().await;
+        let _ = s.services.wait_until_ready().await;
+        let _ = s.deployments.wait_until_ready().await;
+        let _ = s.pdbs.wait_until_ready().await;
+        let _ = s.ingresses.wait_until_ready().await;
+        let _ = s.service_accounts.wait_until_ready().await;
+        let _ = s.roles.wait_until_ready().await;
+        let _ = s.role_bindings.wait_until_ready().await;
+        let _ = s.network_policies.wait_until_ready().await;
+    };
+    tokio::time::timeout(Duration::from_secs(30), all).await.is_ok()
+}
+
 async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
     let ns = vc.namespace().unwrap_or_default();
     let name = vc.name_any();
     let uid = vc.uid().unwrap_or_default();
+    // At start the VisioClusters can be listed before the children: never plan from empty caches.
+    if !caches_ready(ctx).await {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
 
     // dereference
     let creds = credentials(vc, ctx).await?;
@@ -375,6 +399,14 @@ fn pod_snapshot(p: &Pod) -> PodSnapshot {
         PodPhase::Serving
     } else {
         PodPhase::Pending
+    };
+    // A draining pod's load counts only once its agent reports it as draining (`draining: true`,
+    // read after it told the backend to drain, which then takes no new session). A figure written
+    // before the drain is stale by up to the agent's interval and report floor, and may miss the
+    // sessions placed on the pod meanwhile: read as empty, it would have the pod deleted with them.
+    let load = match phase {
+        PodPhase::Draining { .. } => load.filter(|l| l.draining),
+        _ => load,
     };
     PodSnapshot {
         name: p.name_any(),
@@ -659,5 +691,41 @@ fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &VisioClusterStat
         None => {
             let _ = m.retention_policy_missing.remove_label_values(&["VisioCluster", ns, name]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Ready SFU pod whose agent runs, with these annotations.
+    fn pod(annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "visio-sfu-0", "annotations": annotations},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": AGENT_CONTAINER, "image": "a", "imageID": "", "ready": true,
+                                       "restartCount": 0, "state": {"running": {}}}]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_draining_pod_is_empty_only_once_its_agent_reports_the_drain() {
+        let since = "2026-11-27T10:00:00Z";
+        let before = r#"{"participants":0,"rooms":0,"draining":false}"#;
+        let after = r#"{"participants":0,"rooms":0,"draining":true}"#;
+        // Serving: the report counts as it is.
+        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: before})));
+        assert_eq!((s.phase, s.load, s.sessions), (PodPhase::Serving, Some(0), Some(0)));
+        // Draining, with a figure written before the drain: unknown, so never deleted as empty.
+        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: before, DRAIN_SINCE: since})));
+        assert!(matches!(s.phase, PodPhase::Draining { .. }));
+        assert_eq!((s.load, s.sessions), (None, None));
+        // Draining, and the agent says its backend drains: the figure counts.
+        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: after, DRAIN_SINCE: since})));
+        assert_eq!((s.load, s.sessions), (Some(0), Some(0)));
     }
 }
