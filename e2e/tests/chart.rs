@@ -1000,15 +1000,14 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
     }
 
     // Prune and shrink: TURN and the Ingress switched off (orphan deletion), one SFU pod instead
-    // of two. The pods report themselves empty (what their agent would write), so the old ones
-    // are drained and deleted as soon as the new template's pod serves.
+    // of two. The pods report themselves empty and drained (what their agent writes once its SFU
+    // drained: the operator reads a draining pod's load only then), so the old ones are drained and
+    // deleted as soon as the new template's pod serves.
     let pods = cluster.json(&["get", "pods", "-n", TENANT, "-l", "app.kubernetes.io/component=sfu"])?;
     for p in pods["items"].as_array().context("pods")? {
         let name = p["metadata"]["name"].as_str().context("name")?;
-        cluster.kubectl(
-            &["annotate", "pod", name, "-n", TENANT, "--overwrite", r#"visio.io/load={"participants":0,"rooms":0}"#],
-            None,
-        )?;
+        let drained = r#"visio.io/load={"participants":0,"rooms":0,"draining":true}"#;
+        cluster.kubectl(&["annotate", "pod", name, "-n", TENANT, "--overwrite", drained], None)?;
     }
     let patch = json!({"spec": {"signaling": {"ingressClassName": null}, "turn": {"enabled": false},
                                 "sfu": {"replicas": {"min": 1, "max": 1}}}});

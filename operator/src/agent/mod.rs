@@ -101,6 +101,10 @@ pub struct AgentArgs {
     /// Program name of the backend process to SIGTERM on drain (default: the backend's, livekit-server).
     #[arg(long)]
     pub backend_process: Option<String>,
+    /// Signal only the process with this pid (its program name must still be --backend-process), instead of
+    /// the one process of that name in the pod: for test harnesses that run many backends on one machine.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(2..))]
+    pub backend_pid: Option<i32>,
     /// Instead of running, ask a running agent's endpoint at --health-addr once and exit 0 if it answers
     /// 200 (for an exec probe).
     #[arg(long, value_enum)]
@@ -225,6 +229,9 @@ pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()
     }
     let mut config = livekit::LiveKitConfig::new(metrics_url, args.api_url.clone(), credentials);
     config.process_name = args.backend_process.clone().unwrap_or_else(|| args.backend.default_process().into());
+    if let Some(pid) = args.backend_pid {
+        config.scope = process::Scope::Pid(pid);
+    }
     let mut backend = match args.backend {
         BackendKind::Livekit => livekit::LiveKit::new(config),
     };
@@ -305,6 +312,7 @@ mod tests {
         assert_eq!(a.min_report_interval, Duration::from_secs(5));
         assert_eq!(a.health_addr, "127.0.0.1:8081".parse().unwrap());
         assert_eq!(a.backend_process, None);
+        assert_eq!(a.backend_pid, None);
         assert_eq!(a.backend.default_process(), "livekit-server");
         assert_eq!(a.backend.default_metrics_url(), "http://127.0.0.1:6789/metrics");
     }
@@ -319,10 +327,29 @@ mod tests {
             &["--interval", "1h"],
             &["--min-report-interval", "2h"],
             &["--backend", "moshi"],
+            &["--backend-pid", "1"],
+            &["--backend-pid", "-5"],
         ] {
             let args: Vec<&str> = base.iter().chain(extra.iter()).copied().collect();
             assert!(parse(&args).is_err(), "{extra:?} must be refused");
         }
+    }
+
+    #[test]
+    fn a_harness_names_the_backend_process() {
+        let a = parse(&[
+            "--pod-name",
+            "p",
+            "--pod-namespace",
+            "n",
+            "--backend-process",
+            "livekit-standin",
+            "--backend-pid",
+            "4242",
+        ])
+        .unwrap();
+        assert_eq!(a.backend_pid, Some(4242));
+        assert_eq!(a.backend_process.as_deref(), Some("livekit-standin"));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum Scope {
     Any,
     /// Only children of this pid (tests, where other stand-ins may run on the same machine).
     ChildrenOf(i32),
+    /// Only this very process (`--backend-pid`: a test harness running many backends on one machine, each
+    /// with its own agent). Its program name must still match, so a reused pid is never signalled.
+    Pid(i32),
 }
 
 /// The outcome of a selection.
@@ -51,6 +54,7 @@ pub fn select(entries: &[ProcEntry], name: &str, own_pid: i32, scope: Scope) -> 
         .filter(|e| match scope {
             Scope::Any => true,
             Scope::ChildrenOf(parent) => e.ppid == Some(parent),
+            Scope::Pid(pid) => e.pid == pid,
         })
         .filter(|e| program_name(&e.cmdline) == Some(name.as_bytes()))
         .map(|e| e.pid)
@@ -198,6 +202,23 @@ mod tests {
         assert!(
             matches!(select(&entries, "livekit-standin", 100, Scope::Any), Selection::Ambiguous(v) if v.len() == 3)
         );
+    }
+
+    #[test]
+    fn scope_one_pid() {
+        let entries = vec![
+            entry(7, 50, &["target/debug/livekit-standin"]),
+            entry(9, 50, &["target/debug/livekit-standin"]),
+            entry(11, 50, &["/bin/sleep", "100"]),
+        ];
+        assert_eq!(select(&entries, "livekit-standin", 100, Scope::Pid(9)), Selection::One(9));
+        assert_eq!(select(&entries, "livekit-standin", 100, Scope::Pid(12)), Selection::None, "gone");
+        assert_eq!(
+            select(&entries, "livekit-standin", 100, Scope::Pid(11)),
+            Selection::None,
+            "pid reused by another program"
+        );
+        assert_eq!(select(&entries, "livekit-standin", 9, Scope::Pid(9)), Selection::None, "never itself");
     }
 
     #[test]
