@@ -8,8 +8,8 @@ CARGO ?= cargo
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-build: ## Build the operator binary
-	$(CARGO) build -p visio-operator --bin visio-operator
+build: ## Build the operator binary (and livekit-standin, the e2e stand-in for LiveKit)
+	$(CARGO) build -p visio-operator --bins
 
 demo: build ## Run the operator on the embedded local control plane with two sample ministries
 	e2e/demo

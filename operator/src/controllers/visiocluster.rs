@@ -118,21 +118,32 @@ fn reason_of(e: &Error) -> &'static str {
 /// Waits (30 s at most) until every child cache holds its first full list. Until then a cache
 /// reads empty: the planner, seeing no pod, would create a whole fleet next to the running one (the
 /// pod names only stop the creates whose name is taken), and every child would look missing.
+///
+/// The stores are polled, not awaited: a store's readiness signal keeps a single waker, so a
+/// reconcile awaiting it alongside the operator's readiness probe could sleep through it.
 async fn caches_ready(ctx: &Context) -> bool {
+    use futures::FutureExt;
     let s = &ctx.stores;
-    let all = async {
-        let _ = s.pods.wait_until_ready().await;
-        let _ = s.secrets.wait_until_ready().await;
-        let _ = s.services.wait_until_ready().await;
-        let _ = s.deployments.wait_until_ready().await;
-        let _ = s.pdbs.wait_until_ready().await;
-        let _ = s.ingresses.wait_until_ready().await;
-        let _ = s.service_accounts.wait_until_ready().await;
-        let _ = s.roles.wait_until_ready().await;
-        let _ = s.role_bindings.wait_until_ready().await;
-        let _ = s.network_policies.wait_until_ready().await;
-    };
-    tokio::time::timeout(Duration::from_secs(30), all).await.is_ok()
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = s.pods.wait_until_ready().now_or_never().is_some()
+            && s.secrets.wait_until_ready().now_or_never().is_some()
+            && s.services.wait_until_ready().now_or_never().is_some()
+            && s.deployments.wait_until_ready().now_or_never().is_some()
+            && s.pdbs.wait_until_ready().now_or_never().is_some()
+            && s.ingresses.wait_until_ready().now_or_never().is_some()
+            && s.service_accounts.wait_until_ready().now_or_never().is_some()
+            && s.roles.wait_until_ready().now_or_never().is_some()
+            && s.role_bindings.wait_until_ready().now_or_never().is_some()
+            && s.network_policies.wait_until_ready().now_or_never().is_some();
+        if ready {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {

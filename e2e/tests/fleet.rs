@@ -1,0 +1,754 @@
+//! Issue #4 on the local control plane: the fleet autoscales and upgrades without cutting a meeting.
+//!
+//! SFU load comes from processes run on loopback by the harness (`visio_e2e::fleet`): for every SFU
+//! pod kwok runs, a `livekit-standin` (LiveKit's metrics, RoomService and drain on SIGTERM) and the
+//! real `visio-operator agent` writing that pod's load and carrying out its drain marks. Meetings are
+//! rooms opened and closed on the stand-ins; the harness counts a meeting as cut when it ends while
+//! live without the harness closing it (see the harness's doc).
+//!
+//! 1. load rises: the fleet grows within seconds of the agent reporting it;
+//! 2. load falls: the fleet shrinks to `min`, deleting only empty pods;
+//! 3. a version upgrade of 10 pods holding 100+ meetings that end at random (seeded) times: no
+//!    meeting cut, the upgrade completes, the pod count stays within desired + maxSurge;
+//! 4. a meeting that never ends: warned, then ended at the drain deadline, and the upgrade completes;
+//! 5. the operator SIGKILLed in the middle of an upgrade (in a control plane of its own, with its own
+//!    operator process): the restarted operator finishes it without cutting a meeting.
+//!
+//! Each scenario has its own namespace, deleted (and waited for) at the end so no drain of this file
+//! is still running when the next test binary counts the operator's writes (`idle.rs`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, ResourceExt};
+use serde_json::{json, Value};
+use visio_e2e::fleet::{client_at, free_port, unix_ms, Binaries, Churn, Fleet, FleetConfig, Join, View, Workload};
+use visio_e2e::{client, kubeconfig_path, namespace, repo};
+use visio_operator::api::VisioCluster;
+use visio_operator::pod_protocol::{self, Load};
+
+const OLD: &str = "v1.9.4";
+const NEW: &str = "v1.9.5";
+const VC: &str = "visio";
+
+/// A VisioCluster in pod network mode (no node per pod), without TURN, with a one-minute drain
+/// timeout (the least the CRD allows) and `spec` merged over that.
+fn visiocluster(display: &str, spec: Value) -> Value {
+    let mut vc = json!({
+        "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": VC},
+        "spec": {
+            "version": OLD,
+            "tenant": {"displayName": display},
+            "signaling": {"host": "visio.example.gouv.fr"},
+            "sfu": {"network": {"mode": "podNetwork"}, "capacity": {"participantsPerPod": 100}},
+            "turn": {"enabled": false},
+            "upgrade": {"drainTimeout": "1m", "warnBefore": "20s"}
+        }
+    });
+    visio_e2e::merge_patch(&mut vc["spec"], &spec);
+    vc
+}
+
+async fn apply(client: &Client, ns: &str, vc: &Value) -> Result<()> {
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+    vcs.patch(VC, &PatchParams::apply("e2e-fleet").force(), &Patch::Apply(vc)).await?;
+    Ok(())
+}
+
+async fn set_version(client: &Client, ns: &str, version: &str) -> Result<()> {
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"spec": {"version": version}});
+    vcs.patch(VC, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// The upgrade to [`NEW`] is over: the status says so for the current generation, and every pod the
+/// harness lists runs the new template.
+async fn upgrade_done(client: &Client, ns: &str, view: &View, old_hash: &str, pods: usize) -> Result<bool> {
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+    let vc = vcs.get(VC).await?;
+    let Some(s) = vc.status.as_ref() else { return Ok(false) };
+    let n = pods as i32;
+    Ok(s.observed_generation == vc.metadata.generation
+        && s.version.as_deref() == Some(NEW)
+        && s.sfu.updated == n
+        && s.sfu.current == n
+        && s.sfu.draining == 0
+        && view.pods.len() == pods
+        && view.active().all(|p| p.template_hash != old_hash && p.version == NEW && p.drain_since.is_none()))
+}
+
+/// The one template hash of the fleet's pods.
+fn only_hash(view: &View) -> Result<String> {
+    let hashes: std::collections::BTreeSet<&str> = view.active().map(|p| p.template_hash.as_str()).collect();
+    ensure!(hashes.len() == 1, "pods of several templates before the upgrade: {hashes:?}");
+    Ok(hashes.into_iter().next().unwrap_or_default().to_string())
+}
+
+async fn events(client: &Client, ns: &str, reason: &str) -> Result<Vec<Event>> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&ListParams::default()).await?;
+    Ok(list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).collect())
+}
+
+/// The scenario's namespace on the suite's control plane, deleted when dropped (and waited for, two
+/// minutes at most), also when the test fails.
+struct Tenant(&'static str);
+
+impl Tenant {
+    /// A fresh namespace: one left over by an interrupted run is deleted first.
+    async fn create(client: &Client, ns: &'static str) -> Result<Tenant> {
+        delete_namespace(ns);
+        namespace(client, ns).await?;
+        Ok(Tenant(ns))
+    }
+}
+
+fn delete_namespace(ns: &str) {
+    let _ = visio_e2e::kubectl(&["delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"], None);
+}
+
+impl Drop for Tenant {
+    fn drop(&mut self) {
+        delete_namespace(self.0);
+    }
+}
+
+/// What a watch on the SFU pods of a namespace delivered: (when, pod, its load annotation).
+type Seen = Arc<Mutex<Vec<(i64, String, Option<Load>)>>>;
+
+/// Watches the SFU pods of `ns` until the handle is aborted (or the test's runtime ends).
+fn watch_pods(client: &Client, ns: &str) -> (Seen, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let out = seen.clone();
+    let task = tokio::spawn(async move {
+        let config = watcher::Config::default().labels("app.kubernetes.io/component=sfu");
+        let mut stream = watcher(api, config).applied_objects().boxed();
+        while let Some(event) = stream.next().await {
+            if let Ok(p) = event {
+                let load = p
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(pod_protocol::LOAD))
+                    .and_then(|t| pod_protocol::parse_load(t).ok());
+                if let Ok(mut seen) = out.lock() {
+                    seen.push((unix_ms(), p.name_any(), load));
+                }
+            }
+        }
+    });
+    (seen, task)
+}
+
+fn summary(name: &str, lines: &[String]) {
+    eprintln!("=== fleet scenario: {name}");
+    for l in lines {
+        eprintln!("    {l}");
+    }
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Scale-up
+
+#[tokio::test]
+async fn rising_load_adds_a_pod_within_seconds() -> Result<()> {
+    let ns = "e2e-fleet-scaleup";
+    let client = client().await?;
+    let _tenant = Tenant::create(&client, ns).await?;
+    // One pod holds 100 participants and should run at 70 % at most: a second pod from 71.
+    let vc = visiocluster(
+        "Ministère de l'Agriculture",
+        json!({"sfu": {"replicas": {"min": 1, "max": 3}},
+               "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 70, "scaleDownDelay": "10m"}}),
+    );
+    apply(&client, ns, &vc).await?;
+    let fleet = Fleet::start(client.clone(), FleetConfig::new(ns, VC, &kubeconfig_path()?)).await?;
+    fleet.wait_serving(1, Duration::from_secs(90)).await?;
+    let first = fleet.view().await.active().next().context("one pod")?.name.clone();
+
+    // 60 participants: under the threshold, and the fleet stays as it is.
+    for i in 0..6 {
+        ensure!(fleet.open(&format!("m{i}"), 10).await? == Join::Joined(first.clone()), "m{i} on {first}");
+    }
+    fleet
+        .wait("the agent reporting 60 participants", Duration::from_secs(30), |v| {
+            v.pods.get(&first).and_then(|p| p.load).is_some_and(|l| l.participants == 60).then_some(())
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(fleet.view().await.pods.len() == 1, "no scale-up under the threshold");
+
+    // 80 participants: over it. Timed by a watch on the pods, from the event that shows the
+    // agent's report to the one that shows the new pod (and by its creationTimestamp).
+    let (events, watch) = watch_pods(&client, ns);
+    for i in 6..8 {
+        ensure!(fleet.open(&format!("m{i}"), 10).await? == Join::Joined(first.clone()), "m{i} on {first}");
+    }
+    let second = fleet
+        .wait("a second SFU pod", Duration::from_secs(30), |v| v.pods.values().find(|p| p.name != first).cloned())
+        .await?;
+    watch.abort();
+    let seen = events.lock().map(|e| e.clone()).unwrap_or_default();
+    let crossed = seen
+        .iter()
+        .find(|(_, pod, load)| *pod == first && load.is_some_and(|l| l.participants > 70))
+        .map(|(at, _, _)| *at)
+        .context("the watch saw the agent's report")?;
+    let created = seen.iter().find(|(_, pod, _)| *pod == second.name).map(|(at, _, _)| *at).context("watch")?;
+    let by_watch = created - crossed;
+    let by_creation = second.created_ms.context("creationTimestamp")? - crossed;
+
+    // The new pod serves, and the fleet stays at two (no runaway towards max).
+    fleet.wait_serving(2, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let view = fleet.view().await;
+    ensure!(view.pods.len() == 2, "the fleet stays at two pods: {:?}", view.pods.keys());
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+    let desired = vcs.get(VC).await?.status.map(|s| s.sfu.desired);
+    ensure!(desired == Some(2), "desired {desired:?}");
+    for i in 0..8 {
+        fleet.close(&format!("m{i}")).await?;
+    }
+    let outcome = fleet.stop().await;
+    summary(
+        "scale-up",
+        &[
+            "threshold: 70 % of 100 participants per pod; the agent reported 80 on the only pod".into(),
+            format!(
+                "new pod {} seen by a pod watch {by_watch} ms after the report; its creationTimestamp (whole \
+                 seconds) is {} s after the report's second",
+                second.name,
+                second.created_ms.unwrap_or_default() / 1000 - crossed / 1000
+            ),
+            format!("meetings: {} opened, {} cut", outcome.opened, outcome.cuts.len()),
+        ],
+    );
+    ensure!(outcome.cuts.is_empty(), "meetings cut: {:#?}", outcome.cuts);
+    ensure!(outcome.problems.is_empty(), "harness problems: {:#?}", outcome.problems);
+    ensure!(by_watch <= 5_000, "the new pod came {} after the load crossed the threshold", seconds(by_watch));
+    ensure!(
+        by_creation <= 5_000,
+        "the new pod was created {} after the load crossed the threshold",
+        seconds(by_creation)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Scale-down
+
+#[tokio::test]
+async fn falling_load_shrinks_the_fleet_deleting_only_empty_pods() -> Result<()> {
+    let ns = "e2e-fleet-scaledown";
+    let client = client().await?;
+    let _tenant = Tenant::create(&client, ns).await?;
+    let vc = visiocluster(
+        "Ministère de la Transition écologique",
+        json!({"sfu": {"replicas": {"min": 1, "max": 4}},
+               "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 70, "scaleDownDelay": "5s"}}),
+    );
+    apply(&client, ns, &vc).await?;
+    let fleet =
+        Fleet::start(client.clone(), FleetConfig { seed: 2, ..FleetConfig::new(ns, VC, &kubeconfig_path()?) }).await?;
+    fleet.wait_serving(1, Duration::from_secs(90)).await?;
+    let mut work = Workload::new(2);
+
+    // Load rises: 28 meetings of 8 to 10 participants (about 250), opened as pods arrive.
+    let mut long = Vec::new();
+    let rise = Instant::now();
+    while long.len() < 28 {
+        ensure!(rise.elapsed() < Duration::from_secs(120), "could only place {} meetings", long.len());
+        let name = format!("long-{}", long.len());
+        let n = work.rng().range(8, 10) as u32;
+        match fleet.open(&name, n).await? {
+            Join::Joined(_) => long.push(name),
+            Join::NoServingPod => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fleet.wait_serving(4, Duration::from_secs(90)).await?;
+
+    // Load falls: 23 meetings end within 10 s, the last 5 between 10 s and 30 s; meanwhile short
+    // meetings keep arriving (one a second for 25 s, 2 to 6 s long each).
+    let fall = Instant::now();
+    let fall_ms = unix_ms();
+    work.end_between(&long[5..], fall, Duration::ZERO, Duration::from_secs(10));
+    work.end_between(&long[..5], fall, Duration::from_secs(10), Duration::from_secs(30));
+    work.churn(Some(Churn {
+        prefix: "short".into(),
+        every: Duration::from_secs(1),
+        participants: (2, 4),
+        lasting: (Duration::from_secs(2), Duration::from_secs(6)),
+    }));
+    work.run_for(&fleet, Duration::from_secs(25)).await?;
+    work.churn(None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while work.planned() > 0 && Instant::now() < deadline {
+        work.step(&fleet).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(work.planned() == 0, "{} meetings still planned", work.planned());
+
+    // The fleet shrinks to min.
+    fleet
+        .wait("the fleet back to one serving pod", Duration::from_secs(90), |v| {
+            (v.pods.len() == 1 && v.active().all(|p| p.serving && p.drain_since.is_none())).then_some(())
+        })
+        .await?;
+    let shrunk = unix_ms() - fall_ms;
+    let outcome = fleet.stop().await;
+    let forced: usize = outcome.forced_ends.values().map(Vec::len).sum();
+    let warned: usize = outcome.warnings.values().map(Vec::len).sum();
+    let passed = events(&client, ns, "DrainDeadlinePassed").await?.len();
+    summary(
+        "scale-down",
+        &[
+            format!("fleet 1 -> {} pods under about 250 participants, back to 1 {} after the load fell", outcome.peak_pods, seconds(shrunk)),
+            format!(
+                "meetings: {} opened, {} closed by their participants, {} cut, {} joins refused by a draining pod (retried)",
+                outcome.opened,
+                outcome.closed,
+                outcome.cuts.len(),
+                outcome.refused_joins
+            ),
+            format!("pods stopped (deleted): {}; warnings sent: {warned}; sessions ended by force: {forced}", outcome.pods_stopped),
+        ],
+    );
+    ensure!(outcome.cuts.is_empty(), "meetings cut: {:#?}", outcome.cuts);
+    ensure!(outcome.problems.is_empty(), "harness problems: {:#?}", outcome.problems);
+    ensure!(forced == 0 && passed == 0, "a scale-down waited for meetings to end, it never ended one");
+    ensure!(outcome.peak_pods <= 4, "peak {} pods over max 4", outcome.peak_pods);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Upgrade
+
+#[tokio::test]
+async fn upgrading_ten_pods_with_a_hundred_meetings_cuts_none() -> Result<()> {
+    let ns = "e2e-fleet-upgrade";
+    let client = client().await?;
+    let _tenant = Tenant::create(&client, ns).await?;
+    const PODS: usize = 10;
+    const SURGE: usize = 2;
+    let vc = visiocluster(
+        "Ministère de l'Éducation nationale",
+        json!({"sfu": {"replicas": {"min": PODS, "max": PODS}},
+               "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 100, "scaleDownDelay": "0s"},
+               "upgrade": {"maxSurge": SURGE, "maxDraining": 2}}),
+    );
+    apply(&client, ns, &vc).await?;
+    let fleet =
+        Fleet::start(client.clone(), FleetConfig { seed: 3, ..FleetConfig::new(ns, VC, &kubeconfig_path()?) }).await?;
+    fleet.wait_serving(PODS, Duration::from_secs(120)).await?;
+    let old_hash = only_hash(&fleet.view().await)?;
+    let mut work = Workload::new(3);
+    let first = work.open_many(&fleet, "meeting", 120, (2, 6)).await?;
+    let per_pod = fleet.view().await.participants_by_pod();
+    ensure!(per_pod.len() == PODS, "meetings on every pod: {per_pod:?}");
+
+    // The upgrade, while the 120 meetings end at random times within 35 s and new meetings keep
+    // arriving (two a second, 2 to 12 s long).
+    let t0 = Instant::now();
+    set_version(&client, ns, NEW).await?;
+    work.end_between(&first, t0, Duration::from_secs(3), Duration::from_secs(35));
+    work.churn(Some(Churn {
+        prefix: "later".into(),
+        every: Duration::from_millis(500),
+        participants: (2, 5),
+        lasting: (Duration::from_secs(2), Duration::from_secs(12)),
+    }));
+    let mut last_check = Instant::now();
+    let took = loop {
+        ensure!(t0.elapsed() < Duration::from_secs(240), "upgrade not done after 240 s");
+        work.step(&fleet).await?;
+        if last_check.elapsed() >= Duration::from_millis(500) {
+            last_check = Instant::now();
+            if upgrade_done(&client, ns, &fleet.view().await, &old_hash, PODS).await? {
+                break t0.elapsed();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    work.close_all(&fleet).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let outcome = fleet.stop().await;
+    let forced: usize = outcome.forced_ends.values().map(Vec::len).sum();
+    summary(
+        "upgrade",
+        &[
+            format!("{PODS} pods {OLD} -> {NEW} (maxSurge {SURGE}, maxDraining 2) in {:.1} s", took.as_secs_f64()),
+            format!(
+                "meetings: {} opened (120 before the upgrade), {} closed, {} cut, {} joins refused by a draining pod (retried), {} found no pod",
+                outcome.opened,
+                outcome.closed,
+                outcome.cuts.len(),
+                outcome.refused_joins,
+                outcome.no_serving_pod
+            ),
+            format!("peak pod count {} (limit {}), {} pods run in all", outcome.peak_pods, PODS + SURGE, outcome.pods_started),
+            format!("sessions ended by force: {forced}"),
+        ],
+    );
+    ensure!(outcome.cuts.is_empty(), "meetings cut: {:#?}", outcome.cuts);
+    ensure!(outcome.problems.is_empty(), "harness problems: {:#?}", outcome.problems);
+    ensure!(outcome.opened >= 100, "at least 100 meetings");
+    ensure!(forced == 0, "no meeting was ended by force");
+    ensure!(
+        outcome.peak_pods <= PODS + SURGE,
+        "peak {} pods over desired + maxSurge: {:#?}",
+        outcome.peak_pods,
+        outcome.peak_listing
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. A meeting that never ends
+
+#[tokio::test]
+async fn a_meeting_that_never_ends_is_warned_then_ended_at_the_deadline() -> Result<()> {
+    let ns = "e2e-fleet-deadline";
+    let client = client().await?;
+    let _tenant = Tenant::create(&client, ns).await?;
+    let vc = visiocluster(
+        "Ministère de la Mer",
+        json!({"sfu": {"replicas": {"min": 2, "max": 2}},
+               "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 100, "scaleDownDelay": "0s"},
+               "upgrade": {"maxSurge": 1, "maxDraining": 1}}),
+    );
+    apply(&client, ns, &vc).await?;
+    let cfg = FleetConfig { deadline_ends_expected: true, ..FleetConfig::new(ns, VC, &kubeconfig_path()?) };
+    let fleet = Fleet::start(client.clone(), cfg).await?;
+    fleet.wait_serving(2, Duration::from_secs(90)).await?;
+    let old_hash = only_hash(&fleet.view().await)?;
+    let Join::Joined(pod) = fleet.open("forever", 5).await? else { anyhow::bail!("no pod for the meeting") };
+    let mut work = Workload::new(4);
+    let short = work.open_many(&fleet, "short", 3, (2, 3)).await?;
+
+    let t0 = Instant::now();
+    set_version(&client, ns, NEW).await?;
+    work.end_between(&short, t0, Duration::from_secs(2), Duration::from_secs(6));
+    // The pod holding the meeting drains, and is warned 20 s before its deadline.
+    let mut warned_pod = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while warned_pod.is_none() {
+        ensure!(Instant::now() < deadline, "pod {pod} not warned within 120 s");
+        work.step(&fleet).await?;
+        warned_pod = fleet.view().await.pods.get(&pod).filter(|p| p.warn_deadline.is_some()).cloned();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = warned_pod.context("warned")?;
+    let since = p.drain_since.clone().context("a warned pod drains")?;
+    let warn_deadline = p.warn_deadline.clone().context("warn deadline")?;
+    let since_ms = since.parse::<k8s_openapi::jiff::Timestamp>()?.as_millisecond();
+    let deadline_ms = warn_deadline.parse::<k8s_openapi::jiff::Timestamp>()?.as_millisecond();
+    ensure!(deadline_ms - since_ms == 60_000, "deadline {warn_deadline} is drainTimeout after {since}");
+    let warned_at = unix_ms();
+    ensure!(deadline_ms - warned_at <= 21_000, "warned {} before the deadline", seconds(deadline_ms - warned_at));
+
+    // The stand-in received the warning, with the deadline.
+    let packet = fleet
+        .wait("the drain warning on the meeting's SFU", Duration::from_secs(15), |v| {
+            v.outcome.warnings.get(&pod).and_then(|w| w.iter().find(|d| d["room"] == "forever")).cloned()
+        })
+        .await?;
+    let data: Value = serde_json::from_str(packet["data"].as_str().unwrap_or_default())?;
+    ensure!(packet["topic"] == "visio.system", "{packet}");
+    ensure!(data == json!({"type": "visio.drain-warning", "deadline": warn_deadline}), "{data}");
+    let warning_seen = unix_ms();
+    visio_e2e::wait_for("Event DrainDeadlineNear", Duration::from_secs(15), || async {
+        Ok((!events(&client, ns, "DrainDeadlineNear").await?.is_empty()).then_some(()))
+    })
+    .await?;
+
+    // At the deadline its session is ended (not before), and the upgrade completes.
+    let (_, _, ended_ms) = fleet
+        .wait("the meeting ended at the drain deadline", Duration::from_secs(90), |v| {
+            v.outcome.ended_at_deadline.iter().find(|(m, _, _)| m == "forever").cloned()
+        })
+        .await?;
+    visio_e2e::wait_for("Event DrainDeadlinePassed", Duration::from_secs(15), || async {
+        Ok((!events(&client, ns, "DrainDeadlinePassed").await?.is_empty()).then_some(()))
+    })
+    .await?;
+    let mut last_view;
+    let done_deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        ensure!(Instant::now() < done_deadline, "upgrade not done 120 s after the forced end");
+        work.step(&fleet).await?;
+        last_view = fleet.view().await;
+        if upgrade_done(&client, ns, &last_view, &old_hash, 2).await? {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let took = t0.elapsed();
+    let outcome = fleet.stop().await;
+    summary(
+        "never-ending meeting",
+        &[
+            format!(
+                "pod {pod} drained at {since}, warned {} before its deadline {warn_deadline}",
+                seconds(deadline_ms - warned_at)
+            ),
+            format!("warning received by the SFU {} before the deadline", seconds(deadline_ms - warning_seen)),
+            format!(
+                "session ended {} after the deadline; upgrade done in {:.1} s",
+                seconds(ended_ms - deadline_ms),
+                took.as_secs_f64()
+            ),
+            format!(
+                "meetings: {} opened, {} cut, {} ended at the deadline",
+                outcome.opened,
+                outcome.cuts.len(),
+                outcome.ended_at_deadline.len()
+            ),
+        ],
+    );
+    ensure!(outcome.cuts.is_empty(), "meetings cut: {:#?}", outcome.cuts);
+    ensure!(outcome.problems.is_empty(), "harness problems: {:#?}", outcome.problems);
+    ensure!(ended_ms >= deadline_ms, "ended {} before the deadline", seconds(deadline_ms - ended_ms));
+    ensure!(ended_ms - deadline_ms <= 10_000, "ended {} after the deadline", seconds(ended_ms - deadline_ms));
+    ensure!(outcome.ended_at_deadline.len() == 1, "only the never-ending meeting: {:?}", outcome.ended_at_deadline);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. The operator killed in the middle of an upgrade
+
+/// State (under the git-ignored .e2e-fleet/) and ports of this scenario's own control plane,
+/// apart from the suite's (.e2e-test: 16444, 23791...), the demo's (.e2e: 16443, 23790...), the
+/// chart test's (.e2e-chart-test: 16452, 23797...) and the chaos tests' (.e2e-chaos: 16470, 23798...).
+const OWN_CLUSTER_ENV: &[(&str, &str)] = &[
+    ("VISIO_E2E_API_PORT", "16478"),
+    ("VISIO_E2E_ETCD_PORT", "23786"),
+    ("VISIO_E2E_ETCD_PEER_PORT", "23787"),
+    ("VISIO_E2E_KCM_PORT", "10417"),
+    ("VISIO_E2E_SCHED_PORT", "10419"),
+    ("VISIO_E2E_KWOK_PORT", "10317"),
+    ("VISIO_E2E_NODES", "4"),
+];
+
+/// A control plane of this test's own and the operator process run against it, both stopped when
+/// dropped (also when the test fails).
+struct OwnCluster {
+    state: PathBuf,
+    kubeconfig: PathBuf,
+    operator: Option<Child>,
+    metrics_port: u16,
+    starts: u32,
+}
+
+impl OwnCluster {
+    fn script(state: &Path, arg: &[&str]) -> Command {
+        let mut cmd = Command::new(repo().join("e2e/cluster"));
+        cmd.args(arg).env("VISIO_E2E_STATE", state).stdin(Stdio::null());
+        for (k, v) in OWN_CLUSTER_ENV {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn up() -> Result<Self> {
+        let state = repo().join(".e2e-fleet/restart-test");
+        // A run killed before its cleanup may have left one behind.
+        let _ = Self::script(&state, &["down", "--purge"]).output();
+        let guard =
+            OwnCluster { kubeconfig: state.join("kubeconfig"), state, operator: None, metrics_port: 0, starts: 0 };
+        let out = Self::script(&guard.state, &["up"]).output()?;
+        if !out.status.success() {
+            // The guard purges the state, logs included: keep their ends in the error.
+            let mut tails = String::new();
+            for name in ["etcd", "kube-apiserver"] {
+                let log = std::fs::read_to_string(guard.state.join(format!("logs/{name}.log"))).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                tails += &format!("--- {name}.log (end) ---\n{}\n", lines[lines.len().saturating_sub(15)..].join("\n"));
+            }
+            anyhow::bail!(
+                "e2e/cluster up (own control plane) failed:\n{}\n{tails}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(guard)
+    }
+
+    /// Outside the state directory, which the guard purges: kept for a look after a failure.
+    fn log(&self) -> PathBuf {
+        std::env::temp_dir().join("visio-e2e-fleet/e2e-fleet-restart-operator.log")
+    }
+
+    fn start_operator(&mut self) -> Result<()> {
+        let bin = Binaries::find()?.operator;
+        self.metrics_port = free_port()?;
+        self.starts += 1;
+        if let Some(dir) = self.log().parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        // One log for both runs: the first truncates it, the restart appends.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(self.starts > 1)
+            .truncate(self.starts == 1)
+            .open(self.log())?;
+        let child = Command::new(bin)
+            .args(["run", "--metrics-addr", &format!("127.0.0.1:{}", self.metrics_port), "--log-format", "json"])
+            .args(["--agent-image", "visio-operator:e2e", "--leader-election=false"])
+            .args(["--instance", &format!("fleet-restart-{}", self.starts)])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the operator")?;
+        self.operator = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    fn kill_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.kill_operator();
+        let _ = Self::script(&self.state, &["down", "--purge"]).output();
+    }
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_upgrade_finishes_it_after_restart() -> Result<()> {
+    const PODS: usize = 6;
+    let ns = "e2e-fleet-restart";
+    let mut cluster = OwnCluster::up()?;
+    cluster.start_operator()?;
+    let result = killed_mid_upgrade(&mut cluster, ns, PODS).await;
+    if result.is_err() {
+        let log = std::fs::read_to_string(cluster.log()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        eprintln!("--- last lines of the operator log ---");
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+    result
+}
+
+async fn killed_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> Result<()> {
+    let client = client_at(&cluster.kubeconfig).await?;
+    namespace(&client, ns).await?;
+    let vc = visiocluster(
+        "Ministère de l'Intérieur",
+        json!({"sfu": {"replicas": {"min": pods, "max": pods}},
+               "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 100, "scaleDownDelay": "0s"},
+               "upgrade": {"maxSurge": 1, "maxDraining": 1}}),
+    );
+    apply(&client, ns, &vc).await?;
+    let fleet =
+        Fleet::start(client.clone(), FleetConfig { seed: 5, ..FleetConfig::new(ns, VC, &cluster.kubeconfig) }).await?;
+    fleet.wait_serving(pods, Duration::from_secs(120)).await?;
+    let old_hash = only_hash(&fleet.view().await)?;
+    let mut work = Workload::new(5);
+    let first = work.open_many(&fleet, "meeting", 48, (2, 6)).await?;
+
+    let t0 = Instant::now();
+    let t0_ms = unix_ms();
+    set_version(&client, ns, NEW).await?;
+    work.end_between(&first, t0, Duration::from_secs(4), Duration::from_secs(40));
+    work.churn(Some(Churn {
+        prefix: "later".into(),
+        every: Duration::from_secs(1),
+        participants: (2, 5),
+        lasting: (Duration::from_secs(2), Duration::from_secs(8)),
+    }));
+
+    // Mid-upgrade: old pods already replaced, one draining, one still serving. Then SIGKILL.
+    loop {
+        ensure!(t0.elapsed() < Duration::from_secs(90), "the upgrade never got under way");
+        work.step(&fleet).await?;
+        let v = fleet.view().await;
+        let old_left = v.active().filter(|p| p.template_hash == old_hash).count();
+        let old_draining = v.active().filter(|p| p.template_hash == old_hash && p.drain_since.is_some()).count();
+        let old_serving = v.active().filter(|p| p.template_hash == old_hash && p.serving).count();
+        if old_left <= pods - 2 && old_draining >= 1 && old_serving >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let killed_after = t0.elapsed();
+    cluster.kill_operator();
+    let before = fleet.view().await;
+    let old_draining = before.active().filter(|p| p.template_hash == old_hash && p.drain_since.is_some()).count();
+    // Meetings go on (and end) with no operator for 8 s.
+    work.run_for(&fleet, Duration::from_secs(8)).await?;
+    cluster.start_operator()?;
+
+    let mut last_check = Instant::now();
+    let took = loop {
+        ensure!(t0.elapsed() < Duration::from_secs(240), "upgrade not done after 240 s");
+        work.step(&fleet).await?;
+        if last_check.elapsed() >= Duration::from_millis(500) {
+            last_check = Instant::now();
+            if upgrade_done(&client, ns, &fleet.view().await, &old_hash, pods).await? {
+                break t0.elapsed();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    work.close_all(&fleet).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let outcome = fleet.stop().await;
+    let forced: usize = outcome.forced_ends.values().map(Vec::len).sum();
+    let old_left = before.active().filter(|p| p.template_hash == old_hash).count();
+    summary(
+        "operator killed mid-upgrade",
+        &[
+            format!(
+                "SIGKILL {:.1} s into the upgrade ({old_left} of {pods} old pods left, {old_draining} draining), restarted 8 s later; upgrade done {:.1} s after it began",
+                killed_after.as_secs_f64(),
+                took.as_secs_f64()
+            ),
+            format!(
+                "meetings: {} opened, {} closed, {} cut, {} joins refused by a draining pod (retried)",
+                outcome.opened,
+                outcome.closed,
+                outcome.cuts.len(),
+                outcome.refused_joins
+            ),
+            format!("peak pod count {} (limit {}); sessions ended by force: {forced}", outcome.peak_pods, pods + 1),
+        ],
+    );
+    ensure!(outcome.cuts.is_empty(), "meetings cut: {:#?}", outcome.cuts);
+    ensure!(outcome.problems.is_empty(), "harness problems: {:#?}", outcome.problems);
+    ensure!(forced == 0, "no meeting was ended by force");
+    ensure!(
+        outcome.peak_pods <= pods + 1,
+        "peak {} pods over desired + maxSurge, {:.1} s into the upgrade (operator killed at {:.1} s): {:#?}\npods seen: {:#?}",
+        outcome.peak_pods,
+        (outcome.peak_listing.0 - t0_ms) as f64 / 1000.0,
+        killed_after.as_secs_f64(),
+        outcome.peak_listing.1,
+        outcome.pods_seen.iter().map(|(at, n, h)| format!("{:.1} s {n} {h}", (at - t0_ms) as f64 / 1000.0)).collect::<Vec<_>>()
+    );
+    Ok(())
+}
