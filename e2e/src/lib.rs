@@ -80,7 +80,16 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, or fails after `timeout` with `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    poll(what, timeout, Duration::from_millis(250), check).await
+}
+
+/// Polls `check` every `every` until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>>>,
@@ -93,7 +102,7 @@ where
             Ok(None) => {}
             Err(e) => last_err = Some(e),
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(every).await;
     }
     bail!("timed out after {timeout:?} waiting for {what}; last error: {last_err:?}")
 }

@@ -34,7 +34,7 @@ use kube::discovery::ApiResource;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
-use visio_e2e::{http_get, repo};
+use visio_e2e::{http_get, poll, repo};
 use visio_operator::api::VisioCluster;
 use visio_operator::builders::labels::{COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 use visio_operator::builders::stack::{build_stack, Credentials};
@@ -251,25 +251,6 @@ impl Drop for Cluster {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Polls `check` every `every` until it returns `Some`, failing after `timeout`.
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let start = Instant::now();
-    let mut last_err = None;
-    while start.elapsed() < timeout {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_err = Some(e),
-        }
-        tokio::time::sleep(every).await;
-    }
-    bail!("timed out after {timeout:?} waiting for {what}; last error: {last_err:?}")
-}
 
 fn ready(vc: &VisioCluster) -> bool {
     vc.status.as_ref().is_some_and(|s| {
