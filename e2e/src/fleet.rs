@@ -312,8 +312,8 @@ struct Run {
     uid: String,
     standin: Option<Child>,
     agent: Option<Child>,
-    /// Kept open so the stand-in never writes to a closed pipe.
-    _stdout: ChildStdout,
+    /// Kept open so the stand-in never writes to a closed pipe; its last line is the final state.
+    stdout: Option<tokio::io::BufReader<ChildStdout>>,
     http: SocketAddr,
     /// The stand-in says it drains (it refuses new rooms).
     draining: bool,
@@ -835,6 +835,21 @@ async fn check_run(shared: &Shared, st: &mut State, uid: &str) {
     if let Ok(Some(status)) = standin.try_wait() {
         forget_pid(shared, pid);
         run.standin = None;
+        // A stand-in exits within one drain poll of its last room going: when the agent ended the
+        // sessions at the deadline, that can fall between two ticks. Its final state says which
+        // rooms were deleted through the API, so such a meeting is not mistaken for a cut.
+        let last = match run.stdout.take() {
+            Some(reader) => final_state(reader).await,
+            None => None,
+        };
+        if let Some(state) = last {
+            record_state(st, &pod, Some(&state));
+            for name in open_on(st, uid) {
+                if !state.rooms.contains(&name) {
+                    vanished(st, cfg, &name, &state.deleted);
+                }
+            }
+        }
         for name in open_on(st, uid) {
             end(
                 st,
@@ -860,6 +875,19 @@ async fn check_run(shared: &Shared, st: &mut State, uid: &str) {
             vanished(st, cfg, &name, &state.deleted);
         }
     }
+}
+
+/// The `{"final": <state>}` line an exited stand-in printed last, if any (bounded: the pipe is closed).
+async fn final_state(mut reader: tokio::io::BufReader<ChildStdout>) -> Option<StandinState> {
+    let mut rest = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), reader.read_to_string(&mut rest)).await;
+    if !matches!(read, Ok(Ok(_))) {
+        return None;
+    }
+    rest.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| StandinState::parse(&v["final"]).ok())
 }
 
 fn forget_pid(shared: &Shared, pid: Option<u32>) {
@@ -950,7 +978,7 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
         uid: v.uid.clone(),
         standin: Some(standin),
         agent: Some(agent),
-        _stdout: reader.into_inner(),
+        stdout: Some(reader),
         http,
         draining: false,
     })

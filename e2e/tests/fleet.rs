@@ -420,9 +420,6 @@ async fn upgrading_ten_pods_with_a_hundred_meetings_cuts_none() -> Result<()> {
 // 4. A meeting that never ends
 
 #[tokio::test]
-#[ignore = "flaky: passed in a full `make e2e` run, then failed once in a clean-clone CI run, where the \
-            draining stand-in exited (status 0) with the never-ending meeting still live before the deadline; \
-            run it with `--ignored`; cause under investigation (issue #4)"]
 async fn a_meeting_that_never_ends_is_warned_then_ended_at_the_deadline() -> Result<()> {
     let ns = "e2e-fleet-deadline";
     let client = client().await?;

@@ -13,7 +13,8 @@
 //! The test harness drives it with a control API: `POST /standin/rooms` `{"name","participants"}` opens a
 //! room or sets its participants (409 for a new room while draining), `DELETE /standin/rooms/<name>` ends
 //! one, `GET /standin/state` returns rooms, participants, draining, the signals received, the warnings
-//! (data packets) received and the rooms deleted through the API.
+//! (data packets) received and the rooms deleted through the API. Its first stdout line gives its addresses;
+//! its last, when it exits, is `{"final": <state>}`.
 //!
 //! On start it prints one line to stdout: `livekit-standin http=<addr> metrics=<addr> pid=<pid>`.
 
@@ -173,6 +174,7 @@ async fn serve(args: Args, server: Shared) -> u8 {
             _ = poll.tick() => {
                 if lock(&server).participants() == 0 {
                     eprintln!("livekit-standin: drained, exiting");
+                    print_final(&server);
                     return 0;
                 }
             }
@@ -183,7 +185,16 @@ async fn serve(args: Args, server: Shared) -> u8 {
 fn forced(server: &Shared) -> u8 {
     lock(server).signals += 1;
     eprintln!("livekit-standin: second signal, exiting at once");
+    print_final(server);
     1
+}
+
+/// The last stdout line: the final state (`{"final": <state>}`), so whoever watches the process learns
+/// which rooms were deleted through the API even when it exits between two of its polls.
+fn print_final(server: &Shared) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", json!({"final": state_json(server)}));
+    let _ = out.flush();
 }
 
 async fn accept(listener: tokio::net::TcpListener, server: Shared, metrics: bool) {
