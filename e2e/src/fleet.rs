@@ -155,7 +155,7 @@ pub struct PodView {
 }
 
 impl PodView {
-    fn of(p: &Pod, first_seen_ms: i64) -> Self {
+    fn of(p: &Pod, first_seen_ms: i64, baseline: bool) -> Self {
         let ann = |k: &str| p.metadata.annotations.as_ref().and_then(|a| a.get(k)).cloned();
         let label = |k: &str| p.metadata.labels.as_ref().and_then(|a| a.get(k)).cloned();
         PodView {
@@ -165,11 +165,16 @@ impl PodView {
             first_seen_ms,
             running: p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"),
             terminating: p.metadata.deletion_timestamp.is_some(),
-            serving: label(pod_protocol::SERVING).as_deref() == Some("true"),
+            serving: if baseline {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            } else {
+                label(pod_protocol::SERVING).as_deref() == Some("true")
+            },
             drain_since: ann(pod_protocol::DRAIN_SINCE),
             warn_deadline: ann(pod_protocol::WARN_DEADLINE),
             end_sessions: ann(pod_protocol::END_SESSIONS).as_deref() == Some("true"),
-            template_hash: label("visio.io/template-hash").unwrap_or_default(),
+            template_hash: label("visio.io/template-hash").or_else(|| label("pod-template-hash")).unwrap_or_default(),
             version: label("visio.io/livekit-version").unwrap_or_default(),
             load: ann(pod_protocol::LOAD).and_then(|t| pod_protocol::parse_load(&t).ok()),
         }
@@ -244,6 +249,8 @@ pub struct View {
     pub live: BTreeSet<String>,
     pub meetings: BTreeMap<String, Meeting>,
     pub outcome: Outcome,
+    /// Baseline: processes of deleted pods still running (Terminating pods, in a real cluster).
+    pub lingering: usize,
 }
 
 impl View {
@@ -264,6 +271,39 @@ impl View {
         }
         out
     }
+}
+
+impl View {
+    /// The one template hash of the active pods (an error if they run several).
+    pub fn only_hash(&self) -> Result<String> {
+        let hashes: BTreeSet<&str> = self.active().map(|p| p.template_hash.as_str()).collect();
+        ensure!(hashes.len() == 1, "pods of several templates: {hashes:?}");
+        Ok(hashes.into_iter().next().unwrap_or_default().to_string())
+    }
+}
+
+/// The LiveKit version the scenarios start from, and the one they upgrade to.
+pub const OLD_VERSION: &str = "v1.9.4";
+pub const NEW_VERSION: &str = "v1.9.5";
+/// The VisioCluster of every fleet scenario.
+pub const VC_NAME: &str = "visio";
+
+/// A VisioCluster in pod network mode (no node per pod), without TURN, with a one-minute drain
+/// timeout (the least the CRD allows) and `spec` merged over that.
+pub fn visiocluster(display: &str, spec: Value) -> Value {
+    let mut vc = json!({
+        "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": VC_NAME},
+        "spec": {
+            "version": OLD_VERSION,
+            "tenant": {"displayName": display},
+            "signaling": {"host": "visio.example.gouv.fr"},
+            "sfu": {"network": {"mode": "podNetwork"}, "capacity": {"participantsPerPod": 100}},
+            "turn": {"enabled": false},
+            "upgrade": {"drainTimeout": "1m", "warnBefore": "20s"}
+        }
+    });
+    crate::merge_patch(&mut vc["spec"], &spec);
+    vc
 }
 
 /// What happened to a join.
@@ -290,6 +330,16 @@ pub struct FleetConfig {
     pub drain_poll: String,
     /// Extra flags for every agent.
     pub agent_args: Vec<String>,
+    /// `None`: the pods are the VisioCluster's, with the agent beside each stand-in; the operator deletes
+    /// a pod once drained, so a deleted pod's processes stop at once. `Some(grace)`: the chart-style
+    /// baseline ([`crate::baseline`]): the pods are a Deployment's (selected by `baseline_selector`),
+    /// without agent, and a deleted pod's stand-in gets SIGTERM and up to `grace` to exit, as kubelet
+    /// gives a container its termination grace period (kwok removes the pod object at once; the
+    /// harness keeps the process, and counts it as a pod, until it exits or is killed at the end of
+    /// the grace period, which cuts its meetings).
+    pub kubelet_grace: Option<Duration>,
+    /// Label selector of the baseline's pods.
+    pub baseline_selector: String,
 }
 
 impl FleetConfig {
@@ -302,6 +352,8 @@ impl FleetConfig {
             deadline_ends_expected: false,
             drain_poll: "1s".into(),
             agent_args: Vec::new(),
+            kubelet_grace: None,
+            baseline_selector: String::new(),
         }
     }
 }
@@ -317,6 +369,8 @@ struct Run {
     http: SocketAddr,
     /// The stand-in says it drains (it refuses new rooms).
     draining: bool,
+    /// Baseline only: when its pod was deleted and the stand-in got SIGTERM (kubelet's role).
+    terminating_since: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -461,6 +515,7 @@ impl Fleet {
             live: st.runs.values().filter(|r| r.standin.is_some()).map(|r| r.pod.clone()).collect(),
             meetings: st.meetings.clone(),
             outcome: st.outcome.clone(),
+            lingering: st.runs.values().filter(|r| r.terminating_since.is_some() && r.standin.is_some()).count(),
         }
     }
 
@@ -503,7 +558,9 @@ impl Fleet {
     /// Waits until `count` pods serve with their stand-in running and their agent's load reported.
     pub async fn wait_serving(&self, count: usize, timeout: Duration) -> Result<()> {
         self.wait(&format!("{count} serving SFU pods with their agent reporting"), timeout, |v| {
-            let ready = v.active().filter(|p| p.serving && p.load.is_some() && v.live.contains(&p.name)).count();
+            // The baseline has no agent: a running stand-in is all there is to wait for.
+            let reported = |p: &PodView| p.load.is_some() || self.shared.cfg.kubelet_grace.is_some();
+            let ready = v.active().filter(|p| p.serving && reported(p) && v.live.contains(&p.name)).count();
             (ready == count && v.active().count() == count).then_some(())
         })
         .await
@@ -703,7 +760,12 @@ async fn monitor(shared: Arc<Shared>) {
 }
 
 async fn tick(shared: &Shared, st: &mut State) -> Result<()> {
-    let selector = format!("app.kubernetes.io/instance={},app.kubernetes.io/component=sfu", shared.cfg.cluster);
+    let baseline = shared.cfg.kubelet_grace.is_some();
+    let selector = if baseline {
+        shared.cfg.baseline_selector.clone()
+    } else {
+        format!("app.kubernetes.io/instance={},app.kubernetes.io/component=sfu", shared.cfg.cluster)
+    };
     let list = tokio::time::timeout(API_TIMEOUT, shared.pods.list(&ListParams::default().labels(&selector)))
         .await
         .context("listing the SFU pods: no answer")??;
@@ -712,14 +774,21 @@ async fn tick(shared: &Shared, st: &mut State) -> Result<()> {
     for p in &list.items {
         let uid = p.uid().unwrap_or_default();
         if !st.first_seen.contains_key(&uid) {
-            let hash = p.labels().get("visio.io/template-hash").cloned().unwrap_or_default();
+            let hash = p
+                .labels()
+                .get("visio.io/template-hash")
+                .or_else(|| p.labels().get("pod-template-hash"))
+                .cloned()
+                .unwrap_or_default();
             st.outcome.pods_seen.push((now, p.name_any(), hash));
         }
         let first = *st.first_seen.entry(uid).or_insert(now);
-        let v = PodView::of(p, first);
+        let v = PodView::of(p, first, baseline);
         views.insert(v.name.clone(), v);
     }
-    let active = views.values().filter(|v| !v.terminating).count();
+    // Baseline: a deleted pod whose process still runs holds its node like a Terminating pod.
+    let lingering = st.runs.values().filter(|r| r.terminating_since.is_some() && r.standin.is_some()).count();
+    let active = views.values().filter(|v| !v.terminating).count() + lingering;
     if active > st.outcome.peak_pods {
         st.outcome.peak_pods = active;
         let listing = views
@@ -750,6 +819,15 @@ async fn tick(shared: &Shared, st: &mut State) -> Result<()> {
 
     // Pods deleted (or being deleted): stop their processes, as kubelet would.
     let gone: Vec<String> = st.runs.keys().filter(|uid| !alive.contains_key(uid.as_str())).cloned().collect();
+    if let Some(grace) = shared.cfg.kubelet_grace {
+        let alive = alive_uids(&alive);
+        kubelet_terminates(shared, st, &gone, grace).await;
+        let uids: Vec<String> = st.runs.keys().cloned().collect();
+        for uid in uids {
+            check_run(shared, st, &uid).await;
+        }
+        return start_new(shared, st, views, &alive).await;
+    }
     for uid in gone {
         let Some(run) = st.runs.remove(&uid) else { continue };
         if run.standin.is_some() {
@@ -778,11 +856,67 @@ async fn tick(shared: &Shared, st: &mut State) -> Result<()> {
         stop_run(shared, run).await;
     }
 
-    // New Running pods: start their containers' stand-ins.
+    let alive = alive_uids(&alive);
+    let uids: Vec<String> = st.runs.keys().cloned().collect();
+    for uid in uids {
+        check_run(shared, st, &uid).await;
+    }
+    start_new(shared, st, views, &alive).await
+}
+
+fn alive_uids(alive: &BTreeMap<&str, &PodView>) -> Vec<PodView> {
+    alive.values().map(|v| (*v).clone()).collect()
+}
+
+/// The baseline's kubelet: a deleted pod's stand-in gets SIGTERM (LiveKit drains: no new room, exit
+/// once empty) and `grace` to exit; then SIGKILL, which cuts the meetings still on it.
+async fn kubelet_terminates(shared: &Shared, st: &mut State, gone: &[String], grace: Duration) {
+    for uid in gone {
+        let Some(run) = st.runs.get_mut(uid) else { continue };
+        match (run.terminating_since, run.standin.as_ref().and_then(Child::id)) {
+            (None, Some(pid)) => {
+                run.terminating_since = Some(Instant::now());
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            (Some(since), Some(_)) if since.elapsed() >= grace => {
+                let pod = run.pod.clone();
+                for name in open_on(st, uid) {
+                    end(
+                        st,
+                        &shared.cfg,
+                        &name,
+                        MeetingStatus::Cut(format!("pod {pod} was killed at the end of its grace period")),
+                    );
+                }
+                if let Some(run) = st.runs.remove(uid) {
+                    st.finished.insert(uid.clone());
+                    st.outcome.pods_stopped += 1;
+                    stop_run(shared, run).await;
+                }
+            }
+            (_, None) => {
+                // Exited (check_run recorded how): the pod is gone for good.
+                if let Some(run) = st.runs.remove(uid) {
+                    st.finished.insert(uid.clone());
+                    st.outcome.pods_stopped += 1;
+                    stop_run(shared, run).await;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// New Running pods: start their containers' processes.
+async fn start_new(shared: &Shared, st: &mut State, views: BTreeMap<String, PodView>, alive: &[PodView]) -> Result<()> {
     let new: Vec<PodView> = alive
-        .values()
+        .iter()
         .filter(|v| v.running && !st.runs.contains_key(&v.uid) && !st.finished.contains(&v.uid))
-        .map(|v| (*v).clone())
+        .cloned()
         .collect();
     for v in new {
         match start_run(shared, &v).await {
@@ -801,11 +935,6 @@ async fn tick(shared: &Shared, st: &mut State) -> Result<()> {
         }
     }
 
-    // The processes of every pod: exits, rooms, warnings, ends.
-    let uids: Vec<String> = st.runs.keys().cloned().collect();
-    for uid in uids {
-        check_run(shared, st, &uid).await;
-    }
     st.pods = views;
     Ok(())
 }
@@ -940,6 +1069,22 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
     let http: SocketAddr = field("http")?.parse()?;
     let metrics: SocketAddr = field("metrics")?.parse()?;
     ensure!(http.ip().is_loopback() && metrics.ip().is_loopback(), "stand-in not on loopback: {line}");
+    if cfg.kubelet_grace.is_some() {
+        // The chart-style baseline has no agent: LiveKit alone, drained by SIGTERM.
+        if let Ok(mut pids) = shared.pids.lock() {
+            pids.insert(standin_pid);
+        }
+        return Ok(Run {
+            pod: v.name.clone(),
+            uid: v.uid.clone(),
+            standin: Some(standin),
+            agent: None,
+            stdout: Some(reader),
+            http,
+            draining: false,
+            terminating_since: None,
+        });
+    }
     let health = free_port()?;
     let agent_log = log("agent")?;
     let agent = Command::new(&shared.bins.operator)
@@ -981,6 +1126,7 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
         stdout: Some(reader),
         http,
         draining: false,
+        terminating_since: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests. They talk to the local control plane started by
 //! `e2e/run-tests` (or `e2e/cluster up`) through the kubeconfig it wrote — loopback only.
 
+pub mod baseline;
 pub mod fleet;
 
 use std::path::PathBuf;

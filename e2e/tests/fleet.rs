@@ -29,32 +29,13 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
-use visio_e2e::fleet::{client_at, free_port, unix_ms, Binaries, Churn, Fleet, FleetConfig, Join, View, Workload};
+use visio_e2e::fleet::{
+    client_at, free_port, unix_ms, visiocluster, Binaries, Churn, Fleet, FleetConfig, Join, View, Workload,
+    NEW_VERSION as NEW, OLD_VERSION as OLD, VC_NAME as VC,
+};
 use visio_e2e::{client, kubeconfig_path, namespace, repo};
 use visio_operator::api::VisioCluster;
 use visio_operator::pod_protocol::{self, Load};
-
-const OLD: &str = "v1.9.4";
-const NEW: &str = "v1.9.5";
-const VC: &str = "visio";
-
-/// A VisioCluster in pod network mode (no node per pod), without TURN, with a one-minute drain
-/// timeout (the least the CRD allows) and `spec` merged over that.
-fn visiocluster(display: &str, spec: Value) -> Value {
-    let mut vc = json!({
-        "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": VC},
-        "spec": {
-            "version": OLD,
-            "tenant": {"displayName": display},
-            "signaling": {"host": "visio.example.gouv.fr"},
-            "sfu": {"network": {"mode": "podNetwork"}, "capacity": {"participantsPerPod": 100}},
-            "turn": {"enabled": false},
-            "upgrade": {"drainTimeout": "1m", "warnBefore": "20s"}
-        }
-    });
-    visio_e2e::merge_patch(&mut vc["spec"], &spec);
-    vc
-}
 
 async fn apply(client: &Client, ns: &str, vc: &Value) -> Result<()> {
     let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
@@ -83,13 +64,6 @@ async fn upgrade_done(client: &Client, ns: &str, view: &View, old_hash: &str, po
         && s.sfu.draining == 0
         && view.pods.len() == pods
         && view.active().all(|p| p.template_hash != old_hash && p.version == NEW && p.drain_since.is_none()))
-}
-
-/// The one template hash of the fleet's pods.
-fn only_hash(view: &View) -> Result<String> {
-    let hashes: std::collections::BTreeSet<&str> = view.active().map(|p| p.template_hash.as_str()).collect();
-    ensure!(hashes.len() == 1, "pods of several templates before the upgrade: {hashes:?}");
-    Ok(hashes.into_iter().next().unwrap_or_default().to_string())
 }
 
 async fn events(client: &Client, ns: &str, reason: &str) -> Result<Vec<Event>> {
@@ -354,7 +328,7 @@ async fn upgrading_ten_pods_with_a_hundred_meetings_cuts_none() -> Result<()> {
     let fleet =
         Fleet::start(client.clone(), FleetConfig { seed: 3, ..FleetConfig::new(ns, VC, &kubeconfig_path()?) }).await?;
     fleet.wait_serving(PODS, Duration::from_secs(120)).await?;
-    let old_hash = only_hash(&fleet.view().await)?;
+    let old_hash = fleet.view().await.only_hash()?;
     let mut work = Workload::new(3);
     let first = work.open_many(&fleet, "meeting", 120, (2, 6)).await?;
     let per_pod = fleet.view().await.participants_by_pod();
@@ -434,7 +408,7 @@ async fn a_meeting_that_never_ends_is_warned_then_ended_at_the_deadline() -> Res
     let cfg = FleetConfig { deadline_ends_expected: true, ..FleetConfig::new(ns, VC, &kubeconfig_path()?) };
     let fleet = Fleet::start(client.clone(), cfg).await?;
     fleet.wait_serving(2, Duration::from_secs(90)).await?;
-    let old_hash = only_hash(&fleet.view().await)?;
+    let old_hash = fleet.view().await.only_hash()?;
     let Join::Joined(pod) = fleet.open("forever", 5).await? else { anyhow::bail!("no pod for the meeting") };
     let mut work = Workload::new(4);
     let short = work.open_many(&fleet, "short", 3, (2, 3)).await?;
@@ -667,7 +641,7 @@ async fn killed_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> 
     let fleet =
         Fleet::start(client.clone(), FleetConfig { seed: 5, ..FleetConfig::new(ns, VC, &cluster.kubeconfig) }).await?;
     fleet.wait_serving(pods, Duration::from_secs(120)).await?;
-    let old_hash = only_hash(&fleet.view().await)?;
+    let old_hash = fleet.view().await.only_hash()?;
     let mut work = Workload::new(5);
     let first = work.open_many(&fleet, "meeting", 48, (2, 6)).await?;
 

@@ -1,0 +1,411 @@
+//! `bench fleet`: the SFU fleet scenarios of issue #4, each run twice at the same time in two
+//! namespaces: once by the operator (a VisioCluster, the real agent beside every stand-in) and once
+//! by the chart-style baseline (`visio_e2e::baseline`: a Deployment with the chart's 5-hour grace
+//! period and a CPU HPA). The same seeded workload drives both; the table at the end puts them side by
+//! side: meetings cut, upgrade duration, peak pod count, scale-up reaction time.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+use serde_json::{json, Value};
+use visio_e2e::baseline::{self, Hpa, HpaSpec};
+use visio_e2e::fleet::{
+    unix_ms, visiocluster, Churn, Fleet, FleetConfig, Join, View, Workload, NEW_VERSION, OLD_VERSION, VC_NAME,
+};
+use visio_e2e::{client, kubeconfig_path, namespace};
+use visio_operator::api::VisioCluster;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum System {
+    Operator,
+    Chart,
+}
+
+impl System {
+    fn label(self) -> &'static str {
+        match self {
+            System::Operator => "visio-operator",
+            System::Chart => "chart baseline",
+        }
+    }
+    fn tag(self) -> &'static str {
+        match self {
+            System::Operator => "op",
+            System::Chart => "chart",
+        }
+    }
+}
+
+/// One line of the table.
+#[derive(Clone, Debug, Default)]
+struct Row {
+    scenario: &'static str,
+    system: &'static str,
+    opened: usize,
+    cut: usize,
+    /// Meetings ended by the operator at a drain deadline, after a warning.
+    ended_at_deadline: usize,
+    /// Seconds until done, or `None` when not done within the bound.
+    done_s: Option<f64>,
+    peak_pods: usize,
+    reaction_ms: Option<i64>,
+    note: String,
+}
+
+/// A fleet under test: the system, its harness, and (baseline) the HPA it may run.
+struct Under {
+    system: System,
+    client: Client,
+    ns: String,
+    fleet: Fleet,
+    hpa: Option<Hpa>,
+}
+
+impl Under {
+    /// Deploys `pods` SFU pods (the operator: `spec` merged over the bench's VisioCluster) and starts
+    /// the harness; waits until they serve.
+    async fn start(system: System, scenario: &str, pods: u32, spec: Value, seed: u64) -> Result<Under> {
+        let client = client().await?;
+        let ns = format!("bench-{scenario}-{}", system.tag());
+        let _ = visio_e2e::kubectl(&["delete", "namespace", &ns, "--ignore-not-found", "--timeout=120s"], None);
+        namespace(&client, &ns).await?;
+        let kubeconfig = kubeconfig_path()?;
+        let cfg = match system {
+            System::Operator => {
+                let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), &ns);
+                let vc = visiocluster("Ministère du Banc d'essai", spec);
+                vcs.patch(VC_NAME, &PatchParams::apply("e2e-bench").force(), &Patch::Apply(&vc)).await?;
+                FleetConfig { seed, deadline_ends_expected: true, ..FleetConfig::new(&ns, VC_NAME, &kubeconfig) }
+            }
+            System::Chart => {
+                baseline::deploy(&client, &ns, pods, OLD_VERSION).await?;
+                FleetConfig {
+                    seed,
+                    kubelet_grace: Some(baseline::CHART_GRACE),
+                    baseline_selector: baseline::SELECTOR.into(),
+                    ..FleetConfig::new(&ns, baseline::NAME, &kubeconfig)
+                }
+            }
+        };
+        let fleet = Fleet::start(client.clone(), cfg).await?;
+        fleet.wait_serving(pods as usize, Duration::from_secs(120)).await?;
+        Ok(Under { system, client, ns, fleet, hpa: None })
+    }
+
+    /// One step of the baseline's HPA, if it runs.
+    async fn step(&mut self) -> Result<()> {
+        if let Some(hpa) = self.hpa.as_mut() {
+            hpa.step(&self.fleet).await?;
+        }
+        Ok(())
+    }
+
+    async fn upgrade(&self) -> Result<()> {
+        match self.system {
+            System::Operator => {
+                let vcs: Api<VisioCluster> = Api::namespaced(self.client.clone(), &self.ns);
+                let patch = json!({"spec": {"version": NEW_VERSION}});
+                vcs.patch(VC_NAME, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            }
+            System::Chart => baseline::set_version(&self.client, &self.ns, NEW_VERSION).await?,
+        }
+        Ok(())
+    }
+
+    /// Every pod runs the new template, `pods` of them, none draining, and no process of a deleted pod
+    /// still runs (a Terminating pod, in a real cluster).
+    fn upgraded(view: &View, old_hash: &str, pods: usize) -> bool {
+        view.active().count() == pods
+            && view.active().all(|p| p.template_hash != old_hash && p.running && p.drain_since.is_none())
+            && view.lingering == 0
+    }
+
+    async fn finish(self, mut row: Row) -> Row {
+        let outcome = self.fleet.stop().await;
+        row.system = self.system.label();
+        row.opened = outcome.opened as usize;
+        row.cut = outcome.cuts.len();
+        row.ended_at_deadline = outcome.ended_at_deadline.len();
+        row.peak_pods = outcome.peak_pods;
+        for c in &outcome.cuts {
+            eprintln!("[bench {}] cut: {c}", self.ns);
+        }
+        for p in &outcome.problems {
+            eprintln!("[bench {}] harness problem: {p}", self.ns);
+        }
+        let _ = visio_e2e::kubectl(&["delete", "namespace", &self.ns, "--ignore-not-found", "--wait=false"], None);
+        row
+    }
+}
+
+/// Scenario 1: load rises over the threshold (70 % of 100 participants on the only pod): time from the
+/// meeting that crosses it to the new pod's creation.
+async fn scale_up(system: System) -> Result<Row> {
+    let spec = json!({"sfu": {"replicas": {"min": 1, "max": 3}},
+                      "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 70, "scaleDownDelay": "10m"}});
+    let mut u = Under::start(system, "scaleup", 1, spec, 1).await?;
+    if system == System::Chart {
+        u.hpa = Some(Hpa::new(u.client.clone(), &u.ns, HpaSpec::new(1, 3, 70.0, 100)));
+    }
+    let first = u.fleet.view().await.active().next().context("one pod")?.name.clone();
+    for i in 0..6 {
+        u.fleet.open(&format!("m{i}"), 10).await?;
+    }
+    // Let the systems settle under the threshold (a full HPA period), then cross it.
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(20) {
+        u.step().await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 6..8 {
+        u.fleet.open(&format!("m{i}"), 10).await?;
+    }
+    let crossed = unix_ms();
+    let t0 = Instant::now();
+    let reaction = loop {
+        if t0.elapsed() > Duration::from_secs(180) {
+            break None;
+        }
+        u.step().await?;
+        let view = u.fleet.view().await;
+        if let Some(p) = view.pods.values().find(|p| p.name != first) {
+            break Some(p.first_seen_ms - crossed);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let row = Row {
+        scenario: "1. load rises",
+        reaction_ms: reaction,
+        note: "80 participants on one pod sized for 100, threshold 70 %".into(),
+        ..Row::default()
+    };
+    Ok(u.finish(row).await)
+}
+
+/// Scenario 2: load falls: three pods with 28 meetings (about 200 participants); autoscaling down to one pod;
+/// 23 meetings end within 10 s, the other 5 within 30 s. Done when one pod is left and no process of a
+/// removed pod still runs. The baseline's HPA gets the same 30 s scale-down window as the operator's
+/// scaleDownDelay (its default is 300 s).
+async fn scale_down(system: System) -> Result<Row> {
+    let spec = json!({"sfu": {"replicas": {"min": 3, "max": 4}},
+                      "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 70, "scaleDownDelay": "30s"}});
+    let mut u = Under::start(system, "scaledown", 3, spec, 2).await?;
+    let mut work = Workload::new(2);
+    let long = work.open_many(&u.fleet, "long", 28, (6, 8)).await?;
+    match system {
+        System::Operator => {
+            let vcs: Api<VisioCluster> = Api::namespaced(u.client.clone(), &u.ns);
+            let patch = json!({"spec": {"sfu": {"replicas": {"min": 1}}}});
+            vcs.patch(VC_NAME, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        System::Chart => {
+            let spec = HpaSpec { scale_down_window: Duration::from_secs(30), ..HpaSpec::new(1, 4, 70.0, 100) };
+            u.hpa = Some(Hpa::new(u.client.clone(), &u.ns, spec));
+        }
+    }
+    let t0 = Instant::now();
+    work.end_between(&long[5..], t0, Duration::ZERO, Duration::from_secs(10));
+    work.end_between(&long[..5], t0, Duration::from_secs(10), Duration::from_secs(30));
+    let mut at_one_in_api = None;
+    let done = loop {
+        if t0.elapsed() > Duration::from_secs(240) {
+            break None;
+        }
+        work.step(&u.fleet).await?;
+        u.step().await?;
+        let view = u.fleet.view().await;
+        if view.active().count() == 1 && at_one_in_api.is_none() {
+            at_one_in_api = Some(t0.elapsed());
+        }
+        if view.active().count() == 1 && view.lingering == 0 && work.planned() == 0 {
+            break Some(t0.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let row = Row {
+        scenario: "2. load falls",
+        done_s: done,
+        note: format!(
+            "3 -> 1 pods; the API showed 1 pod after {}",
+            at_one_in_api.map_or("-".into(), |d| format!("{:.1} s", d.as_secs_f64()))
+        ),
+        ..Row::default()
+    };
+    Ok(u.finish(row).await)
+}
+
+/// Scenario 3: upgrade of 10 pods holding 120 meetings that end at random within 35 s, new meetings arriving
+/// two a second.
+async fn upgrade(system: System) -> Result<Row> {
+    const PODS: usize = 10;
+    let spec = json!({"sfu": {"replicas": {"min": PODS, "max": PODS}},
+                      "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 100, "scaleDownDelay": "0s"},
+                      "upgrade": {"maxSurge": 2, "maxDraining": 2}});
+    let u = Under::start(system, "upgrade", PODS as u32, spec, 3).await?;
+    let old_hash = u.fleet.view().await.only_hash()?;
+    let mut work = Workload::new(3);
+    let first = work.open_many(&u.fleet, "meeting", 120, (2, 6)).await?;
+    let t0 = Instant::now();
+    u.upgrade().await?;
+    work.end_between(&first, t0, Duration::from_secs(3), Duration::from_secs(35));
+    work.churn(Some(Churn {
+        prefix: "later".into(),
+        every: Duration::from_millis(500),
+        participants: (2, 5),
+        lasting: (Duration::from_secs(2), Duration::from_secs(12)),
+    }));
+    let mut rollout_said_done = None;
+    let done = loop {
+        if t0.elapsed() > Duration::from_secs(240) {
+            break None;
+        }
+        work.step(&u.fleet).await?;
+        let view = u.fleet.view().await;
+        if system == System::Chart
+            && rollout_said_done.is_none()
+            && baseline::rollout_complete(&u.client, &u.ns).await.unwrap_or(false)
+        {
+            rollout_said_done = Some(t0.elapsed());
+        }
+        if Under::upgraded(&view, &old_hash, PODS) {
+            break Some(t0.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    work.churn(None);
+    work.close_all(&u.fleet).await?;
+    let note = match rollout_said_done {
+        Some(d) => {
+            format!("10 pods, 120 meetings + 2/s; `kubectl rollout status` said done after {:.1} s", d.as_secs_f64())
+        }
+        None => "10 pods, 120 meetings + 2/s, maxSurge 2, maxDraining 2".into(),
+    };
+    Ok(u.finish(Row { scenario: "3. upgrade, 10 pods", done_s: done, note, ..Row::default() }).await)
+}
+
+/// Scenario 4: a meeting that never ends, on a fleet of two pods being upgraded. Bounded at 150 s.
+async fn never_ending(system: System) -> Result<Row> {
+    let spec = json!({"sfu": {"replicas": {"min": 2, "max": 2}},
+                      "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 100, "scaleDownDelay": "0s"},
+                      "upgrade": {"maxSurge": 1, "maxDraining": 1}});
+    let u = Under::start(system, "forever", 2, spec, 4).await?;
+    let old_hash = u.fleet.view().await.only_hash()?;
+    let Join::Joined(_) = u.fleet.open("forever", 5).await? else { bail!("no pod for the meeting") };
+    let mut work = Workload::new(4);
+    let short = work.open_many(&u.fleet, "short", 3, (2, 3)).await?;
+    let t0 = Instant::now();
+    u.upgrade().await?;
+    work.end_between(&short, t0, Duration::from_secs(2), Duration::from_secs(6));
+    let done = loop {
+        if t0.elapsed() > Duration::from_secs(150) {
+            break None;
+        }
+        work.step(&u.fleet).await?;
+        if Under::upgraded(&u.fleet.view().await, &old_hash, 2) {
+            break Some(t0.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let view = u.fleet.view().await;
+    let fate = match view.meetings.get("forever").map(|m| m.status.clone()) {
+        Some(visio_e2e::fleet::MeetingStatus::EndedAtDeadline) => {
+            "warned 20 s ahead, ended at the 60 s drain deadline".to_string()
+        }
+        Some(visio_e2e::fleet::MeetingStatus::Open) if view.lingering > 0 => {
+            "still on a Terminating pod: cut without warning when the 5 h grace ends".to_string()
+        }
+        other => format!("{other:?}"),
+    };
+    Ok(u.finish(Row { scenario: "4. never-ending meeting", done_s: done, note: fate, ..Row::default() }).await)
+}
+
+/// The median of the runs' values (the lower middle one for an even count); `None` if any run had none.
+fn median<T: Copy + PartialOrd>(values: &[Option<T>]) -> Option<T> {
+    let mut v: Vec<T> = values.iter().copied().collect::<Option<Vec<T>>>()?;
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get((v.len().max(1) - 1) / 2).copied()
+}
+
+/// One row per scenario and system: medians over the runs, with every run's figure in the notes.
+fn summarise(runs: &[Vec<Row>]) -> Vec<Row> {
+    let Some(first) = runs.first() else { return Vec::new() };
+    (0..first.len())
+        .map(|i| {
+            let all: Vec<&Row> = runs.iter().filter_map(|r| r.get(i)).collect();
+            let med =
+                |f: &dyn Fn(&Row) -> usize| median(&all.iter().map(|r| Some(f(r))).collect::<Vec<_>>()).unwrap_or(0);
+            let mut row = first[i].clone();
+            row.opened = med(&|r| r.opened);
+            row.cut = all.iter().map(|r| r.cut).max().unwrap_or(0);
+            row.ended_at_deadline = med(&|r| r.ended_at_deadline);
+            row.peak_pods = all.iter().map(|r| r.peak_pods).max().unwrap_or(0);
+            row.done_s = median(&all.iter().map(|r| r.done_s).collect::<Vec<_>>());
+            row.reaction_ms = median(&all.iter().map(|r| r.reaction_ms).collect::<Vec<_>>());
+            if all.len() > 1 {
+                let each: Vec<String> = all
+                    .iter()
+                    .map(|r| match (r.reaction_ms, r.done_s) {
+                        (Some(ms), _) => format!("{ms} ms"),
+                        (_, Some(s)) => format!("{s:.1} s"),
+                        _ => "-".into(),
+                    })
+                    .collect();
+                row.note = format!("{}; runs: {}", row.note, each.join(", "));
+            }
+            row
+        })
+        .collect()
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!("| scenario | system | meetings opened | cut | ended at deadline (warned) | done after | peak pods | scale-up reaction | notes |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
+    for r in rows {
+        let done = match (r.scenario.starts_with("1."), r.done_s) {
+            (true, _) => "-".to_string(),
+            (false, Some(s)) => format!("{s:.1} s"),
+            (false, None) => "not done (bound)".to_string(),
+        };
+        let reaction = match (r.scenario.starts_with("1."), r.reaction_ms) {
+            (false, _) => "-".to_string(),
+            (true, Some(ms)) if ms < 10_000 => format!("{ms} ms"),
+            (true, Some(ms)) => format!("{:.1} s", ms as f64 / 1000.0),
+            (true, None) => "none within 180 s".to_string(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {done} | {} | {reaction} | {} |",
+            r.scenario, r.system, r.opened, r.cut, r.ended_at_deadline, r.peak_pods, r.note
+        );
+    }
+}
+
+async fn both<F, Fut>(scenario: F) -> Result<Vec<Row>>
+where
+    F: Fn(System) -> Fut,
+    Fut: std::future::Future<Output = Result<Row>>,
+{
+    let (a, b) = tokio::join!(scenario(System::Operator), scenario(System::Chart));
+    Ok(vec![a.context("visio-operator")?, b.context("chart baseline")?])
+}
+
+/// Runs every scenario `runs` times and prints the table of medians (cuts and peaks: the worst run).
+pub async fn run(runs: usize) -> Result<()> {
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for n in 0..runs {
+        eprintln!("bench fleet: run {} of {runs}", n + 1);
+        let mut rows = Vec::new();
+        rows.extend(both(scale_up).await?);
+        rows.extend(both(scale_down).await?);
+        rows.extend(both(upgrade).await?);
+        rows.extend(both(never_ending).await?);
+        all.push(rows);
+    }
+    println!("\nSFU fleet, {runs} run(s): medians; `cut` and `peak pods` are the worst run");
+    print_table(&summarise(&all));
+    println!("\n(bench fleet took {:.0} s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
