@@ -6,8 +6,9 @@
 //!   (issue #11).
 
 mod fleet;
+mod tenants;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
@@ -21,6 +22,21 @@ async fn main() -> Result<()> {
             let runs = flag(&args, "--runs").map(|r| r.parse()).transpose()?.unwrap_or(3);
             fleet::run(runs).await
         }
-        _ => bail!("usage: bench fleet [--runs N]"),
+        Some("tenants") => {
+            let n: usize = args.get(1).context("bench tenants N")?.parse()?;
+            let idle = flag(&args, "--idle").map(|r| r.parse()).transpose()?.unwrap_or(300);
+            let out = flag(&args, "--out").context("--out FILE")?;
+            let pid: u32 = std::env::var("VISIO_BENCH_OPERATOR_PID").context("VISIO_BENCH_OPERATOR_PID")?.parse()?;
+            let s3 = std::env::var("VISIO_BENCH_S3").unwrap_or_else(|_| "http://127.0.0.1:9".into());
+            let figures = tenants::run(n, std::time::Duration::from_secs(idle), &s3, pid).await?;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&out)?;
+            use std::io::Write as _;
+            writeln!(f, "{}", serde_json::to_string(&figures)?)?;
+            Ok(())
+        }
+        Some("tenants-report") => tenants::report(args.get(1).context("bench tenants-report FILE")?),
+        _ => bail!(
+            "usage: bench fleet [--runs N] | bench tenants N --out FILE [--idle SECONDS] | bench tenants-report FILE"
+        ),
     }
 }

@@ -1,0 +1,490 @@
+//! `bench tenants N`: N tenants applied at once, each a namespace with a VisioCluster, a CaptionPool
+//! and a RetentionPolicy (and the policy's credentials Secret), on a fresh control plane and a fresh
+//! operator process (`e2e/bench tenants` starts both for every N).
+//!
+//! It measures:
+//! - time from a tenant's creation until its VisioCluster is Ready (p50, p95, max), and until every
+//!   tenant is;
+//! - write requests the operator made while converging, from the apiserver's own
+//!   `apiserver_request_total` (never from the operator's code), against the minimum possible: the
+//!   objects the operator owns, one status write per custom resource, and the readiness label of each
+//!   SFU pod (the drain protocol's one write per pod);
+//! - writes during an idle period (the goal is 0);
+//! - the operator's peak RSS (`VmHWM`) and CPU seconds, from /proc;
+//! - the operator's own reconcile latency histogram, as percentiles per controller.
+//!
+//! Attribution: the bench creates its objects with POST, and only the operator uses server-side apply,
+//! so every APPLY is the operator's; so are PATCH and DELETE on pods (no agent runs here: kwok writes
+//! pod status through the `status` subresource, the scheduler through `binding`). Pods the operator
+//! creates are counted by owner (its own, never a ReplicaSet's). Events and the leader's Lease renewals
+//! are reported apart: several components write Events, and a Lease renewal is the leader's heartbeat.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, ResourceExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use visio_e2e::{client, kubectl};
+use visio_operator::api::VisioCluster;
+
+/// What one run measured (one JSON line in the results file).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Figures {
+    pub tenants: usize,
+    pub ready: usize,
+    pub ready_p50_s: f64,
+    pub ready_p95_s: f64,
+    pub ready_max_s: f64,
+    pub all_ready_s: f64,
+    pub writes: f64,
+    pub minimum: f64,
+    pub writes_by_kind: BTreeMap<String, f64>,
+    pub events: f64,
+    pub idle_seconds: u64,
+    pub idle_writes: f64,
+    pub idle_by_kind: BTreeMap<String, f64>,
+    pub idle_lease_writes: f64,
+    pub peak_rss_mib: f64,
+    pub cpu_seconds: f64,
+    pub reconcile_p50_ms: BTreeMap<String, f64>,
+    pub reconcile_p95_ms: BTreeMap<String, f64>,
+    pub captionpools_ready: usize,
+    pub retentionpolicies_ready: usize,
+}
+
+fn tenant_objects(i: usize, s3: &str) -> Vec<Value> {
+    let ns = format!("t{i:03}");
+    vec![
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": ns},
+               "stringData": {"accessKeyId": "bench", "secretAccessKey": "bench-secret-key"}}),
+        json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio", "namespace": ns},
+               "spec": {"tenant": {"displayName": format!("Ministère n°{i}")},
+                        "signaling": {"host": format!("visio.t{i:03}.gouv.fr")},
+                        "sfu": {"replicas": {"min": 1, "max": 4}, "network": {"mode": "podNetwork"}},
+                        "turn": {"enabled": false},
+                        "recordings": {"endpoint": s3, "bucket": "meetings", "prefix": "recordings/"}}}),
+        json!({"apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool", "metadata": {"name": "captions", "namespace": ns},
+               "spec": {"clusterRef": {"name": "visio"},
+                        "backend": {"gpu": {"count": 0}, "replicas": {"min": 1, "max": 2}},
+                        "transcribers": {"replicas": {"min": 1, "max": 2}}}}),
+        json!({"apiVersion": "visio.io/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": "meetings", "namespace": ns},
+               "spec": {"mode": "DryRun",
+                        "target": {"endpoint": s3, "bucket": "meetings", "credentialsSecret": "s3-credentials"},
+                        "rules": [{"dataClass": "recordings", "prefix": "recordings/", "maxAge": "720h"}]}}),
+    ]
+}
+
+fn api_for(client: &Client, obj: &Value) -> Result<Api<DynamicObject>> {
+    let (group, version) = match obj["apiVersion"].as_str().context("apiVersion")?.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), obj["apiVersion"].as_str().unwrap_or("v1").to_string()),
+    };
+    let kind = obj["kind"].as_str().context("kind")?;
+    let plural = match kind {
+        "RetentionPolicy" => "retentionpolicies".to_string(),
+        k => format!("{}s", k.to_lowercase()),
+    };
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, kind), &plural);
+    Ok(match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    })
+}
+
+async fn create(client: &Client, obj: Value) -> Result<()> {
+    let api = api_for(client, &obj)?;
+    let o: DynamicObject = serde_json::from_value(obj)?;
+    match api.create(&PostParams::default(), &o).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `apiserver_request_total` samples: (verb, group, resource, subresource) -> count.
+type Requests = BTreeMap<(String, String, String, String), f64>;
+
+fn requests() -> Result<Requests> {
+    let text = kubectl(&["get", "--raw", "/metrics"], None)?;
+    let mut out = Requests::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |k: &str| -> String {
+            line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
+        };
+        let v: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry((label("verb"), label("group"), label("resource"), label("subresource"))).or_insert(0.0) += v;
+    }
+    Ok(out)
+}
+
+/// The operator's writes between two snapshots, by `resource[/subresource] VERB`, plus Events and Leases.
+struct Writes {
+    ours: BTreeMap<String, f64>,
+    pod_posts: f64,
+    events: f64,
+    leases: f64,
+}
+
+fn delta(before: &Requests, after: &Requests) -> Writes {
+    let mut w = Writes { ours: BTreeMap::new(), pod_posts: 0.0, events: 0.0, leases: 0.0 };
+    for (key @ (verb, _group, resource, sub), v) in after {
+        let d = v - before.get(key).copied().unwrap_or(0.0);
+        if d <= 0.0 || !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
+            continue;
+        }
+        let name = if sub.is_empty() { format!("{resource} {verb}") } else { format!("{resource}/{sub} {verb}") };
+        match (verb.as_str(), resource.as_str(), sub.as_str()) {
+            (_, "events", _) => w.events += d,
+            (_, "leases", _) => w.leases += d,
+            ("APPLY", _, _) | ("PATCH", "pods", "") | ("DELETE", "pods", "") => {
+                *w.ours.entry(name).or_insert(0.0) += d;
+            }
+            ("POST", "pods", "") => w.pod_posts += d,
+            _ => {}
+        }
+    }
+    w
+}
+
+/// Objects the operator owns in the bench's namespaces, by kind, and its SFU pods.
+async fn children(client: &Client) -> Result<(BTreeMap<String, usize>, usize)> {
+    let selector = "app.kubernetes.io/managed-by=visio-operator";
+    let kinds = [
+        ("", "v1", "Secret", "secrets"),
+        ("", "v1", "ConfigMap", "configmaps"),
+        ("", "v1", "Service", "services"),
+        ("", "v1", "ServiceAccount", "serviceaccounts"),
+        ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+        ("", "v1", "ResourceQuota", "resourcequotas"),
+        ("", "v1", "LimitRange", "limitranges"),
+        ("apps", "v1", "Deployment", "deployments"),
+        ("apps", "v1", "StatefulSet", "statefulsets"),
+        ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+        ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
+        ("networking.k8s.io", "v1", "Ingress", "ingresses"),
+        ("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+        ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+    ];
+    let mut out = BTreeMap::new();
+    for (group, version, kind, plural) in kinds {
+        let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let n = api
+            .list_metadata(&ListParams::default().labels(selector))
+            .await
+            .map(|l| l.items.iter().filter(|o| o.namespace().is_some_and(|n| n.starts_with('t'))).count())
+            .unwrap_or(0);
+        if n > 0 {
+            out.insert(kind.to_string(), n);
+        }
+    }
+    // Pods: those the operator creates itself (owned by a custom resource, not by a ReplicaSet).
+    let pods: Api<Pod> = Api::all(client.clone());
+    let mut own = 0;
+    let mut sfu = 0;
+    for p in pods.list(&ListParams::default().labels(selector)).await?.items {
+        let by_rs = p.owner_references().iter().any(|o| o.kind == "ReplicaSet");
+        if !by_rs {
+            own += 1;
+            if p.labels().get("app.kubernetes.io/component").map(String::as_str) == Some("sfu") {
+                sfu += 1;
+            }
+        }
+    }
+    out.insert("Pod".into(), own);
+    Ok((out, sfu))
+}
+
+/// (peak RSS MiB, CPU seconds) of a process, from /proc.
+fn footprint(pid: u32) -> Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmHWM")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let hz: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+    Ok((hwm_kib / 1024.0, ticks / hz))
+}
+
+/// Percentiles per controller from the operator's `visio_reconcile_duration_seconds` histogram
+/// (linear interpolation inside the bucket, as PromQL's `histogram_quantile` does).
+fn reconcile_percentiles(metrics: &str, q: f64) -> BTreeMap<String, f64> {
+    let mut buckets: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for line in metrics.lines().filter(|l| l.starts_with("visio_reconcile_duration_seconds_bucket{")) {
+        let label =
+            |k: &str| line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).map(str::to_string);
+        let (Some(ctrl), Some(le)) = (label("controller"), label("le")) else { continue };
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+        let v: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let b = buckets.entry(ctrl).or_default();
+        match b.iter_mut().find(|(l, _)| *l == le) {
+            Some(e) => e.1 += v,
+            None => b.push((le, v)),
+        }
+    }
+    buckets
+        .into_iter()
+        .filter_map(|(ctrl, mut b)| {
+            b.sort_by(|a, c| a.0.total_cmp(&c.0));
+            let total = b.last()?.1;
+            if total <= 0.0 {
+                return None;
+            }
+            let rank = q * total;
+            let mut prev = (0.0, 0.0);
+            for &(le, count) in &b {
+                if count >= rank {
+                    let upper = if le.is_finite() { le } else { prev.0 };
+                    let within = if count > prev.1 { (rank - prev.1) / (count - prev.1) } else { 1.0 };
+                    return Some((ctrl, 1000.0 * (prev.0 + (upper - prev.0) * within)));
+                }
+                prev = (le, count);
+            }
+            None
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn is_ready(o: &DynamicObject) -> bool {
+    o.data["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+async fn count_ready(client: &Client, kind: &str, plural: &str) -> usize {
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("visio.io", "v1alpha1", kind), plural);
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    api.list(&ListParams::default()).await.map(|l| l.items.iter().filter(|o| is_ready(o)).count()).unwrap_or(0)
+}
+
+/// Runs the bench for `n` tenants and returns its figures.
+pub async fn run(n: usize, idle: Duration, s3: &str, operator_pid: u32) -> Result<Figures> {
+    let client = client().await?;
+    let before = requests()?;
+
+    // Every VisioCluster's first Ready, seen by a watch started before the first object exists.
+    let vcs: Api<VisioCluster> = Api::all(client.clone());
+    let ready_at = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, Instant>::new()));
+    let seen = ready_at.clone();
+    let watch = tokio::spawn(async move {
+        let mut stream = watcher(vcs, watcher::Config::default()).applied_objects().boxed();
+        while let Some(Ok(vc)) = stream.next().await {
+            let ready = vc
+                .status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ready {
+                if let Ok(mut m) = seen.lock() {
+                    m.entry(vc.namespace().unwrap_or_default()).or_insert_with(Instant::now);
+                }
+            }
+        }
+    });
+
+    let t0 = Instant::now();
+    let mut created_at = BTreeMap::new();
+    let tenants: Vec<usize> = (0..n).collect();
+    let results: Vec<(usize, Instant)> = futures::stream::iter(tenants)
+        .map(|i| {
+            let client = client.clone();
+            let s3 = s3.to_string();
+            async move {
+                create(
+                    &client,
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("t{i:03}")}}),
+                )
+                .await?;
+                let start = Instant::now();
+                for obj in tenant_objects(i, &s3) {
+                    create(&client, obj).await?;
+                }
+                anyhow::Ok((i, start))
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    for (i, at) in results {
+        created_at.insert(format!("t{i:03}"), at);
+    }
+    let applied = t0.elapsed();
+    eprintln!("bench tenants {n}: {n} tenants created in {:.1} s", applied.as_secs_f64());
+
+    // Until every tenant is Ready (10 minutes at most).
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = ready_at.lock().map(|m| m.len()).unwrap_or(0);
+        if done >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!("bench tenants {n}: only {done} of {n} Ready after 10 minutes");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all_ready = t0.elapsed();
+    watch.abort();
+    let ready = ready_at.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut lat: Vec<f64> = ready
+        .iter()
+        .filter_map(|(ns, at)| created_at.get(ns).map(|c| at.saturating_duration_since(*c).as_secs_f64()))
+        .collect();
+    lat.sort_by(f64::total_cmp);
+
+    // Let the last status writes land, then count.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let converged = requests()?;
+    let w = delta(&before, &converged);
+    let (kids, sfu_pods) = children(&client).await?;
+    let child_count: usize = kids.values().sum();
+    let minimum = child_count as f64 + 3.0 * n as f64 + sfu_pods as f64;
+    let mut by_kind = w.ours.clone();
+    by_kind.insert("pods POST (own pods)".into(), kids.get("Pod").copied().unwrap_or(0) as f64);
+    let writes: f64 = w.ours.values().sum::<f64>() + kids.get("Pod").copied().unwrap_or(0) as f64;
+    eprintln!("bench tenants {n}: children {kids:?}, {sfu_pods} SFU pods; pod POSTs (all) {}", w.pod_posts);
+
+    // Idle.
+    eprintln!("bench tenants {n}: idle for {} s", idle.as_secs());
+    let idle_before = requests()?;
+    tokio::time::sleep(idle).await;
+    let idle_after = requests()?;
+    let iw = delta(&idle_before, &idle_after);
+    let idle_writes = iw.ours.values().sum::<f64>() + iw.pod_posts + iw.events;
+    let mut idle_by_kind = iw.ours.clone();
+    if iw.pod_posts > 0.0 {
+        idle_by_kind.insert("pods POST".into(), iw.pod_posts);
+    }
+    if iw.events > 0.0 {
+        idle_by_kind.insert("events".into(), iw.events);
+    }
+
+    let (rss, cpu) = footprint(operator_pid).unwrap_or((0.0, 0.0));
+    let metrics = visio_e2e::http_get(&std::env::var("VISIO_E2E_METRICS_URL")?).await.unwrap_or_default();
+    let figures = Figures {
+        tenants: n,
+        ready: lat.len(),
+        ready_p50_s: percentile(&lat, 0.5),
+        ready_p95_s: percentile(&lat, 0.95),
+        ready_max_s: lat.last().copied().unwrap_or(0.0),
+        all_ready_s: all_ready.as_secs_f64(),
+        writes,
+        minimum,
+        writes_by_kind: by_kind,
+        events: w.events,
+        idle_seconds: idle.as_secs(),
+        idle_writes,
+        idle_by_kind,
+        idle_lease_writes: iw.leases,
+        peak_rss_mib: rss,
+        cpu_seconds: cpu,
+        reconcile_p50_ms: reconcile_percentiles(&metrics, 0.5),
+        reconcile_p95_ms: reconcile_percentiles(&metrics, 0.95),
+        captionpools_ready: count_ready(&client, "CaptionPool", "captionpools").await,
+        retentionpolicies_ready: count_ready(&client, "RetentionPolicy", "retentionpolicies").await,
+    };
+    if figures.ready < n {
+        bail!("only {} of {n} tenants Ready: {figures:?}", figures.ready);
+    }
+    Ok(figures)
+}
+
+/// Prints the table of every run in `file` (one JSON line each) and how the per-tenant figures grow.
+pub fn report(file: &str) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    let rows: Vec<Figures> =
+        text.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect::<Result<_, _>>()?;
+    println!("| tenants | Ready p50 / p95 / max | all Ready after | operator writes / tenant | minimum / tenant | ratio | idle writes ({} s) | peak RSS | CPU s (per tenant) | reconcile p50 / p95 (visiocluster) | CaptionPools / RetentionPolicies Ready |",
+        rows.first().map_or(0, |r| r.idle_seconds));
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    for r in &rows {
+        let n = r.tenants as f64;
+        println!(
+            "| {} | {:.1} / {:.1} / {:.1} s | {:.1} s | {:.1} | {:.1} | {:.2} | {} | {:.0} MiB | {:.1} ({:.3}) | {:.0} / {:.0} ms | {} / {} |",
+            r.tenants,
+            r.ready_p50_s,
+            r.ready_p95_s,
+            r.ready_max_s,
+            r.all_ready_s,
+            r.writes / n,
+            r.minimum / n,
+            r.writes / r.minimum.max(1.0),
+            r.idle_writes,
+            r.peak_rss_mib,
+            r.cpu_seconds,
+            r.cpu_seconds / n,
+            r.reconcile_p50_ms.get("visiocluster").copied().unwrap_or(0.0),
+            r.reconcile_p95_ms.get("visiocluster").copied().unwrap_or(0.0),
+            r.captionpools_ready,
+            r.retentionpolicies_ready,
+        );
+    }
+    if let (Some(small), Some(large)) = (rows.first(), rows.last()) {
+        if large.tenants > small.tenants {
+            let per = |r: &Figures, v: f64| v / r.tenants as f64;
+            println!(
+                "\nGrowth per tenant from N={} to N={}: writes x{:.2}, CPU seconds x{:.2}, time to all Ready per tenant x{:.2}; peak RSS {:.0} -> {:.0} MiB",
+                small.tenants,
+                large.tenants,
+                per(large, large.writes) / per(small, small.writes).max(f64::EPSILON),
+                per(large, large.cpu_seconds) / per(small, small.cpu_seconds).max(f64::EPSILON),
+                per(large, large.all_ready_s) / per(small, small.all_ready_s).max(f64::EPSILON),
+                small.peak_rss_mib,
+                large.peak_rss_mib
+            );
+        }
+    }
+    for r in &rows {
+        println!("\nN={}: writes by kind {:?}; idle writes by kind {:?}; Lease renewals while idle {} (leader election); Events while converging (all components) {}",
+            r.tenants, r.writes_by_kind, r.idle_by_kind, r.idle_lease_writes, r.events);
+        println!("N={}: reconcile p50 {:?} ms, p95 {:?} ms", r.tenants, r.reconcile_p50_ms, r.reconcile_p95_ms);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_histogram_interpolate_inside_the_bucket() {
+        let m = "visio_reconcile_duration_seconds_bucket{controller=\"visiocluster\",le=\"0.01\"} 50\n\
+                 visio_reconcile_duration_seconds_bucket{controller=\"visiocluster\",le=\"0.1\"} 100\n\
+                 visio_reconcile_duration_seconds_bucket{controller=\"visiocluster\",le=\"+Inf\"} 100\n";
+        let p50 = reconcile_percentiles(m, 0.5);
+        assert!((p50["visiocluster"] - 10.0).abs() < 1e-9, "{p50:?}");
+        let p95 = reconcile_percentiles(m, 0.95);
+        assert!((p95["visiocluster"] - 91.0).abs() < 1e-6, "{p95:?}");
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.0);
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 0.95), 4.0);
+    }
+}
