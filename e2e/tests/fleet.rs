@@ -17,8 +17,6 @@
 //! Each scenario has its own namespace, deleted (and waited for) at the end so no drain of this file
 //! is still running when the next test binary counts the operator's writes (`idle.rs`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,10 +28,11 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 use visio_e2e::fleet::{
-    client_at, free_port, unix_ms, visiocluster, Binaries, Churn, Fleet, FleetConfig, Join, View, Workload,
-    NEW_VERSION as NEW, OLD_VERSION as OLD, VC_NAME as VC,
+    client_at, unix_ms, visiocluster, Binaries, Churn, Fleet, FleetConfig, Join, View, Workload, NEW_VERSION as NEW,
+    OLD_VERSION as OLD, VC_NAME as VC,
 };
-use visio_e2e::{client, kubeconfig_path, namespace, repo};
+use visio_e2e::own::{OwnCluster, Ports};
+use visio_e2e::{client, kubeconfig_path, namespace};
 use visio_operator::api::VisioCluster;
 use visio_operator::pod_protocol::{self, Load};
 
@@ -504,126 +503,20 @@ async fn a_meeting_that_never_ends_is_warned_then_ended_at_the_deadline() -> Res
 // ---------------------------------------------------------------------------------------------
 // 5. The operator killed in the middle of an upgrade
 
-/// State (under the git-ignored .e2e-fleet/) and ports of this scenario's own control plane,
-/// apart from the suite's (.e2e-test: 16444, 23791...), the demo's (.e2e: 16443, 23790...), the
-/// chart test's (.e2e-chart-test: 16452, 23797...) and the chaos tests' (.e2e-chaos: 16470, 23798...).
-const OWN_CLUSTER_ENV: &[(&str, &str)] = &[
-    ("VISIO_E2E_API_PORT", "16478"),
-    ("VISIO_E2E_ETCD_PORT", "23786"),
-    ("VISIO_E2E_ETCD_PEER_PORT", "23787"),
-    ("VISIO_E2E_KCM_PORT", "10417"),
-    ("VISIO_E2E_SCHED_PORT", "10419"),
-    ("VISIO_E2E_KWOK_PORT", "10317"),
-    ("VISIO_E2E_NODES", "4"),
-];
-
-/// A control plane of this test's own and the operator process run against it, both stopped when
-/// dropped (also when the test fails).
-struct OwnCluster {
-    state: PathBuf,
-    kubeconfig: PathBuf,
-    operator: Option<Child>,
-    metrics_port: u16,
-    starts: u32,
-}
-
-impl OwnCluster {
-    fn script(state: &Path, arg: &[&str]) -> Command {
-        let mut cmd = Command::new(repo().join("e2e/cluster"));
-        cmd.args(arg).env("VISIO_E2E_STATE", state).stdin(Stdio::null());
-        for (k, v) in OWN_CLUSTER_ENV {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    fn up() -> Result<Self> {
-        let state = repo().join(".e2e-fleet/restart-test");
-        // A run killed before its cleanup may have left one behind.
-        let _ = Self::script(&state, &["down", "--purge"]).output();
-        let guard =
-            OwnCluster { kubeconfig: state.join("kubeconfig"), state, operator: None, metrics_port: 0, starts: 0 };
-        let out = Self::script(&guard.state, &["up"]).output()?;
-        if !out.status.success() {
-            // The guard purges the state, logs included: keep their ends in the error.
-            let mut tails = String::new();
-            for name in ["etcd", "kube-apiserver"] {
-                let log = std::fs::read_to_string(guard.state.join(format!("logs/{name}.log"))).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                tails += &format!("--- {name}.log (end) ---\n{}\n", lines[lines.len().saturating_sub(15)..].join("\n"));
-            }
-            anyhow::bail!(
-                "e2e/cluster up (own control plane) failed:\n{}\n{tails}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(guard)
-    }
-
-    /// Outside the state directory, which the guard purges: kept for a look after a failure.
-    fn log(&self) -> PathBuf {
-        std::env::temp_dir().join("visio-e2e-fleet/e2e-fleet-restart-operator.log")
-    }
-
-    fn start_operator(&mut self) -> Result<()> {
-        let bin = Binaries::find()?.operator;
-        self.metrics_port = free_port()?;
-        self.starts += 1;
-        if let Some(dir) = self.log().parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        // One log for both runs: the first truncates it, the restart appends.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(self.starts > 1)
-            .truncate(self.starts == 1)
-            .open(self.log())?;
-        let child = Command::new(bin)
-            .args(["run", "--metrics-addr", &format!("127.0.0.1:{}", self.metrics_port), "--log-format", "json"])
-            .args(["--agent-image", "visio-operator:e2e", "--leader-election=false"])
-            .args(["--instance", &format!("fleet-restart-{}", self.starts)])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting the operator")?;
-        self.operator = Some(child);
-        Ok(())
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    fn kill_operator(&mut self) {
-        if let Some(mut child) = self.operator.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        self.kill_operator();
-        let _ = Self::script(&self.state, &["down", "--purge"]).output();
-    }
-}
+/// Ports of this scenario's own control plane (see the table in e2e/README.md).
+const OWN_PORTS: Ports =
+    Ports { api: 16478, etcd: 23786, etcd_peer: 23787, kcm: 10417, scheduler: 10419, kwok: 10317, nodes: 4 };
 
 #[tokio::test]
 async fn an_operator_killed_mid_upgrade_finishes_it_after_restart() -> Result<()> {
     const PODS: usize = 6;
     let ns = "e2e-fleet-restart";
-    let mut cluster = OwnCluster::up()?;
-    cluster.start_operator()?;
+    let mut cluster = OwnCluster::up("fleet-restart", OWN_PORTS)?;
+    let bin = Binaries::find()?.operator;
+    cluster.start_operator(&bin, "fleet-restart-1")?;
     let result = killed_mid_upgrade(&mut cluster, ns, PODS).await;
     if result.is_err() {
-        let log = std::fs::read_to_string(cluster.log()).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        eprintln!("--- last lines of the operator log ---");
-        for l in tail.iter().rev() {
-            eprintln!("{l}");
-        }
+        cluster.print_log_tail(30);
     }
     result
 }
@@ -675,7 +568,7 @@ async fn killed_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> 
     let old_draining = before.active().filter(|p| p.template_hash == old_hash && p.drain_since.is_some()).count();
     // Meetings go on (and end) with no operator for 8 s.
     work.run_for(&fleet, Duration::from_secs(8)).await?;
-    cluster.start_operator()?;
+    cluster.start_operator(&Binaries::find()?.operator, "fleet-restart-2")?;
 
     let mut last_check = Instant::now();
     let took = loop {
