@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help demo test lint unit alerts e2e crds manifests cluster-up cluster-down build
+.PHONY: help demo test lint unit alerts e2e crds manifests cluster-up cluster-down build fuzz bench
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -42,3 +42,14 @@ cluster-up: ## Start the local control plane (kept running)
 
 cluster-down: ## Stop the local control plane
 	e2e/cluster down
+
+FUZZ_SECONDS ?= 60
+fuzz: ## Fuzz the agent's metrics parser, the duration grammar and the load annotation (libFuzzer, nightly; FUZZ_SECONDS each)
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	for t in agent_metrics duration pod_load; do \
+	  $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+	done
+
+bench: build ## Benchmarks (not tests): e2e/bench fleet (operator vs chart baseline) and e2e/bench tenants (10, 100, 300)
+	e2e/bench fleet
+	e2e/bench tenants

@@ -7,6 +7,8 @@ pub mod builders;
 pub mod controllers;
 pub mod duration;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod leader;
 pub mod pod_protocol;
 pub mod telemetry;
