@@ -153,9 +153,11 @@ async fn scale_up(system: System) -> Result<Row> {
     for i in 0..6 {
         u.fleet.open(&format!("m{i}"), 10).await?;
     }
-    // Let the systems settle under the threshold (a full HPA period), then cross it.
+    // Let the systems settle under the threshold (a full HPA period and more), then cross it at an
+    // instant that falls anywhere in the HPA's 15 s cycle, as a real load change would.
     let settle = Instant::now();
-    while settle.elapsed() < Duration::from_secs(20) {
+    let jitter = Duration::from_millis(unix_ms().rem_euclid(15_000) as u64);
+    while settle.elapsed() < Duration::from_secs(20) + jitter {
         u.step().await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
