@@ -37,6 +37,26 @@ pub async fn client() -> Result<Client> {
     Ok(Client::try_from(cfg)?)
 }
 
+/// An untyped API for the object `obj` (`apiVersion`, `kind`, and `metadata.namespace` if namespaced),
+/// the plural being the lower-case kind plus `s` (or `ies`), which holds for every kind the tests use.
+pub fn dynamic_api(client: &Client, obj: &Value) -> Result<kube::Api<kube::api::DynamicObject>> {
+    use kube::core::{ApiResource, GroupVersionKind};
+    let api_version = obj["apiVersion"].as_str().context("an object without apiVersion")?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = obj["kind"].as_str().context("an object without kind")?;
+    let lower = kind.to_lowercase();
+    let plural = match lower.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None if lower.ends_with('s') => format!("{lower}es"),
+        None => format!("{lower}s"),
+    };
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
+    Ok(match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &ar),
+        None => kube::Api::all_with(client.clone(), &ar),
+    })
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     std::env::var_os("VISIO_E2E_REPO")

@@ -103,11 +103,23 @@ pub(crate) fn port(field: &'static str, value: i32) -> Result<u16, BuildError> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod testing {
-    //! Shared fixtures for the builder tests.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    //! Shared fixtures for the builder tests, and the strategy of arbitrary specs the API accepts (also
+    //! used by the e2e test that sends a sample of the builders' output to a real apiserver; the
+    //! `testing` feature exports it).
+
+    use proptest::prelude::*;
+    use serde_json::json;
 
     use crate::api::VisioCluster;
+
+    /// An external Redis, as a `spec.redis` value.
+    pub fn external_redis_spec() -> serde_json::Value {
+        json!({"mode": "external", "external": {
+            "address": "redis.partage.svc:6380", "passwordSecret": {"name": "redis-partage", "key": "password"}
+        }})
+    }
 
     /// A VisioCluster `visio` in namespace `mininterieur`, with the API defaults and `patch` merged over a
     /// minimal spec (JSON merge: objects merge, anything else replaces).
@@ -131,6 +143,80 @@ pub(crate) mod testing {
     /// The default test cluster.
     pub fn test_cluster() -> VisioCluster {
         cluster_with(serde_json::json!({}))
+    }
+
+    const DURATIONS: &[&str] = &["0s", "20s", "90s", "250ms", "1.5s", "5m", "1h", "1h30m", "3h", "24h"];
+    const DRAINS: &[&str] = &["1m", "90s", "30m", "3h", "12h", "24h"];
+    const VERSIONS: &[&str] = &["v1.9.4", "v1.10.0", "v2.0.0"];
+
+    prop_compose! {
+        pub fn arb_turn()(
+            enabled in any::<bool>(),
+            udp in any::<bool>(),
+            tls in any::<bool>(),
+            domain in proptest::option::of("[a-z]{1,10}\\.gouv\\.fr"),
+            udp_port in prop_oneof![Just(3478), Just(443), 1i32..=65535],
+            tls_port in prop_oneof![Just(5349), Just(443), 1i32..=65535],
+        ) -> serde_json::Value {
+            let mut t = json!({"enabled": enabled, "udp": udp, "udpPort": udp_port, "tlsPort": tls_port});
+            if let Some(d) = domain { t["domain"] = json!(d); }
+            if tls { t["tlsSecretName"] = json!("turn-cert"); }
+            t
+        }
+    }
+
+    prop_compose! {
+        pub fn arb_spec()(
+            min in 1i32..=20,
+            extra in 0i32..=50,
+            pod_network in any::<bool>(),
+            udp_port in prop_oneof![Just(7882), 1024i32..=65535],
+            tcp_port in prop_oneof![Just(7881), 1024i32..=65535],
+            turn in arb_turn(),
+            external_redis in any::<bool>(),
+            tenant_keys in any::<bool>(),
+            ingress_class in proptest::option::of(Just("nginx")),
+            signaling_tls in any::<bool>(),
+            empty_timeout in proptest::sample::select(DURATIONS),
+            departure_timeout in proptest::sample::select(DURATIONS),
+            drain in proptest::sample::select(DRAINS),
+            version in proptest::sample::select(VERSIONS),
+            max_participants in 0i32..=100000,
+            with_resources in any::<bool>(),
+            with_scheduling in any::<bool>(),
+        ) -> serde_json::Value {
+            let mut spec = json!({
+                "version": version,
+                "sfu": {
+                    "replicas": {"min": min, "max": min + extra},
+                    "network": {"mode": if pod_network { "podNetwork" } else { "hostNetwork" }, "udpPort": udp_port, "tcpPort": tcp_port},
+                },
+                "turn": turn,
+                "rooms": {"maxParticipants": max_participants, "emptyTimeout": empty_timeout, "departureTimeout": departure_timeout},
+                "upgrade": {"drainTimeout": drain, "warnBefore": "30s"},
+                "signaling": {"host": "visio.interieur.gouv.fr"},
+            });
+            if external_redis { spec["redis"] = external_redis_spec(); }
+            if tenant_keys { spec["keys"] = json!({"secretName": "cles"}); }
+            if let Some(class) = ingress_class { spec["signaling"]["ingressClassName"] = json!(class); }
+            if signaling_tls { spec["signaling"]["tlsSecretName"] = json!("visio-tls"); }
+            if with_resources { spec["sfu"]["resources"] = json!({"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}}); }
+            if with_scheduling {
+                spec["sfu"]["scheduling"] = json!({"nodeSelector": {"pool": "visio"}, "tolerations": [{"key": "k", "operator": "Exists"}]});
+            }
+            spec
+        }
+    }
+
+    /// Whether the spec passes the CRD's CEL rules that the builders rely on.
+    pub fn cel_valid(vc: &VisioCluster) -> bool {
+        let s = &vc.spec;
+        let turn_ok = !s.turn.enabled || s.turn.udp || s.turn.tls_secret_name.is_some();
+        let turn_domain_ok = s.turn.tls_secret_name.is_none() || s.turn.domain.is_some();
+        turn_ok
+            && turn_domain_ok
+            && s.turn.udp_port != s.turn.tls_port
+            && s.sfu.network.udp_port != s.sfu.network.tcp_port
     }
 
     fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {

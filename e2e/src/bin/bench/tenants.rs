@@ -81,25 +81,8 @@ fn tenant_objects(i: usize, s3: &str) -> Vec<Value> {
     ]
 }
 
-fn api_for(client: &Client, obj: &Value) -> Result<Api<DynamicObject>> {
-    let (group, version) = match obj["apiVersion"].as_str().context("apiVersion")?.split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), obj["apiVersion"].as_str().unwrap_or("v1").to_string()),
-    };
-    let kind = obj["kind"].as_str().context("kind")?;
-    let plural = match kind {
-        "RetentionPolicy" => "retentionpolicies".to_string(),
-        k => format!("{}s", k.to_lowercase()),
-    };
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, kind), &plural);
-    Ok(match obj["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    })
-}
-
 async fn create(client: &Client, obj: Value) -> Result<()> {
-    let api = api_for(client, &obj)?;
+    let api = visio_e2e::dynamic_api(client, &obj)?;
     let o: DynamicObject = serde_json::from_value(obj)?;
     match api.create(&PostParams::default(), &o).await {
         Ok(_) => Ok(()),
