@@ -67,6 +67,10 @@ pub struct Context {
     /// Per-object memory of the fleet planner (when the load first fell low), kept in memory:
     /// an operator restart only delays a scale-down, never speeds it up.
     pub low_load_since: Mutex<HashMap<String, i64>>,
+    /// Per VisioCluster, the UIDs of its SFU pods seen Ready at least once: a pod that loses readiness
+    /// (LiveKit reports Not Ready when its Redis stats go stale) still serves its sessions and is
+    /// still capacity; only a pod never seen ready is `Pending`.
+    pub ready_seen: Mutex<HashMap<String, std::collections::BTreeSet<String>>>,
     /// Per-object count of consecutive transient failures, for exponential backoff.
     pub failures: Mutex<HashMap<String, u32>>,
 }
@@ -218,6 +222,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         config,
         stores: stores.clone(),
         low_load_since: Mutex::new(HashMap::new()),
+        ready_seen: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     });
 

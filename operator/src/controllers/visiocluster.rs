@@ -179,7 +179,14 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
     // status
     let status = build_status(vc, &stack, &pods, plan.desired, &snapshot);
     let mut next = vc.status.clone().unwrap_or_default();
-    let decided = decide_conditions(&status, vc);
+    let lost = snapshot.pods.iter().filter(|p| matches!(p.phase, PodPhase::Serving)).count() as i32 - status.sfu.ready;
+    let decided = decide_conditions(&status, vc, lost);
+    let was_degraded = vc.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, conditions::DEGRADED));
+    if decided.iter().any(|d| d.type_ == conditions::DEGRADED && d.status) && !was_degraded {
+        if let Some(d) = decided.iter().find(|d| d.type_ == conditions::DEGRADED) {
+            ctx.event(vc, EventType::Warning, &d.reason, "Observe", d.message.clone()).await;
+        }
+    }
     let old_conditions = std::mem::take(&mut next.conditions);
     next = VisioClusterStatus { conditions: old_conditions, ..status };
     set_conditions(&mut next, vc, &decided);
@@ -398,7 +405,9 @@ fn pod_load(p: &Pod) -> Option<pod_protocol::Load> {
     }
 }
 
-fn pod_snapshot(p: &Pod) -> PodSnapshot {
+/// The planner's view of one pod. `was_ready`: the pod was seen Ready before (see
+/// [`remember_ready`]); such a pod that is not Ready now stays `Serving`, as the planner expects.
+fn pod_snapshot(p: &Pod, was_ready: bool) -> PodSnapshot {
     let load = pod_load(p);
     let phase = if p.metadata.deletion_timestamp.is_some() {
         PodPhase::Terminating
@@ -406,7 +415,7 @@ fn pod_snapshot(p: &Pod) -> PodSnapshot {
         PodPhase::Failed
     } else if let Some(since) = annotation(p, DRAIN_SINCE).and_then(parse_time) {
         PodPhase::Draining { since }
-    } else if pod_ready(p) {
+    } else if pod_ready(p) || was_ready {
         PodPhase::Serving
     } else {
         PodPhase::Pending
@@ -432,9 +441,31 @@ fn pod_snapshot(p: &Pod) -> PodSnapshot {
 
 fn snapshot(ctx: &Context, key: &str, target_hash: &str, pods: &[Arc<Pod>], now: Timestamp) -> Snapshot {
     let low = ctx.low_load_since.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied();
-    let mut pods: Vec<PodSnapshot> = pods.iter().map(|p| pod_snapshot(p)).collect();
+    let seen = remember_ready(ctx, key, pods);
+    let mut pods: Vec<PodSnapshot> =
+        pods.iter().map(|p| pod_snapshot(p, seen.contains(p.uid().as_deref().unwrap_or_default()))).collect();
     pods.sort_by(|a, b| a.name.cmp(&b.name));
     Snapshot { now: now.as_millisecond(), target_hash: target_hash.to_string(), pods, low_load_since: low }
+}
+
+/// Records which of the fleet's pods are Ready now and returns every current pod seen Ready at least
+/// once (the memory keeps only current pods). After an operator restart the memory is empty: a pod
+/// that holds sessions (its agent says so) has served, whatever its readiness now.
+fn remember_ready(ctx: &Context, key: &str, pods: &[Arc<Pod>]) -> BTreeSet<String> {
+    let mut all = ctx.ready_seen.lock().unwrap_or_else(|p| p.into_inner());
+    let before = all.remove(key).unwrap_or_default();
+    let seen: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| {
+            let uid = p.uid()?;
+            let held = pod_load(p).is_some_and(|l| l.participants > 0 || l.rooms > 0);
+            (pod_ready(p) || held || before.contains(&uid)).then_some(uid)
+        })
+        .collect();
+    if !seen.is_empty() {
+        all.insert(key.to_string(), seen.clone());
+    }
+    seen
 }
 
 fn remember_low_load(ctx: &Context, key: &str, since: Option<i64>) {
@@ -593,11 +624,18 @@ fn build_status(
 ) -> VisioClusterStatus {
     let live: Vec<&PodSnapshot> =
         snap.pods.iter().filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Failed)).collect();
-    let serving = |p: &&&PodSnapshot| matches!(p.phase, PodPhase::Serving);
+    // Ready means Ready now (what the alerts and `kubectl get vc` show), not the planner's `Serving`,
+    // which keeps a pod that lost its readiness.
+    let ready_now: BTreeSet<String> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && annotation(p, DRAIN_SINCE).is_none() && pod_ready(p))
+        .map(|p| p.name_any())
+        .collect();
     let sfu = SfuCounts {
         desired: desired as i32,
         current: live.len() as i32,
-        ready: live.iter().filter(serving).count() as i32,
+        ready: live.iter().filter(|p| matches!(p.phase, PodPhase::Serving) && ready_now.contains(&p.name)).count()
+            as i32,
         updated: live.iter().filter(|p| p.template_hash == stack.sfu.hash).count() as i32,
         draining: live.iter().filter(|p| matches!(p.phase, PodPhase::Draining { .. })).count() as i32,
     };
@@ -624,7 +662,8 @@ fn build_status(
     }
 }
 
-fn decide_conditions(status: &VisioClusterStatus, vc: &VisioCluster) -> Vec<Decided> {
+/// `lost_readiness`: pods that served and are not Ready now (kept: they hold meetings).
+fn decide_conditions(status: &VisioClusterStatus, vc: &VisioCluster, lost_readiness: i32) -> Vec<Decided> {
     let c = &status.sfu;
     let upgrading = c.updated < c.current;
     let want = vc.spec.sfu.replicas.min.max(1);
@@ -642,7 +681,20 @@ fn decide_conditions(status: &VisioClusterStatus, vc: &VisioCluster) -> Vec<Deci
         if progressing { "Reconciling" } else { "Stable" },
         format!("{} current, {} desired, {} draining, {} updated", c.current, c.desired, c.draining, c.updated),
     ));
-    out.push(Decided::new(conditions::DEGRADED, false, "AsExpected", "no problem detected"));
+    out.push(if lost_readiness > 0 && c.ready == 0 {
+        Decided::new(
+            conditions::DEGRADED,
+            true,
+            "SfuNotReady",
+            format!(
+                "{lost_readiness} SFU pod(s) lost readiness and none is ready: LiveKit reports Not Ready when its \
+                 Redis stats go stale, so check that Redis is reachable (runbook VisioSfuRedisUnreachable). \
+                 The pods are kept and their meetings go on; no new meeting can start."
+            ),
+        )
+    } else {
+        Decided::new(conditions::DEGRADED, false, "AsExpected", "no problem detected")
+    });
     out.push(Decided::new(
         conditions::UPGRADE_IN_PROGRESS,
         upgrading,
@@ -729,14 +781,45 @@ mod tests {
         let before = r#"{"participants":0,"rooms":0,"draining":false}"#;
         let after = r#"{"participants":0,"rooms":0,"draining":true}"#;
         // Serving: the report counts as it is.
-        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: before})));
+        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: before})), false);
         assert_eq!((s.phase, s.load, s.sessions), (PodPhase::Serving, Some(0), Some(0)));
         // Draining, with a figure written before the drain: unknown, so never deleted as empty.
-        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: before, DRAIN_SINCE: since})));
+        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: before, DRAIN_SINCE: since})), false);
         assert!(matches!(s.phase, PodPhase::Draining { .. }));
         assert_eq!((s.load, s.sessions), (None, None));
         // Draining, and the agent says its backend drains: the figure counts.
-        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: after, DRAIN_SINCE: since})));
+        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: after, DRAIN_SINCE: since})), false);
         assert_eq!((s.load, s.sessions), (Some(0), Some(0)));
+    }
+
+    #[test]
+    fn a_pod_that_lost_readiness_still_serves_and_the_tenant_is_degraded() {
+        let mut p = pod(json!({pod_protocol::LOAD: r#"{"participants":12,"rooms":2,"draining":false}"#}));
+        if let Some(c) = p.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            c[0].status = "False".into();
+        }
+        // Never seen ready: not capacity yet.
+        assert_eq!(pod_snapshot(&p, false).phase, PodPhase::Pending);
+        // Seen ready before (Redis went away): still serving its meetings, still capacity.
+        assert_eq!(pod_snapshot(&p, true).phase, PodPhase::Serving);
+
+        let vc: VisioCluster = serde_json::from_value(json!({
+            "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio", "namespace": "t"},
+            "spec": {"tenant": {"displayName": "T"}, "signaling": {"host": "visio.t.gouv.fr"}}}))
+        .unwrap();
+        let mut status = VisioClusterStatus::default();
+        status.sfu.desired = 2;
+        status.sfu.current = 2;
+        status.sfu.updated = 2;
+        let degraded = |d: &[Decided]| d.iter().find(|d| d.type_ == conditions::DEGRADED).cloned().unwrap();
+        let d = decide_conditions(&status, &vc, 2);
+        assert!(degraded(&d).status);
+        assert_eq!(degraded(&d).reason, "SfuNotReady");
+        assert!(degraded(&d).message.contains("Redis"), "{}", degraded(&d).message);
+        // Pods that never were ready (a rollout still starting) are not a Redis outage.
+        assert!(!degraded(&decide_conditions(&status, &vc, 0)).status);
+        // One pod ready is enough for new meetings: not degraded.
+        status.sfu.ready = 1;
+        assert!(!degraded(&decide_conditions(&status, &vc, 1)).status);
     }
 }
