@@ -272,6 +272,14 @@ async fn count_ready(client: &Client, kind: &str, plural: &str) -> usize {
 /// Runs the bench for `n` tenants and returns its figures.
 pub async fn run(n: usize, idle: Duration, s3: &str, operator_pid: u32) -> Result<Figures> {
     let client = client().await?;
+    // Measure convergence, not the operator's start: wait until it says it is ready (caches synced).
+    let metrics_url = std::env::var("VISIO_E2E_METRICS_URL")?;
+    let readyz = metrics_url.replace("/metrics", "/readyz");
+    visio_e2e::wait_for("the operator's /readyz", Duration::from_secs(60), || {
+        let url = readyz.clone();
+        async move { Ok(visio_e2e::http_get(&url).await.ok().filter(|b| b.trim() == "ready").map(|_| ())) }
+    })
+    .await?;
     let before = requests()?;
 
     // Every VisioCluster's first Ready, seen by a watch started before the first object exists.
@@ -372,7 +380,7 @@ pub async fn run(n: usize, idle: Duration, s3: &str, operator_pid: u32) -> Resul
     }
 
     let (rss, cpu) = footprint(operator_pid).unwrap_or((0.0, 0.0));
-    let metrics = visio_e2e::http_get(&std::env::var("VISIO_E2E_METRICS_URL")?).await.unwrap_or_default();
+    let metrics = visio_e2e::http_get(&metrics_url).await.unwrap_or_default();
     let figures = Figures {
         tenants: n,
         ready: lat.len(),
