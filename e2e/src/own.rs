@@ -137,6 +137,25 @@ impl OwnCluster {
         }
     }
 
+    /// Stops one control-plane component (`etcd`, `kube-apiserver`, ...): an outage.
+    pub fn stop_component(&self, name: &str) -> Result<()> {
+        let out = self.script(&["stop", name]).output()?;
+        anyhow::ensure!(out.status.success(), "e2e/cluster stop {name}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    }
+
+    /// Starts it again, with the same flags and data (for the apiserver: until it is ready).
+    pub fn start_component(&self, name: &str) -> Result<()> {
+        let out = self.script(&["start", name]).output()?;
+        anyhow::ensure!(out.status.success(), "e2e/cluster start {name}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    }
+
+    /// Whether the operator process is still running (it must survive an API outage by itself).
+    pub fn operator_running(&mut self) -> bool {
+        self.operator.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Prints the end of the operator's log (for a failed test).
     pub fn print_log_tail(&self, lines: usize) {
         let log = std::fs::read_to_string(self.log()).unwrap_or_default();

@@ -52,17 +52,29 @@ async fn set_version(client: &Client, ns: &str, version: &str) -> Result<()> {
 /// The upgrade to [`NEW`] is over: the status says so for the current generation, and every pod the
 /// harness lists runs the new template.
 async fn upgrade_done(client: &Client, ns: &str, view: &View, old_hash: &str, pods: usize) -> Result<bool> {
+    upgraded_to(client, ns, view, old_hash, pods, NEW).await
+}
+
+/// The upgrade (or rollback) to `version` is over.
+async fn upgraded_to(
+    client: &Client,
+    ns: &str,
+    view: &View,
+    old_hash: &str,
+    pods: usize,
+    version: &str,
+) -> Result<bool> {
     let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
     let vc = vcs.get(VC).await?;
     let Some(s) = vc.status.as_ref() else { return Ok(false) };
     let n = pods as i32;
     Ok(s.observed_generation == vc.metadata.generation
-        && s.version.as_deref() == Some(NEW)
+        && s.version.as_deref() == Some(version)
         && s.sfu.updated == n
         && s.sfu.current == n
         && s.sfu.draining == 0
         && view.pods.len() == pods
-        && view.active().all(|p| p.template_hash != old_hash && p.version == NEW && p.drain_since.is_none()))
+        && view.active().all(|p| p.template_hash != old_hash && p.version == version && p.drain_since.is_none()))
 }
 
 async fn events(client: &Client, ns: &str, reason: &str) -> Result<Vec<Event>> {
@@ -617,5 +629,111 @@ async fn killed_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> 
         outcome.peak_listing.1,
         outcome.pods_seen.iter().map(|(at, n, h)| format!("{:.1} s {n} {h}", (at - t0_ms) as f64 / 1000.0)).collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The API server, then etcd, down for 30 s in the middle of an upgrade (issue #10)
+
+const OUTAGE_PORTS: Ports =
+    Ports { api: 16494, etcd: 23784, etcd_peer: 23785, kcm: 10437, scheduler: 10439, kwok: 10337, nodes: 4 };
+
+#[tokio::test]
+async fn an_api_server_or_etcd_outage_mid_upgrade_cuts_no_meeting() -> Result<()> {
+    let mut cluster = OwnCluster::up("api-outage", OUTAGE_PORTS)?;
+    cluster.start_operator(&Binaries::find()?.operator, "api-outage")?;
+    let result = outages_mid_upgrade(&mut cluster, "e2e-fleet-outage", 4).await;
+    if result.is_err() {
+        cluster.print_log_tail(30);
+    }
+    result
+}
+
+async fn outages_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> Result<()> {
+    let client = client_at(&cluster.kubeconfig).await?;
+    namespace(&client, ns).await?;
+    let vc = visiocluster(
+        "Ministère des Outre-mer",
+        json!({"sfu": {"replicas": {"min": pods, "max": pods}},
+               "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 100, "scaleDownDelay": "0s"},
+               "upgrade": {"maxSurge": 1, "maxDraining": 1}}),
+    );
+    apply(&client, ns, &vc).await?;
+    let fleet =
+        Fleet::start(client.clone(), FleetConfig { seed: 6, ..FleetConfig::new(ns, VC, &cluster.kubeconfig) }).await?;
+    fleet.wait_serving(pods, Duration::from_secs(120)).await?;
+    let mut work = Workload::new(6);
+    let mut lines = Vec::new();
+    // First the API server during the upgrade to NEW, then etcd during the rollback to OLD.
+    for (round, (component, to)) in [("kube-apiserver", NEW), ("etcd", OLD)].into_iter().enumerate() {
+        let old_hash = fleet.view().await.only_hash()?;
+        let meetings = work.open_many(&fleet, &format!("round{round}"), 24, (2, 6)).await?;
+        let t0 = Instant::now();
+        set_version(&client, ns, to).await?;
+        work.end_between(&meetings, t0, Duration::from_secs(5), Duration::from_secs(40));
+        work.churn(Some(Churn {
+            prefix: format!("later{round}"),
+            every: Duration::from_secs(1),
+            participants: (2, 5),
+            lasting: (Duration::from_secs(2), Duration::from_secs(8)),
+        }));
+        // Under way: a new pod serves and an old one drains.
+        loop {
+            ensure!(t0.elapsed() < Duration::from_secs(90), "the {to} upgrade never got under way");
+            work.step(&fleet).await?;
+            let v = fleet.view().await;
+            let draining = v.active().filter(|p| p.template_hash == old_hash && p.drain_since.is_some()).count();
+            let new_serving = v.active().filter(|p| p.template_hash != old_hash && p.serving).count();
+            if draining >= 1 && new_serving >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let at = t0.elapsed();
+        cluster.stop_component(component)?;
+        // 30 s without it: meetings go on and end on the stand-ins; nobody can write to the API.
+        work.run_for(&fleet, Duration::from_secs(30)).await?;
+        cluster.start_component(component)?;
+        let back = Instant::now();
+        let took = loop {
+            if back.elapsed() > Duration::from_secs(180) {
+                let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+                let status = vcs.get(VC).await.ok().and_then(|v| v.status);
+                let v = fleet.view().await;
+                anyhow::bail!(
+                    "the {to} upgrade not done 180 s after {component} came back\nstatus: {status:#?}\npods: {:#?}",
+                    v.pods.values().collect::<Vec<_>>()
+                );
+            }
+            work.step(&fleet).await?;
+            if upgraded_to(&client, ns, &fleet.view().await, &old_hash, pods, to).await.unwrap_or(false) {
+                break back.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        work.churn(None);
+        ensure!(cluster.operator_running(), "the operator exited during the {component} outage");
+        lines.push(format!(
+            "{component} down for 30 s from {:.1} s into the upgrade to {to}; upgrade done {:.1} s after it came back",
+            at.as_secs_f64(),
+            took.as_secs_f64()
+        ));
+    }
+    work.close_all(&fleet).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let outcome = fleet.stop().await;
+    let forced: usize = outcome.forced_ends.values().map(Vec::len).sum();
+    lines.push(format!(
+        "meetings: {} opened, {} closed, {} cut; sessions ended by force: {forced}; peak pods {} (limit {})",
+        outcome.opened,
+        outcome.closed,
+        outcome.cuts.len(),
+        outcome.peak_pods,
+        pods + 1
+    ));
+    summary("API server and etcd outages mid-upgrade", &lines);
+    ensure!(outcome.cuts.is_empty(), "meetings cut: {:#?}", outcome.cuts);
+    ensure!(outcome.problems.is_empty(), "harness problems: {:#?}", outcome.problems);
+    ensure!(forced == 0, "no meeting was ended by force");
     Ok(())
 }

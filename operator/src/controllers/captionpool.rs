@@ -70,7 +70,7 @@ pub fn decide(cp: &CaptionPool, cluster_exists: bool) -> Vec<Decided> {
 async fn reconcile(cp: Arc<CaptionPool>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let key = key_of(cp.as_ref());
-    let result = reconcile_pool(&cp, &ctx).await;
+    let result = super::bounded(reconcile_pool(&cp, &ctx)).await;
     observe(&ctx, CONTROLLER, &key, started, &result.as_ref().map(|_| ()));
     result
 }

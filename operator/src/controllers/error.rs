@@ -17,6 +17,9 @@ pub enum Error {
     /// An object could not be serialised (a bug, reported rather than panicking).
     #[error("serialisation: {0}")]
     Serialization(#[from] serde_json::Error),
+    /// A reconcile did not finish in time (an API call that never answered): transient.
+    #[error("reconcile did not finish within {0:?}; retrying")]
+    Timeout(std::time::Duration),
 }
 
 impl Error {
@@ -31,6 +34,7 @@ impl Error {
             Error::Build(e) => e.label(),
             Error::Reference { reason, .. } => reason,
             Error::Serialization(_) => "serialization",
+            Error::Timeout(_) => "timeout",
         }
     }
 

@@ -269,6 +269,20 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
     }
 }
 
+/// Longest a reconcile may take. kube-runtime runs one reconcile per object at a time, so a request
+/// that never answers (a connection left half-open by an apiserver restart: the client's read
+/// timeout is the watches' 295 s) would otherwise hold the object for that long.
+pub const RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs one reconcile within [`RECONCILE_TIMEOUT`]; past it, the reconcile is dropped (every write it
+/// made so far is idempotent) and reported as a transient `timeout` error.
+pub async fn bounded<T>(reconcile: impl std::future::Future<Output = error::Result<T>>) -> error::Result<T> {
+    match tokio::time::timeout(RECONCILE_TIMEOUT, reconcile).await {
+        Ok(result) => result,
+        Err(_) => Err(error::Error::Timeout(RECONCILE_TIMEOUT)),
+    }
+}
+
 /// Common reconcile bookkeeping: metrics and the log line for a finished reconcile.
 pub fn observe(
     ctx: &Context,

@@ -90,7 +90,7 @@ pub fn decide(rp: &RetentionPolicy, missing: Option<Vec<&'static str>>) -> Vec<D
 async fn reconcile(rp: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let key = key_of(rp.as_ref());
-    let result = reconcile_policy(&rp, &ctx).await;
+    let result = super::bounded(reconcile_policy(&rp, &ctx)).await;
     observe(&ctx, CONTROLLER, &key, started, &result.as_ref().map(|_| ()));
     result
 }

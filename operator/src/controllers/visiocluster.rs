@@ -81,7 +81,7 @@ async fn reconcile(vc: Arc<VisioCluster>, ctx: Arc<Context>) -> Result<Action> {
     }
     let span =
         tracing::info_span!("reconcile", controller = CONTROLLER, object = %key, generation = vc.metadata.generation);
-    let result = reconcile_stack(&vc, &ctx).instrument(span).await;
+    let result = super::bounded(reconcile_stack(&vc, &ctx).instrument(span)).await;
     observe(&ctx, CONTROLLER, &key, started, &result.as_ref().map(|_| ()));
     match result {
         Ok(action) => Ok(action),
