@@ -7,6 +7,7 @@
 //! SFU pod template the controller creates pods from), [`redis`] (the managed Redis), [`services`]
 //! (Services, PodDisruptionBudget, Ingress, endpoints and firewall openings), [`network`] (NetworkPolicies).
 
+pub mod captions;
 pub mod labels;
 pub mod livekit_config;
 pub mod network;
@@ -131,6 +132,11 @@ pub(crate) mod testing {
     /// The default test cluster.
     pub fn test_cluster() -> VisioCluster {
         cluster_with(serde_json::json!({}))
+    }
+
+    /// JSON merge of `patch` into `base` (objects merge, anything else replaces).
+    pub fn merge_json(base: &mut serde_json::Value, patch: serde_json::Value) {
+        merge(base, patch)
     }
 
     fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {

@@ -351,7 +351,7 @@ pub fn agent_access(vc: &VisioCluster) -> Result<AgentAccess, BuildError> {
 }
 
 /// What kubelet would automount, projected into the agent container only.
-fn agent_token_volume() -> Volume {
+pub(crate) fn agent_token_volume() -> Volume {
     Volume {
         name: "agent-token".into(),
         projected: Some(ProjectedVolumeSource {
@@ -425,11 +425,11 @@ fn default_sfu_resources() -> ResourceRequirements {
     }
 }
 
-fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+pub(crate) fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
     pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+pub(crate) fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -440,7 +440,7 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-fn field_env(name: &str, field_path: &str) -> EnvVar {
+pub(crate) fn field_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -451,7 +451,7 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
     }
 }
 
-fn container_security_context() -> SecurityContext {
+pub(crate) fn container_security_context() -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(SFU_UID),
@@ -465,7 +465,7 @@ fn container_security_context() -> SecurityContext {
     }
 }
 
-fn runtime_default() -> SeccompProfile {
+pub(crate) fn runtime_default() -> SeccompProfile {
     SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }
 }
 
