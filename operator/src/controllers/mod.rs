@@ -8,6 +8,7 @@ pub mod apply;
 pub mod captionpool;
 pub mod conditions;
 pub mod error;
+pub mod fleet_pods;
 pub mod retentionpolicy;
 pub mod visiocluster;
 
@@ -69,6 +70,8 @@ pub struct Context {
     pub low_load_since: Mutex<HashMap<String, i64>>,
     /// Per-object count of consecutive transient failures, for exponential backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// Per-CaptionPool memory (rejection counters seen), in memory like `low_load_since`.
+    pub captions: Mutex<HashMap<String, captionpool::PoolMemory>>,
 }
 
 impl Context {
@@ -219,6 +222,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         stores: stores.clone(),
         low_load_since: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
+        captions: Mutex::new(HashMap::new()),
     });
 
     let vc = visiocluster::controller(
