@@ -38,7 +38,8 @@ use super::common::{BucketRef, ReplicaBounds, Scheduling, DURATION_PATTERN, NAME
 pub struct CaptionPoolSpec {
     /// The VisioCluster (same namespace) whose meetings get captions. Immutable.
     #[schemars(extend("x-kubernetes-validations" = [
-        {"rule": "self == oldSelf", "message": "spec.clusterRef is immutable"}
+        {"rule": "self == oldSelf", "message": "spec.clusterRef is immutable"},
+        {"rule": "!has(self.__namespace__)", "message": "spec.clusterRef.namespace: a CaptionPool serves a VisioCluster of its own namespace only; remove the field and create the CaptionPool in the VisioCluster's namespace", "fieldPath": ".namespace"}
     ]))]
     pub cluster_ref: ClusterRef,
     /// Speech-to-text engine: `kyutai` (moshi-server, default), `whisperlive`, or `custom`.
@@ -65,9 +66,6 @@ pub struct CaptionPoolSpec {
 /// The VisioCluster served: always one in the CaptionPool's own namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!has(self.__namespace__)", "message": "spec.clusterRef.namespace: a CaptionPool serves a VisioCluster of its own namespace only; remove the field and create the CaptionPool in the VisioCluster's namespace", "fieldPath": ".namespace"}
-]))]
 pub struct ClusterRef {
     /// Name of the VisioCluster, in the same namespace as this CaptionPool.
     #[schemars(length(min = 1, max = 63), extend("pattern" = NAME_PATTERN))]
