@@ -27,11 +27,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 use visio_operator::agent::prometheus::render_sample;
+use visio_operator::standin;
 
 /// A stand-in for moshi-server (tests only; loopback only).
 #[derive(Parser, Debug)]
@@ -76,7 +77,7 @@ struct Server {
 type Shared = Arc<Server>;
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
-    s.state.lock().unwrap_or_else(|p| p.into_inner())
+    standin::lock(&s.state)
 }
 
 fn main() -> std::process::ExitCode {
@@ -115,7 +116,11 @@ async fn serve(server: Shared) -> u8 {
         let _ = writeln!(out, "moshi-standin http={addr} metrics={addr} pid={}", std::process::id());
         let _ = out.flush();
     }
-    tokio::spawn(accept(listener, server.clone()));
+    let handler_server = server.clone();
+    tokio::spawn(standin::accept(listener, move |req| {
+        let server = handler_server.clone();
+        async move { route(req, &server).await }
+    }));
     tokio::spawn(steps(server.clone()));
     tokio::select! {
         _ = term.recv() => {}
@@ -145,33 +150,6 @@ async fn steps(server: Shared) {
             }
         }
         s.buckets[BOUNDS.len()] += 1;
-    }
-}
-
-async fn accept(listener: tokio::net::TcpListener, server: Shared) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let server = server.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let server = server.clone();
-                async move {
-                    let (status, body) = route(req, &server).await;
-                    Ok::<_, std::convert::Infallible>(
-                        Response::builder().status(status).body(Full::new(Bytes::from(body))).unwrap_or_default(),
-                    )
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = tokio::time::timeout(
-                Duration::from_secs(30),
-                hyper::server::conn::http1::Builder::new().serve_connection(io, service),
-            )
-            .await;
-        });
     }
 }
 

@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretVolumeSource, Service, ServiceAccount, ServicePort,
-    ServiceSpec, TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource,
+    Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    Secret, SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -33,8 +33,8 @@ use super::labels::{
     PART_OF, PART_OF_LABEL, SERVING_LABEL, TEMPLATE_HASH_LABEL,
 };
 use super::sfu::{
-    agent_token_volume, container_security_context, field_env, quantities, runtime_default, secret_env, AgentAccess,
-    AGENT_CONTAINER,
+    agent_container as sfu_agent_container, agent_token_volume, container_security_context, quantities,
+    runtime_default, secret_env, AgentAccess, AGENT_CONTAINER,
 };
 use super::{duration_seconds, short_hash, BuildError};
 use crate::api::captionpool::{CaptionEngine, CaptionPool};
@@ -462,42 +462,16 @@ fn agent_container(cp: &CaptionPool, agent_image: &str) -> Container {
         CaptionEngine::Whisperlive => ("whisperlive", format!("http://127.0.0.1:{WHISPERLIVE_METRICS_PORT}/metrics")),
         CaptionEngine::Kyutai | CaptionEngine::Custom => ("moshi", format!("http://127.0.0.1:{MOSHI_PORT}/metrics")),
     };
-    Container {
-        name: AGENT_CONTAINER.into(),
-        image: Some(agent_image.into()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(
-            ["agent", "--backend", backend, "--metrics-url", &metrics, "--slots"]
-                .map(String::from)
-                .into_iter()
-                .chain([cp.spec.backend.slots_per_pod.max(1).to_string()])
-                .collect(),
-        ),
-        env: Some(vec![field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")]),
-        // Fails once the pod drains: the pod leaves the backend Service, its open streams continue.
-        readiness_probe: Some(Probe {
-            exec: Some(ExecAction {
-                command: Some(["visio-operator", "agent", "--probe", "readyz"].map(String::from).to_vec()),
-            }),
-            period_seconds: Some(5),
-            timeout_seconds: Some(3),
-            failure_threshold: Some(2),
-            ..Probe::default()
-        }),
-        resources: Some(ResourceRequirements {
-            requests: Some(quantities(&[("cpu", "10m"), ("memory", "32Mi")])),
-            limits: Some(quantities(&[("memory", "64Mi")])),
-            ..ResourceRequirements::default()
-        }),
-        security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "agent-token".into(),
-            mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
-        ..Container::default()
-    }
+    // Its readiness fails once the pod drains: the pod leaves the backend Service, its open streams continue.
+    sfu_agent_container(
+        agent_image,
+        ["agent", "--backend", backend, "--metrics-url", &metrics, "--slots"]
+            .map(String::from)
+            .into_iter()
+            .chain([cp.spec.backend.slots_per_pod.max(1).to_string()])
+            .collect(),
+        vec![],
+    )
 }
 
 fn pod_security_context() -> PodSecurityContext {

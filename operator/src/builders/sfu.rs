@@ -206,49 +206,19 @@ pub fn sfu_template(
         ..Container::default()
     };
 
-    let agent = Container {
-        name: AGENT_CONTAINER.into(),
-        image: Some(agent_image.into()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(
-            ["agent", "--backend", "livekit", "--metrics-url"]
-                .map(String::from)
-                .into_iter()
-                .chain([format!("http://127.0.0.1:{METRICS_PORT}/metrics")])
-                .collect(),
-        ),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
+    let agent = agent_container(
+        agent_image,
+        ["agent", "--backend", "livekit", "--metrics-url"]
+            .map(String::from)
+            .into_iter()
+            .chain([format!("http://127.0.0.1:{METRICS_PORT}/metrics")])
+            .collect(),
+        vec![
             // The agent warns participants and ends sessions through LiveKit's API on loopback.
             secret_env("LIVEKIT_API_KEY", keys_secret, "apiKey"),
             secret_env("LIVEKIT_API_SECRET", keys_secret, "apiSecret"),
-        ]),
-        // An exec probe: kubelet's httpGet would dial the pod IP, and the agent listens on loopback only.
-        // It fails once the pod drains, so the pod leaves every Service's endpoints.
-        readiness_probe: Some(Probe {
-            exec: Some(ExecAction {
-                command: Some(["visio-operator", "agent", "--probe", "readyz"].map(String::from).to_vec()),
-            }),
-            period_seconds: Some(5),
-            timeout_seconds: Some(3),
-            failure_threshold: Some(2),
-            ..Probe::default()
-        }),
-        resources: Some(ResourceRequirements {
-            requests: Some(quantities(&[("cpu", "10m"), ("memory", "32Mi")])),
-            limits: Some(quantities(&[("memory", "64Mi")])),
-            ..ResourceRequirements::default()
-        }),
-        security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "agent-token".into(),
-            mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
-        ..Container::default()
-    };
+        ],
+    );
 
     let host_ports_below_1024 = listeners.iter().any(|l| l.port < 1024);
     let scheduling = &spec.sfu.scheduling;
@@ -302,6 +272,47 @@ pub fn sfu_template(
         ..ObjectMeta::default()
     };
     Ok(SfuTemplate { pod: Pod { metadata, spec: Some(pod_spec), status: None }, hash, version: spec.version.clone() })
+}
+
+/// The agent sidecar (`visio-operator agent <args>`), with the pod's name and namespace from the downward API
+/// and `env` after them, its exec readiness probe (fails once the pod drains, so the pod leaves every
+/// Service's endpoints), small resources, the hardened security context and its own API token.
+pub(crate) fn agent_container(agent_image: &str, args: Vec<String>, env: Vec<EnvVar>) -> Container {
+    Container {
+        name: AGENT_CONTAINER.into(),
+        image: Some(agent_image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(args),
+        env: Some(
+            [field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")]
+                .into_iter()
+                .chain(env)
+                .collect(),
+        ),
+        // An exec probe: kubelet's httpGet would dial the pod IP, and the agent listens on loopback only.
+        readiness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(["visio-operator", "agent", "--probe", "readyz"].map(String::from).to_vec()),
+            }),
+            period_seconds: Some(5),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(2),
+            ..Probe::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(&[("cpu", "10m"), ("memory", "32Mi")])),
+            limits: Some(quantities(&[("memory", "64Mi")])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "agent-token".into(),
+            mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        ..Container::default()
+    }
 }
 
 /// The template hash: SHA-256 over the serialized pod spec and the config hash, first 10 hex characters.

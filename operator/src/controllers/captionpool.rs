@@ -17,14 +17,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
-use serde_json::json;
 use tracing::Instrument;
 
 use super::apply::{self, is_child_of};
@@ -37,7 +35,7 @@ use crate::api::VisioCluster;
 use crate::builders::captions::{
     self, backend_name, build_captions, key_secret_name, CaptionInputs, CaptionStack, API_KEY, BACKEND_COMPONENT,
 };
-use crate::builders::labels::{COMPONENT_LABEL, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::builders::labels::{COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::fleet::{self, FleetSpec, PodPhase, Snapshot};
 
 const CONTROLLER: &str = "captionpool";
@@ -534,19 +532,11 @@ fn transcriber_counts(ctx: &Context, ns: &str, name: &str, desired: i32) -> PodC
 }
 
 fn set_conditions(status: &mut CaptionPoolStatus, cp: &CaptionPool, decided: &[Decided]) -> bool {
-    let merged = conditions::merge(&status.conditions, decided, cp.metadata.generation, Timestamp::now());
-    let changed = merged != status.conditions || status.observed_generation != cp.metadata.generation;
-    status.conditions = merged;
-    status.observed_generation = cp.metadata.generation;
-    changed
+    conditions::set(&mut status.conditions, &mut status.observed_generation, decided, cp.metadata.generation)
 }
 
 async fn write_status(ctx: &Context, cp: &CaptionPool, status: &CaptionPoolStatus) -> Result<()> {
-    let api: Api<CaptionPool> = Api::namespaced(ctx.client.clone(), &cp.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool", "status": status});
-    api.patch_status(&cp.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    ctx.metrics.child_writes.with_label_values(&["CaptionPool", "status"]).inc();
-    Ok(())
+    super::write_status(ctx, cp, status).await
 }
 
 fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &CaptionPoolStatus) {
@@ -568,6 +558,7 @@ fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &CaptionPoolStatu
 mod tests {
     use super::*;
     use crate::fleet::PodSnapshot;
+    use serde_json::json;
 
     fn pool(spec: serde_json::Value) -> CaptionPool {
         let mut base = json!({"clusterRef": {"name": "visio"}});

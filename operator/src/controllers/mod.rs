@@ -302,6 +302,22 @@ pub fn error_policy<K: Resource>(
     kube::runtime::controller::Action::requeue(wait)
 }
 
+/// Server-side applies `status` as the status of `obj` (one field manager), and counts the write.
+pub async fn write_status<K>(ctx: &Context, obj: &K, status: &impl serde::Serialize) -> error::Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let pp = kube::api::PatchParams::apply(crate::builders::labels::FIELD_MANAGER).force();
+    api.patch_status(&obj.name_any(), &pp, &kube::api::Patch::Apply(&patch)).await?;
+    ctx.metrics.child_writes.with_label_values(&[K::kind(&()).as_ref(), "status"]).inc();
+    Ok(())
+}
+
 /// `namespace/name` of an object, for keys and logs.
 pub fn key_of<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())

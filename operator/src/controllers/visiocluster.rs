@@ -15,13 +15,11 @@ use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
-use serde_json::json;
 use tracing::Instrument;
 
 use super::apply::{self, is_child_of};
@@ -30,7 +28,6 @@ use super::error::{Error, Result};
 use super::fleet_pods::{execute, label, pod_load, remember_low_load, snapshot, sync_pod_labels, PodFleet};
 use super::{key_of, observe, Context};
 use crate::api::visiocluster::{LiveLoad, SfuCounts, VisioCluster, VisioClusterStatus};
-use crate::builders::labels::FIELD_MANAGER;
 use crate::builders::stack::{build_stack, Credentials, Stack};
 use crate::fleet::{self, FleetSpec, PodPhase, PodSnapshot, Snapshot};
 use crate::pod_protocol;
@@ -437,19 +434,11 @@ fn decide_conditions(status: &VisioClusterStatus, vc: &VisioCluster) -> Vec<Deci
 
 /// Merges the decided conditions into `status`; returns whether anything changed.
 fn set_conditions(status: &mut VisioClusterStatus, vc: &VisioCluster, decided: &[Decided]) -> bool {
-    let merged = conditions::merge(&status.conditions, decided, vc.metadata.generation, Timestamp::now());
-    let changed = merged != status.conditions || status.observed_generation != vc.metadata.generation;
-    status.conditions = merged;
-    status.observed_generation = vc.metadata.generation;
-    changed
+    conditions::set(&mut status.conditions, &mut status.observed_generation, decided, vc.metadata.generation)
 }
 
 async fn write_status(ctx: &Context, vc: &VisioCluster, status: &VisioClusterStatus) -> Result<()> {
-    let api: Api<VisioCluster> = Api::namespaced(ctx.client.clone(), &vc.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "status": status});
-    api.patch_status(&vc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    ctx.metrics.child_writes.with_label_values(&["VisioCluster", "status"]).inc();
-    Ok(())
+    super::write_status(ctx, vc, status).await
 }
 
 /// The tenant's series: pod counts and load from the status, and the figures the alerts compare
