@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 use visio_e2e::fleet::{client_at, free_port, unix_ms, Binaries, Churn, Fleet, FleetConfig, Join, View, Workload};
-use visio_e2e::{client, kubeconfig_path, namespace, repo};
+use visio_e2e::{client, events, kubeconfig_path, namespace, repo, Tenant};
 use visio_operator::api::VisioCluster;
 use visio_operator::pod_protocol::{self, Load};
 
@@ -90,35 +90,6 @@ fn only_hash(view: &View) -> Result<String> {
     let hashes: std::collections::BTreeSet<&str> = view.active().map(|p| p.template_hash.as_str()).collect();
     ensure!(hashes.len() == 1, "pods of several templates before the upgrade: {hashes:?}");
     Ok(hashes.into_iter().next().unwrap_or_default().to_string())
-}
-
-async fn events(client: &Client, ns: &str, reason: &str) -> Result<Vec<Event>> {
-    let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let list = api.list(&ListParams::default()).await?;
-    Ok(list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).collect())
-}
-
-/// The scenario's namespace on the suite's control plane, deleted when dropped (and waited for, two
-/// minutes at most), also when the test fails.
-struct Tenant(&'static str);
-
-impl Tenant {
-    /// A fresh namespace: one left over by an interrupted run is deleted first.
-    async fn create(client: &Client, ns: &'static str) -> Result<Tenant> {
-        delete_namespace(ns);
-        namespace(client, ns).await?;
-        Ok(Tenant(ns))
-    }
-}
-
-fn delete_namespace(ns: &str) {
-    let _ = visio_e2e::kubectl(&["delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"], None);
-}
-
-impl Drop for Tenant {
-    fn drop(&mut self) {
-        delete_namespace(self.0);
-    }
 }
 
 /// What a watch on the SFU pods of a namespace delivered: (when, pod, its load annotation).
