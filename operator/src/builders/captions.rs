@@ -271,13 +271,13 @@ audio_tokenizer_file = {mimi}
 asr_delay_in_tokens = 6
 batch_size = {batch}
 conditioning_learnt_padding = true
-temperature = 0.0
+temperature = 0.25
 
 [modules.asr.model]
 audio_vocab_size = 2049
 text_in_vocab_size = 8001
 text_out_vocab_size = 8000
-audio_codebooks = 32
+audio_codebooks = 20
 
 [modules.asr.model.transformer]
 d_model = 2048

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -439,18 +439,7 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
 /// The pool's backend API key: read from the owned `<pool>-caption-key` Secret, or generated the first time.
 /// Asks the API before generating, so that a lagging cache can never make a second key (and roll the pods).
 async fn api_key(cp: &CaptionPool, ctx: &Context) -> Result<String> {
-    let ns = cp.namespace().unwrap_or_default();
-    let name = key_secret_name(&cp.name_any());
-    let ours = |s: &Secret| {
-        s.namespace().as_deref() == Some(ns.as_str())
-            && s.name_any() == name
-            && is_child_of(s, &cp.name_any(), &cp.uid().unwrap_or_default())
-    };
-    let mut owned = ctx.stores.secrets.state().into_iter().find(|s| ours(s));
-    if owned.is_none() {
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        owned = api.get_opt(&name).await?.filter(|s| ours(s)).map(Arc::new);
-    }
+    let owned = apply::owned_secret(ctx, cp, &key_secret_name(&cp.name_any())).await?;
     let existing = owned
         .as_ref()
         .and_then(|s| s.data.as_ref()?.get(API_KEY).and_then(|v| String::from_utf8(v.0.clone()).ok()))
@@ -472,9 +461,7 @@ async fn apply_children(
         apply::ensure(ctx, &s.secrets, secret.clone()).await?;
     }
     let agent = &stack.agent;
-    apply::ensure(ctx, &s.service_accounts, agent.service_account.clone()).await?;
-    apply::ensure(ctx, &s.roles, agent.role.clone()).await?;
-    apply::ensure(ctx, &s.role_bindings, agent.role_binding.clone()).await?;
+    super::fleet_pods::ensure_agent_access(ctx, agent).await?;
     apply::ensure(ctx, &s.services, stack.service.clone()).await?;
     apply::ensure(ctx, &s.pdbs, stack.pdb.clone()).await?;
     apply::ensure(ctx, &s.deployments, stack.transcribers.clone()).await?;

@@ -199,19 +199,7 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
 /// owned `<name>-credentials` Secret, so they survive operator restarts and are never logged.
 async fn credentials(vc: &VisioCluster, ctx: &Context) -> Result<Credentials> {
     let ns = vc.namespace().unwrap_or_default();
-    let owned_name = format!("{}-credentials", vc.name_any());
-    let ours = |s: &Secret| {
-        s.namespace().as_deref() == Some(ns.as_str())
-            && s.name_any() == owned_name
-            && is_child_of(s, &vc.name_any(), &vc.uid().unwrap_or_default())
-    };
-    let mut owned = ctx.stores.secrets.state().into_iter().find(|s| ours(s));
-    if owned.is_none() {
-        // Not in the cache: ask the API before generating, so a cache that lags behind our own
-        // first apply can never make us generate (and roll the pods onto) a second set of keys.
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        owned = api.get_opt(&owned_name).await?.filter(|s| ours(s)).map(Arc::new);
-    }
+    let owned = apply::owned_secret(ctx, vc, &format!("{}-credentials", vc.name_any())).await?;
     let existing = |key: &str| -> Option<String> {
         owned.as_ref()?.data.as_ref()?.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
     };
@@ -284,9 +272,7 @@ async fn apply_children(
     }
     // The agent's identity before any pod that runs as it.
     let agent = &stack.agent;
-    apply::ensure(ctx, &s.service_accounts, agent.service_account.clone()).await?;
-    apply::ensure(ctx, &s.roles, agent.role.clone()).await?;
-    apply::ensure(ctx, &s.role_bindings, agent.role_binding.clone()).await?;
+    super::fleet_pods::ensure_agent_access(ctx, agent).await?;
     let mut bindings = vec![agent.role_binding.clone()];
     if let Some(admins) = &stack.admin_binding {
         apply::ensure(ctx, &s.role_bindings, admins.clone()).await?;
