@@ -129,6 +129,18 @@ async fn captions_scale_on_slots_and_never_cut_a_stream() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let ramp_view = fleet.view().await;
+    // Scale-up reaction: from the agent's load report that preceded a new backend to the harness first
+    // listing that backend (its harness tick is 200 ms).
+    let reactions: Vec<(String, i64)> = ramp_view
+        .outcome
+        .pods_seen
+        .iter()
+        .skip(1)
+        .filter_map(|(seen, pod, _)| {
+            let report = ramp_view.outcome.loads.iter().filter(|(_, at, _)| at < seen).map(|(_, at, _)| *at).max()?;
+            Some((pod.clone(), seen - report))
+        })
+        .collect();
     min_free = min_free.min(free_slots(&ramp_view));
     fleet.wait_serving(4, Duration::from_secs(60)).await?;
     let rejected_in_ramp = ramp_view.outcome.rejected_full + ramp_view.outcome.no_serving_pod;
@@ -148,6 +160,7 @@ async fn captions_scale_on_slots_and_never_cut_a_stream() -> Result<()> {
             format!("40 streams, one every 700 ms, {SLOTS} slots per backend, target 70 %, buffer 8"),
             format!("streams rejected: {rejected_in_ramp}; fewest free serving slots before a join: {min_free}"),
             format!("backends appeared (pod, open streams then, ms into the ramp): {streams_at_new_pod:?}"),
+            format!("scale-up reaction, load report seen -> new backend listed, both at the harness 200 ms tick (ms): {reactions:?}"),
         ],
     );
 
