@@ -261,6 +261,17 @@ async fn captions_scale_on_slots_and_never_cut_a_stream() -> Result<()> {
     let outcome = fleet.stop().await;
     ensure!(outcome.cuts.is_empty(), "streams cut: {:?}", outcome.cuts);
     ensure!(outcome.problems.is_empty(), "harness problems: {:?}", outcome.problems);
+    // At rest, the operator writes nothing (its own write counter, all kinds; the other test of this
+    // file has finished and deleted its namespace by now).
+    let settled = wait_for("the pool at rest", Duration::from_secs(60), || async {
+        Ok(status(&client, ns, POOL).await?.filter(|s| s.backends.current == s.backends.desired && s.slots.used == 0))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes_before = visio_e2e::metric_sum("visio_child_writes_total").await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_writes = visio_e2e::metric_sum("visio_child_writes_total").await? - writes_before;
+    ensure!(idle_writes == 0.0, "{idle_writes} writes in 10 s at rest ({} backends)", settled.backends.current);
     let used = visio_e2e::metric(&format!("visio_caption_slots{{namespace=\"{ns}\",pool=\"{POOL}\",state=\"total\"}}"))
         .await?;
     ensure!(used.is_some(), "visio_caption_slots exported");
@@ -287,6 +298,7 @@ async fn captions_scale_on_slots_and_never_cut_a_stream() -> Result<()> {
                 "pods started {}, stopped {}, peak {}",
                 outcome.pods_started, outcome.pods_stopped, outcome.peak_pods_all
             ),
+            format!("operator writes in 10 s at rest: {idle_writes}"),
         ],
     );
     Ok(())
