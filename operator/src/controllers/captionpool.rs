@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
@@ -68,8 +69,18 @@ pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future
         .modify(|p: &mut Pod| p.managed_fields_mut().clear())
         .reflect(pod_writer)
         .touched_objects();
+    // The transcriber Deployments (their status feeds the pool's); read from the shared cache.
+    let transcribers = watcher(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default()
+            .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={}", captions::TRANSCRIBER_COMPONENT))
+            .any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects();
     // A pool whose VisioCluster appears or goes must be looked at again.
     ctrl.owns_stream(pods)
+        .owns_stream(transcribers)
         .watches_stream(clusters, move |vc| {
             pools
                 .state()
