@@ -1,4 +1,6 @@
-//! The fleet harness: SFU load on loopback for the pods of one VisioCluster.
+//! The fleet harness: SFU load on loopback for the pods of one VisioCluster, or caption load for the
+//! backend pods of one CaptionPool (`FleetConfig::backend`: [`StandinBackend::Moshi`] runs
+//! `moshi-standin`, and a "meeting" is then one caption stream holding one slot).
 //!
 //! kwok runs no container, so the harness plays the pod's containers: for every SFU pod of the
 //! VisioCluster that kwok marks Running, it starts one `livekit-standin` (LiveKit's metrics, its
@@ -57,6 +59,8 @@ pub struct Binaries {
     pub operator: PathBuf,
     /// `livekit-standin`.
     pub standin: PathBuf,
+    /// `moshi-standin` (checked when a caption harness starts).
+    pub moshi_standin: PathBuf,
 }
 
 impl Binaries {
@@ -68,6 +72,7 @@ impl Binaries {
         let b = Binaries {
             operator: pick("VISIO_E2E_OPERATOR_BIN", "visio-operator"),
             standin: pick("VISIO_E2E_STANDIN_BIN", "livekit-standin"),
+            moshi_standin: pick("VISIO_E2E_MOSHI_STANDIN_BIN", "moshi-standin"),
         };
         for p in [&b.operator, &b.standin] {
             ensure!(
@@ -214,6 +219,9 @@ pub struct Outcome {
     pub refused_joins: u32,
     /// Joins for which no serving pod was found at all.
     pub no_serving_pod: u32,
+    /// Streams a caption backend refused because every slot was taken (503 "no free channels"); each was
+    /// retried on the next least-loaded pod.
+    pub rejected_full: u32,
     /// Every cut meeting, with how it was cut.
     pub cuts: Vec<String>,
     /// Meetings ended by the agent at the drain deadline (scenarios that expect it): (meeting, pod, when).
@@ -340,6 +348,19 @@ pub struct FleetConfig {
     pub kubelet_grace: Option<Duration>,
     /// Label selector of the baseline's pods.
     pub baseline_selector: String,
+    /// The backend each pod runs.
+    pub backend: StandinBackend,
+    /// `app.kubernetes.io/component` of the pods followed (`sfu`, `caption-backend`).
+    pub component: String,
+}
+
+/// The stand-in run for each pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StandinBackend {
+    /// `livekit-standin`, credentials from `<cluster>-credentials`.
+    Livekit,
+    /// `moshi-standin` with `slots` slots, key from `<pool>-caption-key` (`cluster` is the pool's name).
+    Moshi { slots: u32 },
 }
 
 impl FleetConfig {
@@ -354,6 +375,8 @@ impl FleetConfig {
             agent_args: Vec::new(),
             kubelet_grace: None,
             baseline_selector: String::new(),
+            backend: StandinBackend::Livekit,
+            component: "sfu".into(),
         }
     }
 }
@@ -435,12 +458,23 @@ pub struct Fleet {
 
 /// A minimal HTTP/1.0 call to a loopback address: the status and the JSON body (`Null` if none).
 async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+    call_with(addr, method, path, body, "").await
+}
+
+/// [`call`] with extra header lines (each ending in CRLF).
+async fn call_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    headers: &str,
+) -> Result<(u16, Value)> {
     ensure!(addr.ip().is_loopback(), "refusing to dial {addr}: loopback only");
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
         let body = body.map(Value::to_string).unwrap_or_default();
         let req = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         s.write_all(req.as_bytes()).await?;
@@ -473,8 +507,18 @@ impl Fleet {
     /// Secret, then follows its SFU pods every [`TICK`].
     pub async fn start(client: Client, cfg: FleetConfig) -> Result<Fleet> {
         let bins = Binaries::find()?;
+        if cfg.backend != StandinBackend::Livekit {
+            ensure!(
+                bins.moshi_standin.exists(),
+                "{} not found: `cargo build -p visio-operator --bins`",
+                bins.moshi_standin.display()
+            );
+        }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
-        let name = format!("{}-credentials", cfg.cluster);
+        let (name, key_field, secret_field) = match cfg.backend {
+            StandinBackend::Livekit => (format!("{}-credentials", cfg.cluster), "apiKey", Some("apiSecret")),
+            StandinBackend::Moshi { .. } => (format!("{}-caption-key", cfg.cluster), "apiKey", None),
+        };
         let secret = crate::wait_for(&format!("Secret {name}"), Duration::from_secs(60), || {
             let secrets = secrets.clone();
             let name = name.clone();
@@ -490,8 +534,8 @@ impl Fleet {
         std::fs::create_dir_all(&log_dir)?;
         let shared = Arc::new(Shared {
             pods: Api::namespaced(client, &cfg.namespace),
-            api_key: field("apiKey")?,
-            api_secret: field("apiSecret")?,
+            api_key: field(key_field)?,
+            api_secret: secret_field.map(field).transpose()?.unwrap_or_default(),
             state: tokio::sync::Mutex::new(State { rng: Some(Rng::new(cfg.seed)), ..State::default() }),
             cfg,
             bins,
@@ -588,7 +632,8 @@ impl Fleet {
         for (_, _, uid) in candidates.into_iter().take(3) {
             let Some(run) = st.runs.get(&uid) else { continue };
             let body = json!({"name": name, "participants": participants});
-            match call(run.http, "POST", "/standin/rooms", Some(&body)).await {
+            let key = format!("kyutai-api-key: {}\r\n", self.shared.api_key);
+            match call_with(run.http, "POST", "/standin/rooms", Some(&body), &key).await {
                 Ok((201, _)) => {
                     let pod = run.pod.clone();
                     st.meetings.insert(
@@ -607,6 +652,7 @@ impl Fleet {
                     return Ok(Join::Joined(pod));
                 }
                 Ok((409, _)) => st.outcome.refused_joins += 1,
+                Ok((503, _)) => st.outcome.rejected_full += 1,
                 Ok((status, body)) => bail!("opening {name} on {}: {status} {body}", run.pod),
                 // The stand-in just exited (its pod drained); the next tick sees it.
                 Err(_) => st.outcome.refused_joins += 1,
@@ -764,7 +810,10 @@ async fn tick(shared: &Shared, st: &mut State) -> Result<()> {
     let selector = if baseline {
         shared.cfg.baseline_selector.clone()
     } else {
-        format!("app.kubernetes.io/instance={},app.kubernetes.io/component=sfu", shared.cfg.cluster)
+        format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/component={}",
+            shared.cfg.cluster, shared.cfg.component
+        )
     };
     let list = tokio::time::timeout(API_TIMEOUT, shared.pods.list(&ListParams::default().labels(&selector)))
         .await
@@ -1040,18 +1089,29 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
     let log = |what: &str| -> Result<std::fs::File> {
         Ok(std::fs::File::create(shared.log_dir.join(format!("{}-{short}-{what}.log", v.name)))?)
     };
-    let mut standin = Command::new(&shared.bins.standin)
-        .args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
-        .args(["--drain-poll-interval", &cfg.drain_poll, "--node-id", &format!("ND_{}", v.name)])
-        .env("LIVEKIT_API_KEY", &shared.api_key)
-        .env("LIVEKIT_API_SECRET", &shared.api_secret)
+    let mut standin = match cfg.backend {
+        StandinBackend::Livekit => {
+            let mut c = Command::new(&shared.bins.standin);
+            c.args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+                .args(["--drain-poll-interval", &cfg.drain_poll, "--node-id", &format!("ND_{}", v.name)])
+                .env("LIVEKIT_API_KEY", &shared.api_key)
+                .env("LIVEKIT_API_SECRET", &shared.api_secret);
+            c
+        }
+        StandinBackend::Moshi { slots } => {
+            let mut c = Command::new(&shared.bins.moshi_standin);
+            c.args(["--addr", "127.0.0.1:0", "--batch-size", &slots.to_string()]).env("MOSHI_API_KEY", &shared.api_key);
+            c
+        }
+    };
+    let mut standin = standin
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log("standin")?)
         .kill_on_drop(true)
         .spawn()
-        .context("starting livekit-standin")?;
+        .context("starting the stand-in")?;
     let standin_pid = standin.id().context("stand-in pid")?;
     let stdout = standin.stdout.take().context("stand-in stdout")?;
     let mut reader = tokio::io::BufReader::new(stdout);
@@ -1059,7 +1119,7 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
     let read = tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await;
     if !matches!(read, Ok(Ok(n)) if n > 0) {
         let _ = standin.start_kill();
-        bail!("livekit-standin for {} printed no address line", v.name);
+        bail!("the stand-in for {} printed no address line", v.name);
     }
     let field = |k: &str| -> Result<String> {
         line.split_whitespace()
@@ -1087,11 +1147,22 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
     }
     let health = free_port()?;
     let agent_log = log("agent")?;
+    let backend_args: Vec<String> = match cfg.backend {
+        StandinBackend::Livekit => ["--api-url", &format!("http://{http}"), "--backend-process", "livekit-standin"]
+            .into_iter()
+            .map(String::from)
+            .chain(["--backend-pid".to_string(), standin_pid.to_string()])
+            .collect(),
+        // The agent never signals a caption backend: no process flags.
+        StandinBackend::Moshi { slots } => {
+            ["--backend", "moshi", "--slots"].into_iter().map(String::from).chain([slots.to_string()]).collect()
+        }
+    };
     let agent = Command::new(&shared.bins.operator)
         .arg("agent")
         .args(["--pod-name", &v.name, "--pod-namespace", &cfg.namespace])
-        .args(["--metrics-url", &format!("http://{metrics}/metrics"), "--api-url", &format!("http://{http}")])
-        .args(["--backend-process", "livekit-standin", "--backend-pid", &standin_pid.to_string()])
+        .args(["--metrics-url", &format!("http://{metrics}/metrics")])
+        .args(&backend_args)
         .args(["--health-addr", &format!("127.0.0.1:{health}"), "--log-format", "text"])
         .args(&cfg.agent_args)
         .env("KUBECONFIG", &cfg.kubeconfig)

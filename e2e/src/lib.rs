@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::Value;
@@ -176,4 +178,34 @@ pub async fn http_get(url: &str) -> Result<String> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).await?;
     Ok(buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// The Events of `ns` with this reason.
+pub async fn events(client: &Client, ns: &str, reason: &str) -> Result<Vec<Event>> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&ListParams::default()).await?;
+    Ok(list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).collect())
+}
+
+/// The scenario's namespace on the suite's control plane, deleted when dropped (and waited for, two
+/// minutes at most), also when the test fails.
+pub struct Tenant(&'static str);
+
+impl Tenant {
+    /// A fresh namespace: one left over by an interrupted run is deleted first.
+    pub async fn create(client: &Client, ns: &'static str) -> Result<Tenant> {
+        delete_namespace(ns);
+        namespace(client, ns).await?;
+        Ok(Tenant(ns))
+    }
+}
+
+pub fn delete_namespace(ns: &str) {
+    let _ = kubectl(&["delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"], None);
+}
+
+impl Drop for Tenant {
+    fn drop(&mut self) {
+        delete_namespace(self.0);
+    }
 }

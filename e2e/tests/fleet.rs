@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
@@ -32,7 +32,7 @@ use visio_e2e::fleet::{
     OLD_VERSION as OLD, VC_NAME as VC,
 };
 use visio_e2e::own::{OwnCluster, Ports};
-use visio_e2e::{client, kubeconfig_path, namespace};
+use visio_e2e::{client, events, kubeconfig_path, namespace, Tenant};
 use visio_operator::api::VisioCluster;
 use visio_operator::pod_protocol::{self, Load};
 
@@ -75,35 +75,6 @@ async fn upgraded_to(
         && s.sfu.draining == 0
         && view.pods.len() == pods
         && view.active().all(|p| p.template_hash != old_hash && p.version == version && p.drain_since.is_none()))
-}
-
-async fn events(client: &Client, ns: &str, reason: &str) -> Result<Vec<Event>> {
-    let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let list = api.list(&ListParams::default()).await?;
-    Ok(list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).collect())
-}
-
-/// The scenario's namespace on the suite's control plane, deleted when dropped (and waited for, two
-/// minutes at most), also when the test fails.
-struct Tenant(&'static str);
-
-impl Tenant {
-    /// A fresh namespace: one left over by an interrupted run is deleted first.
-    async fn create(client: &Client, ns: &'static str) -> Result<Tenant> {
-        delete_namespace(ns);
-        namespace(client, ns).await?;
-        Ok(Tenant(ns))
-    }
-}
-
-fn delete_namespace(ns: &str) {
-    let _ = visio_e2e::kubectl(&["delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"], None);
-}
-
-impl Drop for Tenant {
-    fn drop(&mut self) {
-        delete_namespace(self.0);
-    }
 }
 
 /// What a watch on the SFU pods of a namespace delivered: (when, pod, its load annotation).

@@ -11,4 +11,5 @@ pub mod fleet;
 pub mod fuzz;
 pub mod leader;
 pub mod pod_protocol;
+pub mod standin;
 pub mod telemetry;

@@ -33,6 +33,14 @@ pub struct Load {
     /// The backend itself says it is draining.
     #[serde(default)]
     pub draining: bool,
+    /// Caption backends: streams the backend refused because it was full, since it started (when the
+    /// backend counts them: WhisperLive does, moshi-server does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<u32>,
+    /// Caption backends: 95th percentile of the model step time (moshi-server) or of the transcription
+    /// latency (WhisperLive), in microseconds, over the agent's last readings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_p95_us: Option<u32>,
 }
 
 /// Why a load annotation was refused.
@@ -66,11 +74,22 @@ mod tests {
 
     #[test]
     fn parses_what_the_agent_writes() {
-        let l = Load { participants: 12, rooms: 3, capacity: None, draining: false };
+        let l = Load { participants: 12, rooms: 3, ..Load::default() };
         assert_eq!(parse_load(&render_load(&l)), Ok(l));
         assert_eq!(
             parse_load(r#"{"participants":1,"rooms":1,"capacity":64,"draining":true}"#),
-            Ok(Load { participants: 1, rooms: 1, capacity: Some(64), draining: true })
+            Ok(Load { participants: 1, rooms: 1, capacity: Some(64), draining: true, ..Load::default() })
+        );
+        assert_eq!(
+            parse_load(r#"{"participants":3,"rooms":3,"capacity":64,"rejected":2,"stepP95Us":41000}"#),
+            Ok(Load {
+                participants: 3,
+                rooms: 3,
+                capacity: Some(64),
+                rejected: Some(2),
+                step_p95_us: Some(41000),
+                draining: false
+            })
         );
     }
 
@@ -98,8 +117,9 @@ mod tests {
         }
 
         #[test]
-        fn round_trips(p in any::<u32>(), r in any::<u32>(), c in proptest::option::of(any::<u32>()), d in any::<bool>()) {
-            let l = Load { participants: p, rooms: r, capacity: c, draining: d };
+        fn round_trips(p in any::<u32>(), r in any::<u32>(), c in proptest::option::of(any::<u32>()), d in any::<bool>(),
+                       rej in proptest::option::of(any::<u32>()), step in proptest::option::of(any::<u32>())) {
+            let l = Load { participants: p, rooms: r, capacity: c, draining: d, rejected: rej, step_p95_us: step };
             prop_assert_eq!(parse_load(&render_load(&l)), Ok(l));
         }
     }

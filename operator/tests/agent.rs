@@ -37,7 +37,7 @@ const WAIT: Duration = Duration::from_secs(15);
 static ONE_STANDIN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn load(participants: u32, rooms: u32, draining: bool) -> Load {
-    Load { participants, rooms, capacity: None, draining }
+    Load { participants, rooms, capacity: None, draining, ..Load::default() }
 }
 
 /// A running `livekit-standin`, killed on drop.

@@ -1,8 +1,8 @@
 //! What the agent asks of the backend it sits next to, whatever that backend is.
 //!
-//! LiveKit is the only implementation today ([`super::livekit`]); the caption backends (moshi-server,
-//! WhisperLive) will implement the same trait: their load from their own endpoint, and "unsupported" where
-//! they have no drain, no warning channel or no sessions to end.
+//! Implementations: LiveKit ([`super::livekit`]) and the caption backends ([`super::captions`]: moshi-server,
+//! WhisperLive), which read their load from their own endpoint and answer "unsupported" where they have no
+//! warning channel or no sessions to end.
 
 use std::future::Future;
 
@@ -55,6 +55,9 @@ pub enum DrainStatus {
     NotFound,
     /// Several processes match: the agent does not guess.
     Ambiguous(Vec<i32>),
+    /// The backend has no drain of its own (the caption backends): the pod's readiness fails, so no new
+    /// session is routed to it, and its open sessions continue. `first` on the first call.
+    Unrouted { first: bool },
 }
 
 /// The backend the agent reports and drains.

@@ -271,6 +271,10 @@ impl<P: OwnPod, B: Backend> Agent<'_, P, B> {
                     tracing::info!("the drained backend exited")
                 }
                 Ok(DrainStatus::NotFound) => tracing::warn!("no backend process to drain"),
+                Ok(DrainStatus::Unrouted { first: true }) => {
+                    tracing::info!("backend has no drain of its own: readiness fails, open sessions continue")
+                }
+                Ok(DrainStatus::Unrouted { first: false }) => {}
                 Ok(DrainStatus::Ambiguous(pids)) => {
                     tracing::error!(?pids, "several processes match the backend: not signalling any")
                 }

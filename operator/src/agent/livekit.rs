@@ -149,9 +149,13 @@ impl LiveKit {
         }
         let text = String::from_utf8_lossy(&resp.body);
         match (sum_metric(&text, PARTICIPANTS_METRIC), sum_metric(&text, ROOMS_METRIC)) {
-            (Sum::Known(participants), Sum::Known(rooms)) => {
-                Ok(Load { participants, rooms, capacity: None, draining: !self.signalled.is_empty() })
-            }
+            (Sum::Known(participants), Sum::Known(rooms)) => Ok(Load {
+                participants,
+                rooms,
+                capacity: None,
+                draining: !self.signalled.is_empty(),
+                ..Load::default()
+            }),
             (p, r) => Err(BackendError::Malformed(format!("{PARTICIPANTS_METRIC} {p}, {ROOMS_METRIC} {r}"))),
         }
     }
@@ -234,7 +238,7 @@ impl Backend for LiveKit {
             Err(e) => {
                 let drained_and_gone = !self.signalled.is_empty() && self.find_process() == Selection::None;
                 if drained_and_gone {
-                    return Ok(Load { participants: 0, rooms: 0, capacity: None, draining: true });
+                    return Ok(Load { participants: 0, rooms: 0, capacity: None, draining: true, ..Load::default() });
                 }
                 Err(e)
             }
@@ -349,7 +353,10 @@ mod tests {
         config.process_name = "no-such-process-visio".into();
         let mut lk = LiveKit::new(config);
         lk.signalled.insert(12345);
-        assert_eq!(lk.read_load().await.unwrap(), Load { participants: 0, rooms: 0, capacity: None, draining: true });
+        assert_eq!(
+            lk.read_load().await.unwrap(),
+            Load { participants: 0, rooms: 0, capacity: None, draining: true, ..Load::default() }
+        );
         assert_eq!(lk.drain().unwrap(), DrainStatus::NotFound);
     }
 }

@@ -13,6 +13,7 @@
 //! [`control`] (the loop). `docs/agent.md` tells the whole protocol.
 
 pub mod backend;
+pub mod captions;
 pub mod control;
 pub mod health;
 pub mod http;
@@ -39,12 +40,15 @@ pub const API_KEY_ENV: &str = "LIVEKIT_API_KEY";
 /// flag would show in `/proc/<pid>/cmdline` to everything in the pod).
 pub const API_SECRET_ENV: &str = "LIVEKIT_API_SECRET";
 
-/// The backend next to the agent. Caption backends (`moshi`, `whisperlive`) come later, with their own load
-/// endpoint and without drain by signal.
+/// The backend next to the agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
     /// LiveKit server (the SFU).
     Livekit,
+    /// Kyutai moshi-server (captions): open streams from its metrics, no drain of its own.
+    Moshi,
+    /// WhisperLive (captions): active and rejected clients from its metrics, no drain of its own.
+    Whisperlive,
 }
 
 impl BackendKind {
@@ -52,6 +56,8 @@ impl BackendKind {
     pub fn default_metrics_url(self) -> &'static str {
         match self {
             BackendKind::Livekit => livekit::DEFAULT_METRICS_URL,
+            BackendKind::Moshi => captions::MOSHI_METRICS_URL,
+            BackendKind::Whisperlive => captions::WHISPER_METRICS_URL,
         }
     }
 
@@ -59,6 +65,8 @@ impl BackendKind {
     pub fn default_process(self) -> &'static str {
         match self {
             BackendKind::Livekit => livekit::DEFAULT_PROCESS,
+            BackendKind::Moshi => "moshi-server",
+            BackendKind::Whisperlive => "python3",
         }
     }
 }
@@ -105,6 +113,10 @@ pub struct AgentArgs {
     /// the one process of that name in the pod: for test harnesses that run many backends on one machine.
     #[arg(long, value_parser = clap::value_parser!(i32).range(2..))]
     pub backend_pid: Option<i32>,
+    /// Caption backends: the slots one backend process holds (moshi-server's `batch_size`, WhisperLive's
+    /// `--max_clients`), reported as the pod's capacity.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub slots: Option<u32>,
     /// Instead of running, ask a running agent's endpoint at --health-addr once and exit 0 if it answers
     /// 200 (for an exec probe).
     #[arg(long, value_enum)]
@@ -222,7 +234,7 @@ pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()
         }
     };
     let credentials = credentials_from_env();
-    if credentials.is_none() {
+    if credentials.is_none() && args.backend == BackendKind::Livekit {
         tracing::warn!(
             "{API_KEY_ENV}/{API_SECRET_ENV} not set: load and drain work, warnings and forced ends will fail"
         );
@@ -232,9 +244,6 @@ pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()
     if let Some(pid) = args.backend_pid {
         config.scope = process::Scope::Pid(pid);
     }
-    let mut backend = match args.backend {
-        BackendKind::Livekit => livekit::LiveKit::new(config),
-    };
 
     let health = health::Health::default();
     let listener = health::bind(args.health_addr)
@@ -249,7 +258,23 @@ pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()
         pod = %pod_name, namespace = %namespace, backend = ?args.backend, health = %args.health_addr,
         interval = ?settings.interval, floor = ?settings.min_report_interval, "agent starting"
     );
-    control::run(&own_pod, &mut backend, settings, health, shutdown).await;
+    match args.backend {
+        BackendKind::Livekit => {
+            let mut backend = livekit::LiveKit::new(config);
+            control::run(&own_pod, &mut backend, settings, health, shutdown).await;
+        }
+        BackendKind::Moshi | BackendKind::Whisperlive => {
+            let engine = if args.backend == BackendKind::Moshi {
+                captions::Engine::Moshi
+            } else {
+                captions::Engine::WhisperLive
+            };
+            let slots =
+                args.slots.ok_or_else(|| AgentError::Config("--slots is required for caption backends".into()))?;
+            let mut backend = captions::Caption::new(engine, config.metrics_url.clone(), slots);
+            control::run(&own_pod, &mut backend, settings, health, shutdown).await;
+        }
+    }
     server.abort();
     Ok(())
 }
@@ -326,7 +351,8 @@ mod tests {
             &["--interval", "10ms"],
             &["--interval", "1h"],
             &["--min-report-interval", "2h"],
-            &["--backend", "moshi"],
+            &["--backend", "vosk"],
+            &["--slots", "0"],
             &["--backend-pid", "1"],
             &["--backend-pid", "-5"],
         ] {
@@ -350,6 +376,16 @@ mod tests {
         .unwrap();
         assert_eq!(a.backend_pid, Some(4242));
         assert_eq!(a.backend_process.as_deref(), Some("livekit-standin"));
+    }
+
+    #[test]
+    fn caption_backends_parse() {
+        let a = parse(&["--pod-name", "p", "--pod-namespace", "n", "--backend", "moshi", "--slots", "64"]).unwrap();
+        assert_eq!((a.backend, a.slots), (BackendKind::Moshi, Some(64)));
+        assert_eq!(a.backend.default_metrics_url(), "http://127.0.0.1:8080/metrics");
+        let w =
+            parse(&["--pod-name", "p", "--pod-namespace", "n", "--backend", "whisperlive", "--slots", "4"]).unwrap();
+        assert_eq!(w.backend, BackendKind::Whisperlive);
     }
 
     #[test]

@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn patch_touches_one_annotation() {
-        let load = Load { participants: 3, rooms: 1, capacity: None, draining: true };
+        let load = Load { participants: 3, rooms: 1, capacity: None, draining: true, ..Load::default() };
         assert_eq!(
             load_patch(Some(&load)),
             json!({"metadata": {"annotations": {"visio.io/load": "{\"participants\":3,\"rooms\":1,\"draining\":true}"}}})

@@ -25,6 +25,23 @@ pub fn meaningful_change(prev: &Report, next: &Report) -> bool {
                 || a.rooms != b.rooms
                 || a.capacity != b.capacity
                 || a.draining != b.draining
+                || a.rejected != b.rejected
+                || step_time_moved(a.step_p95_us, b.step_p95_us)
+        }
+        _ => true,
+    }
+}
+
+/// Whether the step time moved enough to be worth a pod write: by more than a quarter and more than 5 ms,
+/// or across the 80 ms real-time line (one step is 80 ms of audio), or appeared or vanished. Small jitter
+/// of a busy backend is not written.
+pub fn step_time_moved(a: Option<u32>, b: Option<u32>) -> bool {
+    const REAL_TIME_US: u32 = 80_000;
+    match (a, b) {
+        (None, None) => false,
+        (Some(a), Some(b)) => {
+            let diff = a.abs_diff(b);
+            (diff > 5_000 && u64::from(diff) * 4 > u64::from(a.max(b))) || ((a > REAL_TIME_US) != (b > REAL_TIME_US))
         }
         _ => true,
     }
@@ -55,10 +72,10 @@ mod tests {
     const FLOOR: Duration = Duration::from_secs(5);
 
     fn load(participants: u32, rooms: u32) -> Report {
-        Some(Load { participants, rooms, capacity: None, draining: false })
+        Some(Load { participants, rooms, capacity: None, draining: false, ..Load::default() })
     }
     fn draining(participants: u32, rooms: u32) -> Report {
-        Some(Load { participants, rooms, capacity: None, draining: true })
+        Some(Load { participants, rooms, capacity: None, draining: true, ..Load::default() })
     }
 
     #[test]
@@ -96,9 +113,23 @@ mod tests {
 
     #[test]
     fn capacity_is_meaningful() {
-        let a = Load { participants: 1, rooms: 1, capacity: Some(64), draining: false };
+        let a = Load { participants: 1, rooms: 1, capacity: Some(64), draining: false, ..Load::default() };
         let b = Load { capacity: Some(32), ..a };
         assert!(meaningful_change(&Some(a), &Some(b)));
+        let c = Load { rejected: Some(1), ..a };
+        assert!(meaningful_change(&Some(a), &Some(c)));
+    }
+
+    #[test]
+    fn step_time_jitter_is_not_written() {
+        let at = |us| Some(Load { participants: 1, rooms: 1, step_p95_us: Some(us), ..Load::default() });
+        assert!(!meaningful_change(&at(40_000), &at(42_000)));
+        assert!(!meaningful_change(&at(40_000), &at(49_000)), "under a quarter");
+        assert!(meaningful_change(&at(40_000), &at(60_000)));
+        assert!(meaningful_change(&at(79_000), &at(81_000)), "crossing real time");
+        assert!(!meaningful_change(&at(1_000), &at(2_500)), "under 5 ms");
+        let none = Some(Load { participants: 1, rooms: 1, ..Load::default() });
+        assert!(meaningful_change(&none, &at(40_000)));
     }
 
     fn report() -> impl Strategy<Value = Report> {
@@ -107,6 +138,7 @@ mod tests {
             rooms: r,
             capacity: None,
             draining: d,
+            ..Load::default()
         }))
     }
 

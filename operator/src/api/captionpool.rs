@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{BucketRef, LocalObjectRef, ReplicaBounds, Scheduling, DURATION_PATTERN, NAME_PATTERN};
+use super::common::{BucketRef, ReplicaBounds, Scheduling, DURATION_PATTERN, NAME_PATTERN};
 
 /// A speech-to-text backend pool and the transcriber workers that stream each
 /// participant's audio to it, for one VisioCluster in the same namespace.
@@ -24,6 +24,9 @@ use super::common::{BucketRef, LocalObjectRef, ReplicaBounds, Scheduling, DURATI
     printcolumn = r#"{"name":"Engine","type":"string","jsonPath":".spec.engine"}"#,
     printcolumn = r#"{"name":"Slots-Used","type":"integer","jsonPath":".status.slots.used","description":"Caption streams open"}"#,
     printcolumn = r#"{"name":"Slots-Total","type":"integer","jsonPath":".status.slots.total","description":"Caption streams the serving backends can hold"}"#,
+    printcolumn = r#"{"name":"Backends","type":"integer","jsonPath":".status.backends.ready","description":"Backend pods serving"}"#,
+    printcolumn = r#"{"name":"Draining","type":"integer","jsonPath":".status.backends.draining","priority":1}"#,
+    printcolumn = r#"{"name":"Rejected","type":"integer","jsonPath":".status.slots.rejected","priority":1,"description":"Streams refused because the backends were full"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -35,9 +38,10 @@ use super::common::{BucketRef, LocalObjectRef, ReplicaBounds, Scheduling, DURATI
 pub struct CaptionPoolSpec {
     /// The VisioCluster (same namespace) whose meetings get captions. Immutable.
     #[schemars(extend("x-kubernetes-validations" = [
-        {"rule": "self == oldSelf", "message": "spec.clusterRef is immutable"}
+        {"rule": "self == oldSelf", "message": "spec.clusterRef is immutable"},
+        {"rule": "!has(self.__namespace__)", "message": "spec.clusterRef.namespace: a CaptionPool serves a VisioCluster of its own namespace only; remove the field and create the CaptionPool in the VisioCluster's namespace", "fieldPath": ".namespace"}
     ]))]
-    pub cluster_ref: LocalObjectRef,
+    pub cluster_ref: ClusterRef,
     /// Speech-to-text engine: `kyutai` (moshi-server, default), `whisperlive`, or `custom`.
     #[serde(default)]
     pub engine: CaptionEngine,
@@ -57,6 +61,20 @@ pub struct CaptionPoolSpec {
     /// Whether finished captions are stored, and where.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcripts: Option<TranscriptsSpec>,
+}
+
+/// The VisioCluster served: always one in the CaptionPool's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRef {
+    /// Name of the VisioCluster, in the same namespace as this CaptionPool.
+    #[schemars(length(min = 1, max = 63), extend("pattern" = NAME_PATTERN))]
+    pub name: String,
+    /// Not allowed: present only so that a cross-namespace reference is refused with a clear message
+    /// instead of being silently pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub namespace: Option<String>,
 }
 
 /// Speech-to-text engine.
@@ -132,6 +150,19 @@ pub struct BackendSpec {
     /// Where backend pods may run (GPU nodes).
     #[serde(default)]
     pub scheduling: Scheduling,
+    /// Longest a backend pod that is scaled down or replaced keeps its open streams: it takes no new
+    /// stream and is deleted as soon as its last stream closes, or at this deadline.
+    #[serde(default = "default_backend_drain")]
+    #[schemars(extend("pattern" = DURATION_PATTERN, "x-kubernetes-validations" = [
+        {"rule": "duration(self) >= duration('1m') && duration(self) <= duration('24h')", "message": "spec.backend.drainTimeout must be between 1m and 24h"}
+    ]))]
+    pub drain_timeout: String,
+    /// How long the slots must stay under the target before backends are drained.
+    #[serde(default = "default_scale_down_delay")]
+    #[schemars(extend("pattern" = DURATION_PATTERN, "x-kubernetes-validations" = [
+        {"rule": "duration(self) <= duration('24h')", "message": "spec.backend.scaleDownDelay must be at most 24h"}
+    ]))]
+    pub scale_down_delay: String,
 }
 
 impl Default for BackendSpec {
@@ -144,6 +175,8 @@ impl Default for BackendSpec {
             slot_buffer: default_slot_buffer(),
             resources: None,
             scheduling: Scheduling::default(),
+            drain_timeout: default_backend_drain(),
+            scale_down_delay: default_scale_down_delay(),
         }
     }
 }
@@ -159,6 +192,12 @@ fn default_target_occupancy() -> i32 {
 }
 fn default_slot_buffer() -> i32 {
     8
+}
+fn default_backend_drain() -> String {
+    "4h".into()
+}
+fn default_scale_down_delay() -> String {
+    "5m".into()
 }
 
 /// Accelerators of one backend pod.
@@ -262,9 +301,9 @@ pub struct CaptionPoolStatus {
     /// Caption slots.
     #[serde(default)]
     pub slots: SlotCounts,
-    /// Backend pods wanted and ready.
+    /// Backend pods wanted, ready, up to date and draining.
     #[serde(default)]
-    pub backends: PodCounts,
+    pub backends: BackendCounts,
     /// Transcriber workers wanted and ready.
     #[serde(default)]
     pub transcribers: PodCounts,
@@ -274,11 +313,33 @@ pub struct CaptionPoolStatus {
     pub step_time_p95_ms: Option<f64>,
 }
 
+/// Backend pod counts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendCounts {
+    /// Serving pods the slot load needs.
+    pub desired: i32,
+    /// Pods serving (ready, taking new streams).
+    pub ready: i32,
+    /// Pods not being deleted (serving, pending or draining).
+    #[serde(default)]
+    pub current: i32,
+    /// Pods of the current template (image, model, config).
+    #[serde(default)]
+    pub updated: i32,
+    /// Pods taking no new stream, kept until their last stream closes or their deadline.
+    #[serde(default)]
+    pub draining: i32,
+    /// Pods the scheduler cannot place (for example no node with the GPU resource).
+    #[serde(default)]
+    pub unschedulable: i32,
+}
+
 /// Caption slot counts.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SlotCounts {
-    /// Streams open.
+    /// Streams open (one per captioned participant), on every backend pod, draining ones included.
     pub used: i64,
     /// Streams the serving backends can hold.
     pub total: i64,

@@ -26,13 +26,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use clap::Parser;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use visio_operator::agent::jwt::{self, VideoGrant};
 use visio_operator::agent::prometheus::render_sample;
+use visio_operator::standin;
 
 /// A stand-in for LiveKit server (tests only; loopback only).
 #[derive(Parser, Debug)]
@@ -98,7 +99,7 @@ struct Server {
 type Shared = Arc<Server>;
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
-    s.state.lock().unwrap_or_else(|p| p.into_inner())
+    standin::lock(&s.state)
 }
 
 fn main() -> std::process::ExitCode {
@@ -151,8 +152,15 @@ async fn serve(args: Args, server: Shared) -> u8 {
         let _ = writeln!(out, "livekit-standin http={http_addr} metrics={metrics_addr} pid={}", std::process::id());
         let _ = out.flush();
     }
-    tokio::spawn(accept(http, server.clone(), false));
-    tokio::spawn(accept(metrics, server.clone(), true));
+    let (api_server, metrics_server) = (server.clone(), server.clone());
+    tokio::spawn(standin::accept(http, move |req| {
+        let server = api_server.clone();
+        async move { route(req, &server).await }
+    }));
+    tokio::spawn(standin::accept(metrics, move |req| {
+        let answer = metrics_route(&req, &metrics_server);
+        async move { answer }
+    }));
 
     // Wait for the first signal.
     tokio::select! {
@@ -195,37 +203,6 @@ fn print_final(server: &Shared) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", json!({"final": state_json(server)}));
     let _ = out.flush();
-}
-
-async fn accept(listener: tokio::net::TcpListener, server: Shared, metrics: bool) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let server = server.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let server = server.clone();
-                async move {
-                    let (status, body) = if metrics { metrics_route(&req, &server) } else { route(req, &server).await };
-                    Ok::<_, std::convert::Infallible>(
-                        Response::builder()
-                            .status(status)
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(body)))
-                            .unwrap_or_default(),
-                    )
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = tokio::time::timeout(
-                Duration::from_secs(30),
-                hyper::server::conn::http1::Builder::new().serve_connection(io, service),
-            )
-            .await;
-        });
-    }
 }
 
 fn metrics_route(req: &Request<Incoming>, server: &Shared) -> (StatusCode, String) {

@@ -7,6 +7,7 @@
 //! SFU pod template the controller creates pods from), [`redis`] (the managed Redis), [`services`]
 //! (Services, PodDisruptionBudget, Ingress, endpoints and firewall openings), [`network`] (NetworkPolicies).
 
+pub mod captions;
 pub mod labels;
 pub mod livekit_config;
 pub mod network;
@@ -217,6 +218,11 @@ pub mod testing {
             && turn_domain_ok
             && s.turn.udp_port != s.turn.tls_port
             && s.sfu.network.udp_port != s.sfu.network.tcp_port
+    }
+
+    /// JSON merge of `patch` into `base` (objects merge, anything else replaces).
+    pub fn merge_json(base: &mut serde_json::Value, patch: serde_json::Value) {
+        merge(base, patch)
     }
 
     fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {

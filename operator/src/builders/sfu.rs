@@ -206,49 +206,19 @@ pub fn sfu_template(
         ..Container::default()
     };
 
-    let agent = Container {
-        name: AGENT_CONTAINER.into(),
-        image: Some(agent_image.into()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(
-            ["agent", "--backend", "livekit", "--metrics-url"]
-                .map(String::from)
-                .into_iter()
-                .chain([format!("http://127.0.0.1:{METRICS_PORT}/metrics")])
-                .collect(),
-        ),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
+    let agent = agent_container(
+        agent_image,
+        ["agent", "--backend", "livekit", "--metrics-url"]
+            .map(String::from)
+            .into_iter()
+            .chain([format!("http://127.0.0.1:{METRICS_PORT}/metrics")])
+            .collect(),
+        vec![
             // The agent warns participants and ends sessions through LiveKit's API on loopback.
             secret_env("LIVEKIT_API_KEY", keys_secret, "apiKey"),
             secret_env("LIVEKIT_API_SECRET", keys_secret, "apiSecret"),
-        ]),
-        // An exec probe: kubelet's httpGet would dial the pod IP, and the agent listens on loopback only.
-        // It fails once the pod drains, so the pod leaves every Service's endpoints.
-        readiness_probe: Some(Probe {
-            exec: Some(ExecAction {
-                command: Some(["visio-operator", "agent", "--probe", "readyz"].map(String::from).to_vec()),
-            }),
-            period_seconds: Some(5),
-            timeout_seconds: Some(3),
-            failure_threshold: Some(2),
-            ..Probe::default()
-        }),
-        resources: Some(ResourceRequirements {
-            requests: Some(quantities(&[("cpu", "10m"), ("memory", "32Mi")])),
-            limits: Some(quantities(&[("memory", "64Mi")])),
-            ..ResourceRequirements::default()
-        }),
-        security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "agent-token".into(),
-            mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
-        ..Container::default()
-    };
+        ],
+    );
 
     let host_ports_below_1024 = listeners.iter().any(|l| l.port < 1024);
     let scheduling = &spec.sfu.scheduling;
@@ -304,6 +274,47 @@ pub fn sfu_template(
     Ok(SfuTemplate { pod: Pod { metadata, spec: Some(pod_spec), status: None }, hash, version: spec.version.clone() })
 }
 
+/// The agent sidecar (`visio-operator agent <args>`), with the pod's name and namespace from the downward API
+/// and `env` after them, its exec readiness probe (fails once the pod drains, so the pod leaves every
+/// Service's endpoints), small resources, the hardened security context and its own API token.
+pub(crate) fn agent_container(agent_image: &str, args: Vec<String>, env: Vec<EnvVar>) -> Container {
+    Container {
+        name: AGENT_CONTAINER.into(),
+        image: Some(agent_image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(args),
+        env: Some(
+            [field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")]
+                .into_iter()
+                .chain(env)
+                .collect(),
+        ),
+        // An exec probe: kubelet's httpGet would dial the pod IP, and the agent listens on loopback only.
+        readiness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(["visio-operator", "agent", "--probe", "readyz"].map(String::from).to_vec()),
+            }),
+            period_seconds: Some(5),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(2),
+            ..Probe::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(&[("cpu", "10m"), ("memory", "32Mi")])),
+            limits: Some(quantities(&[("memory", "64Mi")])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "agent-token".into(),
+            mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        ..Container::default()
+    }
+}
+
 /// The template hash: SHA-256 over the serialized pod spec and the config hash, first 10 hex characters.
 /// The agent image is left out on purpose: upgrading the operator must not drain every SFU pod of every
 /// tenant; pods created afterwards get the new agent, existing ones keep theirs until replaced.
@@ -351,7 +362,7 @@ pub fn agent_access(vc: &VisioCluster) -> Result<AgentAccess, BuildError> {
 }
 
 /// What kubelet would automount, projected into the agent container only.
-fn agent_token_volume() -> Volume {
+pub(crate) fn agent_token_volume() -> Volume {
     Volume {
         name: "agent-token".into(),
         projected: Some(ProjectedVolumeSource {
@@ -425,11 +436,11 @@ fn default_sfu_resources() -> ResourceRequirements {
     }
 }
 
-fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+pub(crate) fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
     pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+pub(crate) fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -440,7 +451,7 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-fn field_env(name: &str, field_path: &str) -> EnvVar {
+pub(crate) fn field_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -451,7 +462,7 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
     }
 }
 
-fn container_security_context() -> SecurityContext {
+pub(crate) fn container_security_context() -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(SFU_UID),
@@ -465,7 +476,7 @@ fn container_security_context() -> SecurityContext {
     }
 }
 
-fn runtime_default() -> SeccompProfile {
+pub(crate) fn runtime_default() -> SeccompProfile {
     SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }
 }
 

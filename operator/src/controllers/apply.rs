@@ -139,6 +139,27 @@ where
     Ok(deleted)
 }
 
+/// The Secret `name` that `owner` owns in its namespace (the cache first, then the API: a cache that
+/// lags behind our own first apply must never make a caller generate a second set of credentials and
+/// roll the pods onto it). `None` if it does not exist or is not ours.
+pub async fn owned_secret<K: Resource>(
+    ctx: &Context,
+    owner: &K,
+    name: &str,
+) -> Result<Option<std::sync::Arc<k8s_openapi::api::core::v1::Secret>>> {
+    use k8s_openapi::api::core::v1::Secret;
+    let ns = owner.namespace().unwrap_or_default();
+    let (instance, uid) = (owner.name_any(), owner.uid().unwrap_or_default());
+    let ours = |s: &Secret| {
+        s.namespace().as_deref() == Some(ns.as_str()) && s.name_any() == name && is_child_of(s, &instance, &uid)
+    };
+    if let Some(s) = ctx.stores.secrets.state().into_iter().find(|s| ours(s)) {
+        return Ok(Some(s));
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    Ok(api.get_opt(name).await?.filter(|s| ours(s)).map(std::sync::Arc::new))
+}
+
 /// Whether `obj` is a child of the custom resource `instance` with UID `owner_uid`.
 pub fn is_child_of<K: Resource>(obj: &K, instance: &str, owner_uid: &str) -> bool {
     use crate::builders::labels::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};

@@ -1,132 +1,685 @@
-//! The CaptionPool controller. This release validates a pool and reports what it found;
-//! deploying the caption backends and transcribers is the next step (see the README's roadmap).
+//! The CaptionPool controller: the speech-to-text backend pool and the transcriber workers of one
+//! VisioCluster.
+//!
+//! dereference (the VisioCluster, the pool's API key) -> validate + build (`builders::captions`) -> apply
+//! (Secrets, agent access, Service, PodDisruptionBudget, transcriber Deployment, orphans) -> fleet
+//! (`fleet::plan` over the backend pods, capacity in slots) -> status.
+//!
+//! The backend pool is planned by the SFU fleet's planner: load = used slots (open streams), capacity per
+//! pod = `spec.backend.slotsPerPod`, target utilisation = `targetOccupancyPercent`, buffer = `slotBuffer`.
+//! Scale-down and upgrades drain (the pod leaves the backend Service, its streams go on) and delete a pod
+//! only once it reports no stream, or at `spec.backend.drainTimeout`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
-use serde_json::json;
+use kube::{Api, Client, Resource, ResourceExt};
+use rand::distr::{Alphanumeric, SampleString};
+use tracing::Instrument;
 
+use super::apply::{self, is_child_of};
 use super::conditions::{self, Decided};
-use super::error::Result;
+use super::error::{Error, Result};
+use super::fleet_pods::{execute, pod_load, remember_low_load, snapshot, sync_pod_labels, PodFleet};
 use super::{key_of, observe, Context};
-use crate::api::{CaptionPool, VisioCluster};
-use crate::builders::labels::FIELD_MANAGER;
+use crate::api::captionpool::{BackendCounts, CaptionPool, CaptionPoolStatus, PodCounts, SlotCounts};
+use crate::api::VisioCluster;
+use crate::builders::captions::{
+    self, backend_name, build_captions, key_secret_name, CaptionInputs, CaptionStack, API_KEY, BACKEND_COMPONENT,
+};
+use crate::builders::labels::{COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::fleet::{self, FleetSpec, PodPhase, Snapshot};
 
 const CONTROLLER: &str = "captionpool";
 
+/// What the controller remembers about one pool between reconciles (in memory: a restart forgets it).
+#[derive(Clone, Debug, Default)]
+pub struct PoolMemory {
+    /// Each backend pod's rejection counter as last seen (by pod UID).
+    pub rejected_seen: HashMap<String, u32>,
+    /// When a rejection was last seen.
+    pub last_rejection_ms: Option<i64>,
+}
+
+/// How long `Degraded` stays `StreamsRejected` after the last rejection seen.
+const REJECTION_MEMORY_MS: i64 = 5 * 60 * 1000;
+
 pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future<Output = ()> {
     // Lenient watches: one stored object we cannot read must not stop the others.
-    let ctrl = super::lenient_controller::<CaptionPool>(&client, watcher::Config::default().any_semantic());
+    let ctrl = super::lenient_controller::<CaptionPool>(&client, super::watch_config());
     let pools = ctrl.store();
-    let clusters = super::lenient_watcher::<VisioCluster>(client, watcher::Config::default().any_semantic())
-        .default_backoff()
+    let clusters = super::lenient_watcher::<VisioCluster>(client.clone(), super::watch_config())
+        .backoff(super::WatchBackoff::default())
         .applied_objects();
+    // The backend pods, in a cache of our own that also triggers the reconciles: a slot taken or freed is
+    // a pod event, and the planner must read the pod the event was about.
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={BACKEND_COMPONENT}");
+    let pods = watcher(Api::<Pod>::all(client.clone()), super::watch_config().labels(&selector))
+        .backoff(super::WatchBackoff::default())
+        .modify(|p: &mut Pod| p.managed_fields_mut().clear())
+        .reflect(pod_writer)
+        .touched_objects();
+    // The transcriber Deployments (their status feeds the pool's); read from the shared cache.
+    let transcribers = watcher(
+        Api::<Deployment>::all(client.clone()),
+        super::watch_config()
+            .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={}", captions::TRANSCRIBER_COMPONENT)),
+    )
+    .backoff(super::WatchBackoff::default())
+    .touched_objects();
     // A pool whose VisioCluster appears or goes must be looked at again.
-    ctrl.watches_stream(clusters, move |vc| {
-        pools
-            .state()
-            .into_iter()
-            .filter(|cp| cp.namespace() == vc.namespace() && cp.spec.cluster_ref.name == vc.name_any())
-            .map(|cp| ObjectRef::from_obj(cp.as_ref()))
-            .collect::<Vec<_>>()
-    })
-    .shutdown_on_signal()
-    .run(reconcile, super::error_policy, ctx)
-    .for_each(|_| futures::future::ready(()))
+    ctrl.owns_stream(super::without_errors(pods))
+        .owns_stream(super::without_errors(transcribers))
+        .watches_stream(super::without_errors(clusters), move |vc| {
+            pools
+                .state()
+                .into_iter()
+                .filter(|cp| cp.namespace() == vc.namespace() && cp.spec.cluster_ref.name == vc.name_any())
+                .map(|cp| ObjectRef::from_obj(cp.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(
+            move |cp, ctx| {
+                let pods = pod_store.clone();
+                async move { reconcile(cp, ctx, pods).await }
+            },
+            super::error_policy,
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()))
 }
 
-/// What the controller decides from the pool and whether its cluster exists (pure).
-pub fn decide(cp: &CaptionPool, cluster_exists: bool) -> Vec<Decided> {
-    if !cluster_exists {
-        let msg = format!(
-            "spec.clusterRef.name: VisioCluster {:?} not found in namespace {}",
-            cp.spec.cluster_ref.name,
-            cp.namespace().unwrap_or_default()
-        );
-        return vec![
-            Decided::new(conditions::READY, false, "ClusterNotFound", msg.clone()),
-            Decided::new(conditions::DEGRADED, true, "ClusterNotFound", msg),
-        ];
-    }
-    vec![
-        Decided::new(
-            conditions::READY,
-            false,
-            "BackendsNotDeployed",
-            "the spec is valid; this operator release does not deploy caption backends yet",
-        ),
-        Decided::new(conditions::DEGRADED, false, "AsExpected", "no problem detected"),
-    ]
-}
-
-async fn reconcile(cp: Arc<CaptionPool>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let key = key_of(cp.as_ref());
-    let result = super::bounded(reconcile_pool(&cp, &ctx)).await;
-    observe(&ctx, CONTROLLER, &key, started, &result.as_ref().map(|_| ()));
-    result
-}
-
-async fn reconcile_pool(cp: &CaptionPool, ctx: &Context) -> Result<Action> {
+/// Why the pool cannot be deployed, from the reference checks (pure).
+pub fn reference_problem(cp: &CaptionPool, cluster_exists: bool) -> Option<(&'static str, String)> {
     let ns = cp.namespace().unwrap_or_default();
-    let clusters: Api<VisioCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let exists = clusters.get_opt(&cp.spec.cluster_ref.name).await?.is_some();
-    let decided = decide(cp, exists);
-    let mut status = cp.status.clone().unwrap_or_default();
-    let merged = conditions::merge(&status.conditions, &decided, cp.metadata.generation, Timestamp::now());
-    if merged != status.conditions || status.observed_generation != cp.metadata.generation {
-        let was_ready = conditions::is_true(&status.conditions, conditions::READY);
-        status.conditions = merged;
-        status.observed_generation = cp.metadata.generation;
-        let api: Api<CaptionPool> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({"apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool", "status": status});
-        api.patch_status(&cp.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-        ctx.metrics.child_writes.with_label_values(&["CaptionPool", "status"]).inc();
-        if !exists {
-            let msg = decided[0].message.clone();
-            ctx.event(cp, EventType::Warning, "ClusterNotFound", "Validate", msg).await;
-        } else if was_ready {
-            ctx.event(cp, EventType::Normal, "Validated", "Validate", "spec accepted".into()).await;
+    if let Some(other) = cp.spec.cluster_ref.namespace.as_deref().filter(|n| *n != ns) {
+        return Some((
+            "CrossNamespaceReference",
+            format!(
+                "spec.clusterRef.namespace: {other:?} is not this CaptionPool's namespace {ns:?}; a CaptionPool serves \
+                 a VisioCluster of its own namespace only"
+            ),
+        ));
+    }
+    if !cluster_exists {
+        return Some((
+            "ClusterNotFound",
+            format!("spec.clusterRef.name: VisioCluster {:?} not found in namespace {ns}", cp.spec.cluster_ref.name),
+        ));
+    }
+    None
+}
+
+/// The planner's view of the pool's backend spec.
+pub fn fleet_spec(cp: &CaptionPool) -> Result<FleetSpec> {
+    let b = &cp.spec.backend;
+    let drain = super::visiocluster::ms(&b.drain_timeout, "spec.backend.drainTimeout")?;
+    Ok(FleetSpec {
+        min: b.replicas.min.max(0) as u32,
+        max: b.replicas.max.max(0) as u32,
+        capacity_per_pod: b.slots_per_pod.max(1) as u32,
+        buffer: b.slot_buffer.max(0) as u32,
+        target_utilization_percent: b.target_occupancy_percent.clamp(10, 100) as u32,
+        scale_down_delay_ms: super::visiocluster::ms(&b.scale_down_delay, "spec.backend.scaleDownDelay")?,
+        // One new pod at a time replaces an outdated one, and one outdated pod drains at a time: a backend
+        // pod is a GPU, so the surge is what the cluster must have spare during an image upgrade.
+        max_surge: 1,
+        max_draining: 1,
+        drain_timeout_ms: drain,
+        // The backends have no channel to warn a stream: no warning before the deadline.
+        warn_before_ms: 0,
+    })
+}
+
+/// Transcriber workers needed for `streams` open streams: each room with captions is one job and holds at
+/// least one stream, so `ceil(streams / jobsPerWorker)` workers are never too few (pure).
+pub fn transcriber_replicas(cp: &CaptionPool, streams: u64) -> i32 {
+    let t = &cp.spec.transcribers;
+    let per = u64::try_from(t.jobs_per_worker.max(1)).unwrap_or(1);
+    let want = streams.div_ceil(per);
+    let (min, max) = (t.replicas.min.max(0), t.replicas.max.max(t.replicas.min).max(0));
+    i32::try_from(want).unwrap_or(i32::MAX).clamp(min, max)
+}
+
+/// Pods the scheduler cannot place, with the scheduler's message (pure).
+pub fn unschedulable(pods: &[Arc<Pod>]) -> Vec<(String, String)> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled")?;
+            (c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+                .then(|| (p.name_any(), c.message.clone().unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// The status figures from the planner's snapshot and the pods (pure).
+pub fn build_status(
+    cp: &CaptionPool,
+    hash: &str,
+    snap: &Snapshot,
+    desired: u32,
+    pods: &[Arc<Pod>],
+) -> CaptionPoolStatus {
+    let live: Vec<_> =
+        snap.pods.iter().filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Failed)).collect();
+    let slots_per_pod = i64::from(cp.spec.backend.slots_per_pod.max(1));
+    let mut used = 0i64;
+    let mut total = 0i64;
+    let mut step_us: Option<u32> = None;
+    for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        let Some(load) = pod_load(p) else { continue };
+        used += i64::from(load.participants);
+        step_us = step_us.max(load.step_p95_us);
+    }
+    for p in &live {
+        if p.phase == PodPhase::Serving {
+            let cap = pods
+                .iter()
+                .find(|q| q.name_any() == p.name)
+                .and_then(|q| pod_load(q))
+                .and_then(|l| l.capacity)
+                .map(i64::from);
+            total += cap.unwrap_or(slots_per_pod);
         }
     }
-    Ok(Action::requeue(Duration::from_secs(600)))
+    let count = |f: &dyn Fn(&&fleet::PodSnapshot) -> bool| live.iter().filter(|p| f(p)).count() as i32;
+    CaptionPoolStatus {
+        observed_generation: cp.metadata.generation,
+        conditions: vec![],
+        slots: SlotCounts { used, total, rejected: cp.status.as_ref().map(|s| s.slots.rejected).unwrap_or(0) },
+        backends: BackendCounts {
+            desired: desired as i32,
+            ready: count(&|p| p.phase == PodPhase::Serving),
+            current: live.len() as i32,
+            updated: count(&|p| p.template_hash == hash),
+            draining: count(&|p| matches!(p.phase, PodPhase::Draining { .. })),
+            unschedulable: unschedulable(pods).len() as i32,
+        },
+        transcribers: PodCounts::default(),
+        step_time_p95_ms: step_us.map(|us| (f64::from(us) / 1000.0 * 10.0).round() / 10.0),
+    }
+}
+
+/// The conditions of a deployed pool (pure). `stuck` lists unschedulable backend pods with the scheduler's
+/// message; `recent_rejection` says whether a backend refused a stream in the last few minutes.
+pub fn decide(
+    cp: &CaptionPool,
+    status: &CaptionPoolStatus,
+    stuck: &[(String, String)],
+    recent_rejection: bool,
+) -> Vec<Decided> {
+    let b = &status.backends;
+    let s = &status.slots;
+    let want = cp.spec.backend.replicas.min.max(1).min(b.desired.max(1));
+    let ready = b.ready >= want;
+    let summary = format!(
+        "{}/{} backend pods serving, {}/{} slots used, {} draining",
+        b.ready, b.desired, s.used, s.total, b.draining
+    );
+    let mut out = vec![];
+    let gpu = &cp.spec.backend.gpu;
+    let stuck_msg = stuck.first().map(|(pod, msg)| {
+        let gpu_note = if gpu.count > 0 {
+            format!(" (spec.backend.gpu asks {} {} per pod)", gpu.count, gpu.resource_name)
+        } else {
+            String::new()
+        };
+        format!("{} backend pod(s) Pending, e.g. {pod}: {msg}{gpu_note}", stuck.len())
+    });
+    out.push(match (&stuck_msg, ready) {
+        (Some(m), false) => Decided::new(conditions::READY, false, "Unschedulable", m.clone()),
+        (_, true) => Decided::new(conditions::READY, true, "Serving", summary.clone()),
+        (None, false) => Decided::new(conditions::READY, false, "PodsNotReady", summary.clone()),
+    });
+    let progressing = b.updated < b.current || b.current != b.desired + b.draining || !ready;
+    out.push(Decided::new(
+        conditions::PROGRESSING,
+        progressing,
+        if progressing { "Reconciling" } else { "Stable" },
+        format!("{} current, {} desired, {} draining, {} updated", b.current, b.desired, b.draining, b.updated),
+    ));
+    let exhausted = s.total > 0 && s.used >= s.total;
+    out.push(if recent_rejection {
+        Decided::new(
+            conditions::DEGRADED,
+            true,
+            "StreamsRejected",
+            format!(
+                "a backend refused caption streams because every slot was taken ({} since creation); {summary}",
+                s.rejected
+            ),
+        )
+    } else if exhausted {
+        Decided::new(
+            conditions::DEGRADED,
+            true,
+            "SlotsExhausted",
+            format!("every serving slot is taken: the next stream will be refused until a backend is added; {summary}"),
+        )
+    } else if let Some(m) = stuck_msg {
+        Decided::new(conditions::DEGRADED, true, "Unschedulable", m)
+    } else {
+        Decided::new(conditions::DEGRADED, false, "AsExpected", "no problem detected")
+    });
+    out
+}
+
+async fn reconcile(cp: Arc<CaptionPool>, ctx: Arc<Context>, pods: Store<Pod>) -> Result<Action> {
+    let started = Instant::now();
+    let key = key_of(cp.as_ref());
+    let ns = cp.namespace().unwrap_or_default();
+    if cp.meta().deletion_timestamp.is_some() {
+        ctx.metrics.forget_pool(&ns, &cp.name_any());
+        forget(&ctx, &key);
+        return Ok(Action::await_change());
+    }
+    let span =
+        tracing::info_span!("reconcile", controller = CONTROLLER, object = %key, generation = cp.metadata.generation);
+    let result = super::bounded(reconcile_pool(&cp, &ctx, &pods).instrument(span)).await;
+    observe(&ctx, CONTROLLER, &key, started, &result.as_ref().map(|_| ()));
+    match result {
+        Ok(action) => Ok(action),
+        Err(e) if e.is_permanent() => {
+            let reason = match e.label() {
+                "invalid_duration" => "InvalidDuration",
+                "missing_credentials" => "MissingCredentials",
+                _ => "InvalidSpec",
+            };
+            report_problem(&cp, &ctx, reason, e.to_string()).await?;
+            Ok(Action::requeue(Duration::from_secs(300)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A spec or reference problem: `Ready=False` and `Degraded=True` with the reason, and an Event when the
+/// condition changes.
+async fn report_problem(cp: &CaptionPool, ctx: &Context, reason: &str, message: String) -> Result<()> {
+    tracing::warn!(object = %key_of(cp), reason, %message, "cannot deploy the caption pool");
+    let decided = vec![
+        Decided::new(conditions::READY, false, reason, message.clone()),
+        Decided::new(conditions::DEGRADED, true, reason, message.clone()),
+    ];
+    let mut status = cp.status.clone().unwrap_or_default();
+    if set_conditions(&mut status, cp, &decided) {
+        ctx.event(cp, EventType::Warning, reason, "Validate", message).await;
+        write_status(ctx, cp, &status).await?;
+    }
+    let ready = &ctx.metrics.ready;
+    ready.with_label_values(&["CaptionPool", &cp.namespace().unwrap_or_default(), &cp.name_any()]).set(0.0);
+    Ok(())
+}
+
+fn forget(ctx: &Context, key: &str) {
+    ctx.captions.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    remember_low_load(ctx, &fleet_key(key), None);
+}
+
+fn fleet_key(key: &str) -> String {
+    format!("CaptionPool/{key}")
+}
+
+/// Polls (10 s at most) until the pool's caches have their first full list: never plan from empty caches.
+async fn pods_ready(pods: &Store<Pod>) -> bool {
+    use futures::FutureExt;
+    for _ in 0..100 {
+        if pods.wait_until_ready().now_or_never().is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>) -> Result<Action> {
+    let ns = cp.namespace().unwrap_or_default();
+    let name = cp.name_any();
+    let uid = cp.uid().unwrap_or_default();
+    let key = key_of(cp);
+    if !super::visiocluster::caches_ready(ctx).await || !pods_ready(pod_store).await {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
+    // dereference
+    let clusters: Api<VisioCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let vc = clusters.get_opt(&cp.spec.cluster_ref.name).await?;
+    if let Some((reason, message)) = reference_problem(cp, vc.is_some()) {
+        report_problem(cp, ctx, reason, message).await?;
+        // The VisioCluster watch brings the pool back when the cluster appears.
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    let vc =
+        vc.ok_or_else(|| Error::Reference { reason: "cluster_missing", message: "VisioCluster vanished".into() })?;
+    let livekit_keys = match &vc.spec.keys {
+        Some(k) => k.secret_name.clone(),
+        None => crate::builders::labels::credentials_secret_name(&vc.name_any()),
+    };
+    let api_key = api_key(cp, ctx).await?;
+
+    // build (pure); transcriber replicas are set once the streams are known
+    let inputs = CaptionInputs {
+        api_key: &api_key,
+        livekit_keys_secret: &livekit_keys,
+        agent_image: &ctx.config.agent_image,
+        transcriber_replicas: 0,
+    };
+    let mut stack = build_captions(cp, &inputs)?;
+    let spec = fleet_spec(cp)?;
+
+    // fleet
+    let now = Timestamp::now();
+    let pods: Vec<Arc<Pod>> = pod_store
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && is_child_of(p.as_ref(), &name, &uid))
+        .collect();
+    let snap = snapshot(ctx, &fleet_key(&key), &stack.backend.hash, &pods, now);
+    let plan = fleet::plan(&spec, &snap);
+    remember_low_load(ctx, &fleet_key(&key), plan.low_load_since);
+    let mut status = build_status(cp, &stack.backend.hash, &snap, plan.desired, &pods);
+    let replicas = transcriber_replicas(cp, u64::try_from(status.slots.used).unwrap_or(0));
+    if let Some(d) = stack.transcribers.spec.as_mut() {
+        d.replicas = Some(replicas);
+    }
+
+    // apply
+    apply_children(cp, ctx, &stack, &ns, &name, &uid).await?;
+    let backends = PodFleet {
+        owner: cp,
+        template: &stack.backend.pod,
+        prefix: backend_name(&name),
+        noun: "caption backend pod",
+        holds: "streams",
+    };
+    execute(ctx, &backends, &pods, &plan.actions, now).await?;
+    sync_pod_labels(ctx, &pods).await?;
+
+    // status
+    let (new_rejections, recent) = count_rejections(ctx, &key, &pods, now.as_millisecond());
+    status.slots.rejected += i64::from(new_rejections);
+    status.transcribers = transcriber_counts(ctx, &ns, &captions::transcriber_name(&name), replicas);
+    let stuck = unschedulable(&pods);
+    let decided = decide(cp, &status, &stuck, recent);
+    let old = cp.status.clone().unwrap_or_default();
+    status.conditions = old.conditions.clone();
+    let was = |t: &str| old.conditions.iter().find(|c| c.type_ == t).map(|c| c.reason.clone());
+    set_conditions(&mut status, cp, &decided);
+    if cp.status.as_ref() != Some(&status) {
+        write_status(ctx, cp, &status).await?;
+    }
+    // Events for what changed in a way a person should hear of.
+    let now_reason =
+        |t: &str| status.conditions.iter().find(|c| c.type_ == t).map(|c| (c.reason.clone(), c.message.clone()));
+    if let Some((reason, msg)) = now_reason(conditions::DEGRADED) {
+        if was(conditions::DEGRADED).as_deref() != Some(reason.as_str()) && reason != "AsExpected" {
+            ctx.event(cp, EventType::Warning, &reason, "Observe", msg).await;
+        }
+    }
+    if let Some((reason, msg)) = now_reason(conditions::READY) {
+        if reason == "Unschedulable" && was(conditions::READY).as_deref() != Some("Unschedulable") {
+            ctx.event(cp, EventType::Warning, "Unschedulable", "Schedule", msg).await;
+        }
+    }
+    if new_rejections > 0 {
+        ctx.metrics.caption_streams_rejected.with_label_values(&[&ns, &name]).inc_by(u64::from(new_rejections));
+    }
+    export_metrics(ctx, &ns, &name, &status);
+    // RETENTION-POLICY-MISSING: when `spec.transcripts.store` is true, the RetentionPolicy engineer's pure
+    // `covered(bucket_ref, policies)` helper decides the `RetentionPolicyMissing` condition here (wired at
+    // merge); until then the condition is not set and the metric is not exported for pools.
+
+    let requeue = plan.requeue_after_ms.map(|ms| Duration::from_millis(ms.clamp(1000, 600_000) as u64));
+    let requeue =
+        if stuck.is_empty() { requeue } else { Some(requeue.unwrap_or(Duration::MAX).min(Duration::from_secs(30))) };
+    Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(600))))
+}
+
+/// The pool's backend API key: read from the owned `<pool>-caption-key` Secret, or generated the first time.
+/// Asks the API before generating, so that a lagging cache can never make a second key (and roll the pods).
+async fn api_key(cp: &CaptionPool, ctx: &Context) -> Result<String> {
+    let owned = apply::owned_secret(ctx, cp, &key_secret_name(&cp.name_any())).await?;
+    let existing = owned
+        .as_ref()
+        .and_then(|s| s.data.as_ref()?.get(API_KEY).and_then(|v| String::from_utf8(v.0.clone()).ok()))
+        .filter(|k| !k.is_empty());
+    Ok(existing.unwrap_or_else(|| format!("stt_{}", Alphanumeric.sample_string(&mut rand::rng(), 40))))
+}
+
+async fn apply_children(
+    cp: &CaptionPool,
+    ctx: &Context,
+    stack: &CaptionStack,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<()> {
+    let s = &ctx.stores;
+    let secrets = [stack.key_secret.clone(), stack.config_secret.clone()];
+    for secret in &secrets {
+        apply::ensure(ctx, &s.secrets, secret.clone()).await?;
+    }
+    let agent = &stack.agent;
+    super::fleet_pods::ensure_agent_access(ctx, agent).await?;
+    apply::ensure(ctx, &s.services, stack.service.clone()).await?;
+    apply::ensure(ctx, &s.pdbs, stack.pdb.clone()).await?;
+    apply::ensure(ctx, &s.deployments, stack.transcribers.clone()).await?;
+    let pruned = apply::delete_orphans(ctx, &s.secrets, ns, name, uid, &apply::names(&secrets)).await?
+        + apply::delete_orphans(ctx, &s.services, ns, name, uid, &apply::names([&stack.service])).await?
+        + apply::delete_orphans(ctx, &s.pdbs, ns, name, uid, &apply::names([&stack.pdb])).await?
+        + apply::delete_orphans(ctx, &s.deployments, ns, name, uid, &apply::names([&stack.transcribers])).await?
+        + apply::delete_orphans(ctx, &s.service_accounts, ns, name, uid, &apply::names([&agent.service_account]))
+            .await?
+        + apply::delete_orphans(ctx, &s.roles, ns, name, uid, &apply::names([&agent.role])).await?
+        + apply::delete_orphans(ctx, &s.role_bindings, ns, name, uid, &apply::names([&agent.role_binding])).await?;
+    if pruned > 0 {
+        let note = format!("deleted {pruned} objects the spec no longer asks for");
+        ctx.event(cp, EventType::Normal, "ChildrenPruned", "Prune", note).await;
+    }
+    Ok(())
+}
+
+/// New rejections since the last reconcile (per pod counters; a pod first seen sets its baseline), and
+/// whether one was seen in the last [`REJECTION_MEMORY_MS`].
+fn count_rejections(ctx: &Context, key: &str, pods: &[Arc<Pod>], now_ms: i64) -> (u32, bool) {
+    let mut all = ctx.captions.lock().unwrap_or_else(|p| p.into_inner());
+    let mem = all.entry(key.to_string()).or_default();
+    let mut new = 0u32;
+    let mut live = HashMap::new();
+    for p in pods {
+        let (Some(uid), Some(r)) = (p.uid(), pod_load(p).and_then(|l| l.rejected)) else { continue };
+        let prev = mem.rejected_seen.get(&uid).copied();
+        new = new.saturating_add(rejection_increase(prev, r));
+        live.insert(uid, r);
+    }
+    mem.rejected_seen = live;
+    if new > 0 {
+        mem.last_rejection_ms = Some(now_ms);
+    }
+    let recent = mem.last_rejection_ms.is_some_and(|t| now_ms.saturating_sub(t) < REJECTION_MEMORY_MS);
+    (new, recent)
+}
+
+/// Rejections to count when a pod's counter goes from `prev` (`None`: first seen by this process) to `now`
+/// (pure). A first sighting is a baseline (it may have been counted before a restart); a counter that went
+/// down belongs to a restarted backend and counts whole.
+pub fn rejection_increase(prev: Option<u32>, now: u32) -> u32 {
+    match prev {
+        None => 0,
+        Some(p) if now >= p => now - p,
+        Some(_) => now,
+    }
+}
+
+fn transcriber_counts(ctx: &Context, ns: &str, name: &str, desired: i32) -> PodCounts {
+    let key = ObjectRef::new(name).within(ns);
+    let ready = ctx.stores.deployments.get(&key).and_then(|d| d.status.as_ref()?.ready_replicas).unwrap_or(0);
+    PodCounts { desired, ready }
+}
+
+fn set_conditions(status: &mut CaptionPoolStatus, cp: &CaptionPool, decided: &[Decided]) -> bool {
+    conditions::set(&mut status.conditions, &mut status.observed_generation, decided, cp.metadata.generation)
+}
+
+async fn write_status(ctx: &Context, cp: &CaptionPool, status: &CaptionPoolStatus) -> Result<()> {
+    super::write_status(ctx, cp, status).await
+}
+
+fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &CaptionPoolStatus) {
+    let m = &ctx.metrics;
+    m.init_pool(ns, name);
+    m.caption_slots.with_label_values(&[ns, name, "used"]).set(status.slots.used);
+    m.caption_slots.with_label_values(&[ns, name, "total"]).set(status.slots.total);
+    match status.step_time_p95_ms {
+        Some(ms) => m.caption_step_time_p95.with_label_values(&[ns, name]).set(ms / 1000.0),
+        None => {
+            let _ = m.caption_step_time_p95.remove_label_values(&[ns, name]);
+        }
+    }
+    let ready = conditions::is_true(&status.conditions, conditions::READY);
+    m.ready.with_label_values(&["CaptionPool", ns, name]).set(if ready { 1.0 } else { 0.0 });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::PodSnapshot;
+    use serde_json::json;
 
-    fn pool() -> CaptionPool {
+    fn pool(spec: serde_json::Value) -> CaptionPool {
+        let mut base = json!({"clusterRef": {"name": "visio"}});
+        crate::builders::testing::merge_json(&mut base, spec);
         let mut cp: CaptionPool =
             serde_json::from_value(json!({"apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool",
-                "metadata": {"name": "captions", "namespace": "minsante"},
-                "spec": {"clusterRef": {"name": "visio"}}}))
+            "metadata": {"name": "captions", "namespace": "minsante", "uid": "u1"}, "spec": base}))
             .unwrap();
         cp.metadata.generation = Some(1);
         cp
     }
 
-    #[test]
-    fn a_missing_cluster_is_named_in_the_condition() {
-        let d = decide(&pool(), false);
-        assert_eq!(d[0].reason, "ClusterNotFound");
-        assert!(d[0].message.contains("spec.clusterRef.name") && d[0].message.contains("\"visio\""));
-        assert!(d[1].status, "Degraded");
+    fn pod(name: &str, hash: &str, phase: PodPhase) -> PodSnapshot {
+        PodSnapshot {
+            name: name.into(),
+            template_hash: hash.into(),
+            phase,
+            load: Some(0),
+            sessions: Some(0),
+            warned: false,
+            created: 0,
+        }
     }
 
     #[test]
-    fn a_valid_pool_says_what_is_not_deployed_yet() {
-        let d = decide(&pool(), true);
-        assert!(!d[0].status);
-        assert_eq!(d[0].reason, "BackendsNotDeployed");
-        assert!(!d[1].status);
+    fn a_missing_or_foreign_cluster_is_named_in_the_condition() {
+        let (reason, msg) = reference_problem(&pool(json!({})), false).unwrap();
+        assert_eq!(reason, "ClusterNotFound");
+        assert!(msg.contains("spec.clusterRef.name") && msg.contains("\"visio\""));
+        let (reason, msg) = reference_problem(&pool(json!({"clusterRef": {"namespace": "minarmees"}})), true).unwrap();
+        assert_eq!(reason, "CrossNamespaceReference");
+        assert!(msg.contains("spec.clusterRef.namespace"));
+        assert_eq!(reference_problem(&pool(json!({"clusterRef": {"namespace": "minsante"}})), true), None);
+        assert_eq!(reference_problem(&pool(json!({})), true), None);
+    }
+
+    #[test]
+    fn the_planner_reads_slots() {
+        let s = fleet_spec(&pool(json!({"backend": {"slotsPerPod": 48, "targetOccupancyPercent": 70, "slotBuffer": 8,
+            "replicas": {"min": 1, "max": 6}, "drainTimeout": "2h"}})))
+        .unwrap();
+        assert_eq!((s.capacity_per_pod, s.target_utilization_percent, s.buffer, s.min, s.max), (48, 70, 8, 1, 6));
+        assert_eq!(s.drain_timeout_ms, 2 * 3600 * 1000);
+        assert_eq!(s.warn_before_ms, 0);
+        assert!(fleet_spec(&pool(json!({"backend": {"drainTimeout": "forever"}}))).is_err());
+    }
+
+    #[test]
+    fn transcribers_follow_streams_within_bounds() {
+        let cp = pool(json!({"transcribers": {"jobsPerWorker": 10, "replicas": {"min": 1, "max": 4}}}));
+        assert_eq!(transcriber_replicas(&cp, 0), 1);
+        assert_eq!(transcriber_replicas(&cp, 10), 1);
+        assert_eq!(transcriber_replicas(&cp, 11), 2);
+        assert_eq!(transcriber_replicas(&cp, 10_000), 4);
+        assert_eq!(transcriber_replicas(&cp, u64::MAX), 4);
+    }
+
+    #[test]
+    fn rejections_count_increases_only() {
+        assert_eq!(rejection_increase(None, 7), 0, "first sighting is a baseline");
+        assert_eq!(rejection_increase(Some(7), 9), 2);
+        assert_eq!(rejection_increase(Some(9), 9), 0);
+        assert_eq!(rejection_increase(Some(9), 2), 2, "restarted backend");
+    }
+
+    #[test]
+    fn unschedulable_pods_are_named_with_the_scheduler_message() {
+        let p: Pod = serde_json::from_value(json!({"metadata": {"name": "captions-backend-0"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}}))
+        .unwrap();
+        let stuck = unschedulable(&[Arc::new(p)]);
+        assert_eq!(
+            stuck,
+            vec![(
+                "captions-backend-0".to_string(),
+                "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.".to_string()
+            )]
+        );
+        let cp = pool(json!({}));
+        let status = CaptionPoolStatus {
+            backends: BackendCounts { desired: 1, current: 1, updated: 1, unschedulable: 1, ..Default::default() },
+            ..Default::default()
+        };
+        let d = decide(&cp, &status, &stuck, false);
+        assert_eq!((d[0].type_, d[0].status, d[0].reason.as_str()), (conditions::READY, false, "Unschedulable"));
+        assert!(d[0].message.contains("Insufficient nvidia.com/gpu") && d[0].message.contains("spec.backend.gpu"));
+        assert_eq!(d[2].reason, "Unschedulable");
+    }
+
+    #[test]
+    fn degraded_when_rejecting_or_full() {
+        let cp = pool(json!({}));
+        let mut status = CaptionPoolStatus {
+            slots: SlotCounts { used: 10, total: 64, rejected: 0 },
+            backends: BackendCounts { desired: 1, ready: 1, current: 1, updated: 1, ..Default::default() },
+            ..Default::default()
+        };
+        let d = decide(&cp, &status, &[], false);
+        assert_eq!((d[0].status, d[0].reason.as_str()), (true, "Serving"));
+        assert_eq!((d[1].status, d[2].status), (false, false));
+        assert_eq!(decide(&cp, &status, &[], true)[2].reason, "StreamsRejected");
+        status.slots.used = 64;
+        assert_eq!(decide(&cp, &status, &[], false)[2].reason, "SlotsExhausted");
+    }
+
+    #[test]
+    fn status_counts_slots_of_serving_pods_and_streams_of_all() {
+        let cp = pool(json!({"backend": {"slotsPerPod": 8}}));
+        let snap = Snapshot {
+            now: 0,
+            target_hash: "new".into(),
+            pods: vec![
+                pod("a", "new", PodPhase::Serving),
+                pod("b", "old", PodPhase::Draining { since: 0 }),
+                pod("c", "new", PodPhase::Pending),
+            ],
+            low_load_since: None,
+        };
+        let s = build_status(&cp, "new", &snap, 2, &[]);
+        assert_eq!(s.slots.total, 8, "serving pods only, spec slots when unreported");
+        assert_eq!(
+            (s.backends.desired, s.backends.ready, s.backends.current, s.backends.updated, s.backends.draining),
+            (2, 1, 3, 2, 1)
+        );
     }
 }

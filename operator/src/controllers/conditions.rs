@@ -62,6 +62,21 @@ pub fn merge(previous: &[Condition], decided: &[Decided], generation: Option<i64
     out
 }
 
+/// Merges `decided` into a status's conditions and observed generation (now as the transition time of
+/// what changed); returns whether anything changed.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    observed_generation: &mut Option<i64>,
+    decided: &[Decided],
+    generation: Option<i64>,
+) -> bool {
+    let merged = merge(conditions, decided, generation, Timestamp::now());
+    let changed = merged != *conditions || *observed_generation != generation;
+    *conditions = merged;
+    *observed_generation = generation;
+    changed
+}
+
 /// Looks up a condition's status.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions.iter().any(|c| c.type_ == type_ && c.status == "True")

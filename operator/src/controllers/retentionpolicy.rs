@@ -10,7 +10,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -24,7 +23,7 @@ const CONTROLLER: &str = "retentionpolicy";
 
 pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future<Output = ()> {
     // Lenient watch: one stored policy we cannot read must not stop the others.
-    super::lenient_controller::<RetentionPolicy>(&client, watcher::Config::default().any_semantic())
+    super::lenient_controller::<RetentionPolicy>(&client, super::watch_config())
         .shutdown_on_signal()
         .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

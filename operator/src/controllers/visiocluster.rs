@@ -15,25 +15,25 @@ use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
-use serde_json::json;
 use tracing::Instrument;
 
 use super::apply::{self, is_child_of};
 use super::conditions::{self, Decided};
 use super::error::{Error, Result};
+use super::fleet_pods::{
+    annotation, execute, label, pod_load, pod_ready, remember_low_load, snapshot, sync_pod_labels, PodFleet,
+};
 use super::{key_of, observe, Context};
 use crate::api::visiocluster::{LiveLoad, SfuCounts, VisioCluster, VisioClusterStatus};
-use crate::builders::labels::{FIELD_MANAGER, TEMPLATE_HASH_LABEL};
-use crate::builders::sfu::AGENT_CONTAINER;
 use crate::builders::stack::{build_stack, Credentials, Stack};
-use crate::fleet::{self, Action as FleetAction, FleetSpec, PodPhase, PodSnapshot, Snapshot};
-use crate::pod_protocol::{self, DRAIN_SINCE, END_SESSIONS, IN_USE, SERVING, WARN_DEADLINE};
+use crate::fleet::{self, FleetSpec, PodPhase, PodSnapshot, Snapshot};
+use crate::pod_protocol;
+use crate::pod_protocol::DRAIN_SINCE;
 
 const CONTROLLER: &str = "visiocluster";
 
@@ -54,7 +54,7 @@ pub struct ChildStreams {
 /// The controller future.
 pub fn controller(client: Client, ctx: Arc<Context>, streams: ChildStreams) -> impl std::future::Future<Output = ()> {
     // Not Controller::new: one stored VisioCluster we cannot read must not stop the others.
-    super::lenient_controller::<VisioCluster>(&client, watcher::Config::default().any_semantic())
+    super::lenient_controller::<VisioCluster>(&client, super::watch_config())
         .owns_stream(streams.pods)
         .owns_stream(streams.secrets)
         .owns_stream(streams.services)
@@ -121,7 +121,7 @@ fn reason_of(e: &Error) -> &'static str {
 ///
 /// The stores are polled, not awaited: a store's readiness signal keeps a single waker, so a
 /// reconcile awaiting it alongside the operator's readiness probe could sleep through it.
-async fn caches_ready(ctx: &Context) -> bool {
+pub(super) async fn caches_ready(ctx: &Context) -> bool {
     use futures::FutureExt;
     let s = &ctx.stores;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -174,7 +174,14 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
     let snapshot = snapshot(ctx, &key_of(vc), &stack.sfu.hash, &pods, now);
     let plan = fleet::plan(&spec, &snapshot);
     remember_low_load(ctx, &key_of(vc), plan.low_load_since);
-    execute(vc, ctx, &stack, &pods, &plan.actions, now).await?;
+    let sfu = PodFleet {
+        owner: vc,
+        template: &stack.sfu.pod,
+        prefix: crate::builders::labels::sfu_name(&name),
+        noun: "SFU pod",
+        holds: "meetings",
+    };
+    execute(ctx, &sfu, &pods, &plan.actions, now).await?;
     sync_pod_labels(ctx, &pods).await?;
     // status
     let status = build_status(vc, &stack, &pods, plan.desired, &snapshot);
@@ -202,19 +209,7 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
 /// owned `<name>-credentials` Secret, so they survive operator restarts and are never logged.
 async fn credentials(vc: &VisioCluster, ctx: &Context) -> Result<Credentials> {
     let ns = vc.namespace().unwrap_or_default();
-    let owned_name = format!("{}-credentials", vc.name_any());
-    let ours = |s: &Secret| {
-        s.namespace().as_deref() == Some(ns.as_str())
-            && s.name_any() == owned_name
-            && is_child_of(s, &vc.name_any(), &vc.uid().unwrap_or_default())
-    };
-    let mut owned = ctx.stores.secrets.state().into_iter().find(|s| ours(s));
-    if owned.is_none() {
-        // Not in the cache: ask the API before generating, so a cache that lags behind our own
-        // first apply can never make us generate (and roll the pods onto) a second set of keys.
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        owned = api.get_opt(&owned_name).await?.filter(|s| ours(s)).map(Arc::new);
-    }
+    let owned = apply::owned_secret(ctx, vc, &format!("{}-credentials", vc.name_any())).await?;
     let existing = |key: &str| -> Option<String> {
         owned.as_ref()?.data.as_ref()?.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
     };
@@ -287,9 +282,7 @@ async fn apply_children(
     }
     // The agent's identity before any pod that runs as it.
     let agent = &stack.agent;
-    apply::ensure(ctx, &s.service_accounts, agent.service_account.clone()).await?;
-    apply::ensure(ctx, &s.roles, agent.role.clone()).await?;
-    apply::ensure(ctx, &s.role_bindings, agent.role_binding.clone()).await?;
+    super::fleet_pods::ensure_agent_access(ctx, agent).await?;
     let mut bindings = vec![agent.role_binding.clone()];
     if let Some(admins) = &stack.admin_binding {
         apply::ensure(ctx, &s.role_bindings, admins.clone()).await?;
@@ -340,7 +333,7 @@ async fn apply_children(
     Ok(())
 }
 
-fn ms(s: &str, field: &str) -> Result<i64> {
+pub(super) fn ms(s: &str, field: &str) -> Result<i64> {
     crate::duration::parse(s)
         .map(|d| d.as_millis() as i64)
         .map_err(|e| Error::Reference { reason: "invalid_duration", message: format!("{field}: {e}") })
@@ -361,258 +354,6 @@ pub fn fleet_spec(vc: &VisioCluster) -> Result<FleetSpec> {
         drain_timeout_ms: ms(&s.upgrade.drain_timeout, "spec.upgrade.drainTimeout")?,
         warn_before_ms: ms(&s.upgrade.warn_before, "spec.upgrade.warnBefore")?,
     })
-}
-
-fn annotation<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
-    p.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
-}
-
-fn label<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
-    p.metadata.labels.as_ref().and_then(|a| a.get(key)).map(String::as_str)
-}
-
-fn parse_time(s: &str) -> Option<i64> {
-    s.parse::<Timestamp>().ok().map(|t| t.as_millisecond())
-}
-
-fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Whether the pod's agent container runs. The load annotation carries no timestamp, so a figure
-/// written just before the agent died must not be read as current.
-fn agent_running(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| {
-        cs.iter().any(|c| c.name == AGENT_CONTAINER && c.state.as_ref().is_some_and(|st| st.running.is_some()))
-    })
-}
-
-/// The pod's reported load; an unparsable one, or one whose agent is not running, is unknown.
-fn pod_load(p: &Pod) -> Option<pod_protocol::Load> {
-    if !agent_running(p) {
-        return None;
-    }
-    let text = annotation(p, pod_protocol::LOAD)?;
-    match pod_protocol::parse_load(text) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            tracing::warn!(pod = %p.name_any(), error = %e, "ignoring load annotation: load unknown");
-            None
-        }
-    }
-}
-
-/// The planner's view of one pod. `was_ready`: the pod was seen Ready before (see
-/// [`remember_ready`]); such a pod that is not Ready now stays `Serving`, as the planner expects.
-fn pod_snapshot(p: &Pod, was_ready: bool) -> PodSnapshot {
-    let load = pod_load(p);
-    let phase = if p.metadata.deletion_timestamp.is_some() {
-        PodPhase::Terminating
-    } else if matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed") | Some("Succeeded")) {
-        PodPhase::Failed
-    } else if let Some(since) = annotation(p, DRAIN_SINCE).and_then(parse_time) {
-        PodPhase::Draining { since }
-    } else if pod_ready(p) || was_ready {
-        PodPhase::Serving
-    } else {
-        PodPhase::Pending
-    };
-    // A draining pod's load counts only once its agent reports it as draining (`draining: true`,
-    // read after it told the backend to drain, which then takes no new session). A figure written
-    // before the drain is stale by up to the agent's interval and report floor, and may miss the
-    // sessions placed on the pod meanwhile: read as empty, it would have the pod deleted with them.
-    let load = match phase {
-        PodPhase::Draining { .. } => load.filter(|l| l.draining),
-        _ => load,
-    };
-    PodSnapshot {
-        name: p.name_any(),
-        template_hash: label(p, TEMPLATE_HASH_LABEL).unwrap_or_default().to_string(),
-        phase,
-        load: load.map(|l| l.participants),
-        sessions: load.map(|l| l.rooms),
-        warned: annotation(p, WARN_DEADLINE).is_some(),
-        created: p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_millisecond()).unwrap_or(0),
-    }
-}
-
-fn snapshot(ctx: &Context, key: &str, target_hash: &str, pods: &[Arc<Pod>], now: Timestamp) -> Snapshot {
-    let low = ctx.low_load_since.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied();
-    let seen = remember_ready(ctx, key, pods);
-    let mut pods: Vec<PodSnapshot> =
-        pods.iter().map(|p| pod_snapshot(p, seen.contains(p.uid().as_deref().unwrap_or_default()))).collect();
-    pods.sort_by(|a, b| a.name.cmp(&b.name));
-    Snapshot { now: now.as_millisecond(), target_hash: target_hash.to_string(), pods, low_load_since: low }
-}
-
-/// Records which of the fleet's pods are Ready now and returns every current pod seen Ready at least
-/// once (the memory keeps only current pods). After an operator restart the memory is empty: a pod
-/// that holds sessions (its agent says so) has served, whatever its readiness now.
-fn remember_ready(ctx: &Context, key: &str, pods: &[Arc<Pod>]) -> BTreeSet<String> {
-    let mut all = ctx.ready_seen.lock().unwrap_or_else(|p| p.into_inner());
-    let before = all.remove(key).unwrap_or_default();
-    let seen: BTreeSet<String> = pods
-        .iter()
-        .filter_map(|p| {
-            let uid = p.uid()?;
-            let held = pod_load(p).is_some_and(|l| l.participants > 0 || l.rooms > 0);
-            (pod_ready(p) || held || before.contains(&uid)).then_some(uid)
-        })
-        .collect();
-    if !seen.is_empty() {
-        all.insert(key.to_string(), seen.clone());
-    }
-    seen
-}
-
-fn remember_low_load(ctx: &Context, key: &str, since: Option<i64>) {
-    let mut m = ctx.low_load_since.lock().unwrap_or_else(|p| p.into_inner());
-    match since {
-        Some(t) => m.insert(key.to_string(), t),
-        None => m.remove(key),
-    };
-}
-
-/// Lowest free pod indexes: pod names are `<cluster>-sfu-<n>`, so a create retried after a
-/// crash or a lagging cache hits AlreadyExists instead of making a duplicate.
-fn free_names(cluster: &str, pods: &[Arc<Pod>], count: u32) -> Vec<String> {
-    let used: BTreeSet<String> = pods.iter().map(|p| p.name_any()).collect();
-    (0..).map(|i| format!("{cluster}-sfu-{i}")).filter(|n| !used.contains(n)).take(count as usize).collect()
-}
-
-async fn patch_pod_meta(ctx: &Context, ns: &str, name: &str, patch: serde_json::Value) -> Result<()> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    ctx.metrics.child_writes.with_label_values(&["Pod", "patch"]).inc();
-    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn execute(
-    vc: &VisioCluster,
-    ctx: &Context,
-    stack: &Stack,
-    pods: &[Arc<Pod>],
-    actions: &[FleetAction],
-    now: Timestamp,
-) -> Result<()> {
-    let ns = vc.namespace().unwrap_or_default();
-    let find = |name: &str| pods.iter().find(|p| p.name_any() == name);
-    for action in actions {
-        match action {
-            FleetAction::Create { count } => {
-                for name in free_names(&vc.name_any(), pods, *count) {
-                    let mut pod = stack.sfu.pod.clone();
-                    pod.metadata.name = Some(name.clone());
-                    pod.metadata.namespace = Some(ns.clone());
-                    pod.metadata.owner_references = Some(vec![vc.controller_owner_ref(&()).unwrap_or_default()]);
-                    pod.metadata.labels.get_or_insert_with(Default::default).insert(SERVING.into(), "true".into());
-                    if apply::create(ctx, &pod).await? {
-                        tracing::info!(pod = %name, "created SFU pod");
-                    }
-                }
-                ctx.event(vc, EventType::Normal, "ScaledUp", "Scale", format!("creating {count} SFU pod(s)")).await;
-            }
-            FleetAction::Drain { pod, reason } => {
-                patch_pod_meta(
-                    ctx,
-                    &ns,
-                    pod,
-                    json!({"metadata": {"annotations": {DRAIN_SINCE: now.to_string()}, "labels": {SERVING: "false"}}}),
-                )
-                .await?;
-                ctx.event(
-                    vc,
-                    EventType::Normal,
-                    "DrainStarted",
-                    "Drain",
-                    format!("draining SFU pod {pod} ({reason:?}): no new meetings, existing ones continue"),
-                )
-                .await;
-            }
-            FleetAction::Warn { pod, deadline } => {
-                let deadline = Timestamp::from_millisecond(*deadline).unwrap_or(now);
-                patch_pod_meta(
-                    ctx,
-                    &ns,
-                    pod,
-                    json!({"metadata": {"annotations": {WARN_DEADLINE: deadline.to_string()}}}),
-                )
-                .await?;
-                ctx.event(
-                    vc,
-                    EventType::Warning,
-                    "DrainDeadlineNear",
-                    "Warn",
-                    format!("SFU pod {pod} still holds meetings; participants warned, sessions end at {deadline}"),
-                )
-                .await;
-            }
-            FleetAction::ForceEnd { pod } => {
-                // The planner repeats ForceEnd until the pod is empty; the mark is written once.
-                if find(pod).is_some_and(|p| annotation(p, END_SESSIONS) == Some("true")) {
-                    continue;
-                }
-                patch_pod_meta(ctx, &ns, pod, json!({"metadata": {"annotations": {END_SESSIONS: "true"}}})).await?;
-                ctx.event(
-                    vc,
-                    EventType::Warning,
-                    "DrainDeadlinePassed",
-                    "EndSessions",
-                    format!("SFU pod {pod} passed its drain deadline: ending its remaining sessions"),
-                )
-                .await;
-            }
-            FleetAction::Delete { pod, reason } => {
-                if let Some(p) = find(pod) {
-                    // Past its deadline the pod's sessions were ended: do not grant it the long grace
-                    // period (drainTimeout + 60 s) a second time.
-                    let grace = matches!(reason, fleet::DeleteReason::DeadlinePassed).then_some(30);
-                    apply::delete(ctx, p.as_ref(), grace).await?;
-                    ctx.event(
-                        vc,
-                        EventType::Normal,
-                        "PodDeleted",
-                        "Delete",
-                        format!("deleted SFU pod {pod} ({reason:?})"),
-                    )
-                    .await;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Keeps the routing labels in line with what the pods report: `serving` follows draining,
-/// `in-use` follows the reported load (unknown load counts as in use, so a node drain cannot evict it).
-async fn sync_pod_labels(ctx: &Context, pods: &[Arc<Pod>]) -> Result<()> {
-    for p in pods {
-        if p.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let serving = if annotation(p, DRAIN_SINCE).is_some() { "false" } else { "true" };
-        let in_use = match pod_load(p) {
-            Some(l) if l.participants == 0 && l.rooms == 0 => "false",
-            _ => "true",
-        };
-        if label(p, SERVING) != Some(serving) || label(p, IN_USE) != Some(in_use) {
-            let ns = p.namespace().unwrap_or_default();
-            patch_pod_meta(
-                ctx,
-                &ns,
-                &p.name_any(),
-                json!({"metadata": {"labels": {SERVING: serving, IN_USE: in_use}}}),
-            )
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 fn build_status(
@@ -710,19 +451,11 @@ fn decide_conditions(status: &VisioClusterStatus, vc: &VisioCluster, lost_readin
 
 /// Merges the decided conditions into `status`; returns whether anything changed.
 fn set_conditions(status: &mut VisioClusterStatus, vc: &VisioCluster, decided: &[Decided]) -> bool {
-    let merged = conditions::merge(&status.conditions, decided, vc.metadata.generation, Timestamp::now());
-    let changed = merged != status.conditions || status.observed_generation != vc.metadata.generation;
-    status.conditions = merged;
-    status.observed_generation = vc.metadata.generation;
-    changed
+    conditions::set(&mut status.conditions, &mut status.observed_generation, decided, vc.metadata.generation)
 }
 
 async fn write_status(ctx: &Context, vc: &VisioCluster, status: &VisioClusterStatus) -> Result<()> {
-    let api: Api<VisioCluster> = Api::namespaced(ctx.client.clone(), &vc.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "status": status});
-    api.patch_status(&vc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    ctx.metrics.child_writes.with_label_values(&["VisioCluster", "status"]).inc();
-    Ok(())
+    super::write_status(ctx, vc, status).await
 }
 
 /// The tenant's series: pod counts and load from the status, and the figures the alerts compare
@@ -760,49 +493,10 @@ fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &VisioClusterStat
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A Ready SFU pod whose agent runs, with these annotations.
-    fn pod(annotations: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": "visio-sfu-0", "annotations": annotations},
-            "status": {
-                "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "True"}],
-                "containerStatuses": [{"name": AGENT_CONTAINER, "image": "a", "imageID": "", "ready": true,
-                                       "restartCount": 0, "state": {"running": {}}}]
-            }
-        }))
-        .unwrap()
-    }
+    use serde_json::json;
 
     #[test]
-    fn a_draining_pod_is_empty_only_once_its_agent_reports_the_drain() {
-        let since = "2026-11-27T10:00:00Z";
-        let before = r#"{"participants":0,"rooms":0,"draining":false}"#;
-        let after = r#"{"participants":0,"rooms":0,"draining":true}"#;
-        // Serving: the report counts as it is.
-        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: before})), false);
-        assert_eq!((s.phase, s.load, s.sessions), (PodPhase::Serving, Some(0), Some(0)));
-        // Draining, with a figure written before the drain: unknown, so never deleted as empty.
-        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: before, DRAIN_SINCE: since})), false);
-        assert!(matches!(s.phase, PodPhase::Draining { .. }));
-        assert_eq!((s.load, s.sessions), (None, None));
-        // Draining, and the agent says its backend drains: the figure counts.
-        let s = pod_snapshot(&pod(json!({pod_protocol::LOAD: after, DRAIN_SINCE: since})), false);
-        assert_eq!((s.load, s.sessions), (Some(0), Some(0)));
-    }
-
-    #[test]
-    fn a_pod_that_lost_readiness_still_serves_and_the_tenant_is_degraded() {
-        let mut p = pod(json!({pod_protocol::LOAD: r#"{"participants":12,"rooms":2,"draining":false}"#}));
-        if let Some(c) = p.status.as_mut().and_then(|s| s.conditions.as_mut()) {
-            c[0].status = "False".into();
-        }
-        // Never seen ready: not capacity yet.
-        assert_eq!(pod_snapshot(&p, false).phase, PodPhase::Pending);
-        // Seen ready before (Redis went away): still serving its meetings, still capacity.
-        assert_eq!(pod_snapshot(&p, true).phase, PodPhase::Serving);
-
+    fn every_serving_pod_losing_readiness_degrades_the_tenant() {
         let vc: VisioCluster = serde_json::from_value(json!({
             "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio", "namespace": "t"},
             "spec": {"tenant": {"displayName": "T"}, "signaling": {"host": "visio.t.gouv.fr"}}}))

@@ -55,6 +55,8 @@ mod upgrade;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
+mod props_captions;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,350 @@
+//! Issue #5 on the local control plane: the CaptionPool scales on slots and never cuts a stream.
+//!
+//! Backend load comes from the fleet harness (`visio_e2e::fleet`) in its caption mode: for every caption
+//! backend pod kwok runs, a `moshi-standin` (moshi-server's slots: hard rejection when full, its metrics,
+//! its API key check, no drain) and the real `visio-operator agent --backend moshi` writing that pod's
+//! load. A "meeting" of the harness is one caption stream (one captioned participant, one slot). The
+//! harness opens each stream on the least-loaded serving pod, as the backend Service would spread them;
+//! a stream is counted **rejected** when the pod answered "no free channels", and **cut** when it ended
+//! without the harness closing it (its pod deleted, or its backend gone, with the stream open).
+//!
+//! 1. `captions_scale_on_slots_and_never_cut_a_stream`, one pool on the fake GPU node (4 GPUs, one per
+//!    backend pod): a steady ramp of captioned participants (rejected streams must be 0, and the free
+//!    slots never run out), participants leaving (only empty pods are deleted, busy draining pods wait for
+//!    their streams), a backend image upgrade with streams open (no stream cut, the upgrade completes);
+//! 2. `bad_input_is_reported`: a pool naming a VisioCluster that does not exist, one asking for a GPU no
+//!    node has (pods Pending, `Unschedulable` quoting the scheduler), and what the schema refuses.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+use serde_json::{json, Value};
+use visio_e2e::fleet::{unix_ms, Fleet, FleetConfig, Join, StandinBackend, View, Workload};
+use visio_e2e::{client, events, kubeconfig_path, wait_for, Tenant};
+use visio_operator::api::{CaptionPool, VisioCluster};
+
+const POOL: &str = "captions";
+const SLOTS: u32 = 16;
+
+fn visiocluster() -> Value {
+    json!({
+        "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
+        "spec": {
+            "tenant": {"displayName": "Ministère de la Santé"},
+            "signaling": {"host": "visio.sante.gouv.fr"},
+            "sfu": {"network": {"mode": "podNetwork"}, "replicas": {"min": 1, "max": 1}},
+            "turn": {"enabled": false}
+        }
+    })
+}
+
+fn pool(name: &str, spec: Value) -> Value {
+    let mut cp = json!({
+        "apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool", "metadata": {"name": name},
+        "spec": {"clusterRef": {"name": "visio"}}
+    });
+    visio_e2e::merge_patch(&mut cp["spec"], &spec);
+    cp
+}
+
+async fn apply<K>(client: &Client, ns: &str, name: &str, obj: &Value) -> Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.patch(name, &PatchParams::apply("e2e-captions").force(), &Patch::Apply(obj)).await?;
+    Ok(())
+}
+
+async fn status(client: &Client, ns: &str, name: &str) -> Result<Option<visio_operator::api::CaptionPoolStatus>> {
+    let api: Api<CaptionPool> = Api::namespaced(client.clone(), ns);
+    Ok(api.get(name).await?.status)
+}
+
+fn condition(s: &visio_operator::api::CaptionPoolStatus, type_: &str) -> Option<(String, String, String)> {
+    s.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Free slots on the serving pods whose stand-in runs, by the harness's books.
+fn free_slots(v: &View) -> i64 {
+    let by_pod = v.participants_by_pod();
+    v.active()
+        .filter(|p| p.serving && p.drain_since.is_none() && v.live.contains(&p.name))
+        .map(|p| i64::from(SLOTS) - i64::from(by_pod.get(&p.name).copied().unwrap_or(0)))
+        .sum()
+}
+
+fn summary(name: &str, lines: &[String]) {
+    eprintln!("=== caption scenario: {name}");
+    for l in lines {
+        eprintln!("    {l}");
+    }
+}
+
+#[tokio::test]
+async fn captions_scale_on_slots_and_never_cut_a_stream() -> Result<()> {
+    let ns = "e2e-captions";
+    let client = client().await?;
+    let _tenant = Tenant::create(&client, ns).await?;
+    apply::<VisioCluster>(&client, ns, "visio", &visiocluster()).await?;
+    let spec = json!({
+        "engine": "kyutai",
+        "backend": {
+            "slotsPerPod": SLOTS, "gpu": {"count": 1, "resourceName": "nvidia.com/gpu"},
+            "replicas": {"min": 1, "max": 4}, "targetOccupancyPercent": 70, "slotBuffer": 8,
+            "drainTimeout": "10m", "scaleDownDelay": "5s",
+            "scheduling": {"nodeSelector": {"visio.io/gpu": "true"}}
+        },
+        "transcribers": {"replicas": {"min": 1, "max": 5}, "jobsPerWorker": 10}
+    });
+    apply::<CaptionPool>(&client, ns, POOL, &pool(POOL, spec.clone())).await?;
+    let mut cfg = FleetConfig::new(ns, POOL, &kubeconfig_path()?);
+    cfg.backend = StandinBackend::Moshi { slots: SLOTS };
+    cfg.component = "caption-backend".into();
+    cfg.agent_args = ["--interval", "500ms", "--min-report-interval", "1s"].map(String::from).to_vec();
+    let fleet = Fleet::start(client.clone(), cfg).await?;
+    fleet.wait_serving(1, Duration::from_secs(90)).await?;
+
+    // 1. A steady ramp: 40 captioned participants, one every 700 ms. At 70 % of 16 slots plus a buffer
+    // of 8, the pool needs 4 backends for 40 streams.
+    let ramp_started = unix_ms();
+    let mut min_free = i64::MAX;
+    let mut streams_at_new_pod: Vec<(String, usize, i64)> = Vec::new();
+    let mut known: std::collections::BTreeSet<String> = fleet.view().await.pods.keys().cloned().collect();
+    for i in 0..40 {
+        let view = fleet.view().await;
+        min_free = min_free.min(free_slots(&view));
+        for p in view.pods.keys() {
+            if known.insert(p.clone()) {
+                streams_at_new_pod.push((p.clone(), view.open_meetings(), unix_ms() - ramp_started));
+            }
+        }
+        let joined = fleet.open(&format!("s{i}"), 1).await?;
+        ensure!(matches!(joined, Join::Joined(_)), "stream s{i} found no serving backend");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let ramp_view = fleet.view().await;
+    // Scale-up reaction: from the agent's load report that preceded a new backend to the harness first
+    // listing that backend (its harness tick is 200 ms).
+    let reactions: Vec<(String, i64)> = ramp_view
+        .outcome
+        .pods_seen
+        .iter()
+        .skip(1)
+        .filter_map(|(seen, pod, _)| {
+            let report = ramp_view.outcome.loads.iter().filter(|(_, at, _)| at < seen).map(|(_, at, _)| *at).max()?;
+            Some((pod.clone(), seen - report))
+        })
+        .collect();
+    min_free = min_free.min(free_slots(&ramp_view));
+    fleet.wait_serving(4, Duration::from_secs(60)).await?;
+    let rejected_in_ramp = ramp_view.outcome.rejected_full + ramp_view.outcome.no_serving_pod;
+    ensure!(rejected_in_ramp == 0, "streams rejected during a steady ramp: {rejected_in_ramp}");
+    let st = wait_for("the status to count 40 streams on 4 backends", Duration::from_secs(30), || async {
+        Ok(status(&client, ns, POOL).await?.filter(|s| s.slots.used == 40 && s.backends.ready == 4))
+    })
+    .await?;
+    ensure!(st.slots.total == i64::from(4 * SLOTS), "total slots {}", st.slots.total);
+    ensure!(condition(&st, "Ready").is_some_and(|c| c.0 == "True"), "Ready: {:?}", condition(&st, "Ready"));
+    ensure!(st.transcribers.desired == 4, "transcribers for 40 streams at 10 jobs each: {}", st.transcribers.desired);
+    let scaled = events(&client, ns, "ScaledUp").await?;
+    ensure!(!scaled.is_empty(), "ScaledUp Events");
+    summary(
+        "ramp",
+        &[
+            format!("40 streams, one every 700 ms, {SLOTS} slots per backend, target 70 %, buffer 8"),
+            format!("streams rejected: {rejected_in_ramp}; fewest free serving slots before a join: {min_free}"),
+            format!("backends appeared (pod, open streams then, ms into the ramp): {streams_at_new_pod:?}"),
+            format!("scale-up reaction, load report seen -> new backend listed, both at the harness 200 ms tick (ms): {reactions:?}"),
+        ],
+    );
+
+    // 2. Participants leave: 32 of 40 streams close. One backend is enough for 8 (16 slots, 70 %, buffer
+    // 8); the three emptiest drain, and a draining pod is deleted only once its last stream is closed.
+    let keep: Vec<String> = (0..40).map(|i| format!("s{i}")).filter(|s| s.ends_with('0') || s.ends_with('5')).collect();
+    for i in 0..40 {
+        let name = format!("s{i}");
+        if !keep.contains(&name) {
+            fleet.close(&name).await?;
+        }
+    }
+    let draining = fleet
+        .wait("three backends draining", Duration::from_secs(60), |v| {
+            let d: Vec<String> = v.active().filter(|p| p.drain_since.is_some()).map(|p| p.name.clone()).collect();
+            (d.len() == 3).then_some(d)
+        })
+        .await?;
+    // Streams still open on the draining pods keep them; close those streams now (their speakers leave).
+    let view = fleet.view().await;
+    let on_draining: Vec<String> = view
+        .meetings
+        .values()
+        .filter(|m| m.status == visio_e2e::fleet::MeetingStatus::Open && draining.contains(&m.pod))
+        .map(|m| m.name.clone())
+        .collect();
+    if !on_draining.is_empty() {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let v = fleet.view().await;
+        let busy: std::collections::BTreeSet<&str> = v
+            .meetings
+            .values()
+            .filter(|m| m.status == visio_e2e::fleet::MeetingStatus::Open)
+            .map(|m| m.pod.as_str())
+            .collect();
+        for pod in draining.iter().filter(|p| busy.contains(p.as_str())) {
+            ensure!(v.active().any(|p| &p.name == pod), "draining pod {pod} was deleted with open streams");
+        }
+    }
+    for s in &on_draining {
+        fleet.close(s).await?;
+    }
+    fleet
+        .wait("the pool back to 1 backend", Duration::from_secs(60), |v| (v.active().count() == 1).then_some(()))
+        .await?;
+
+    // 3. A backend image upgrade with streams open: new pods first, old ones drain and go once their
+    // streams end (each closes 3 to 12 s from now), new streams go to serving pods meanwhile.
+    let old_hash = {
+        let v = fleet.view().await;
+        let hashes: std::collections::BTreeSet<String> = v.active().map(|p| p.template_hash.clone()).collect();
+        ensure!(hashes.len() == 1, "one template before the upgrade: {hashes:?}");
+        hashes.into_iter().next().unwrap_or_default()
+    };
+    // Participants in meetings when the upgrade starts: their streams are on the outdated backend.
+    let mut work = Workload::new(5);
+    let at_upgrade = work.open_many(&fleet, "p", 6, (1, 1)).await?.len() + fleet.view().await.open_meetings() - 6;
+    let upgrade_started = Instant::now();
+    let mut upgraded = spec.clone();
+    upgraded["image"] = json!("registry.visio.local/kyutai/moshi-server:0.6.5");
+    apply::<CaptionPool>(&client, ns, POOL, &pool(POOL, upgraded)).await?;
+    let open_now: Vec<String> = fleet
+        .view()
+        .await
+        .meetings
+        .values()
+        .filter(|m| m.status == visio_e2e::fleet::MeetingStatus::Open)
+        .map(|m| m.name.clone())
+        .collect();
+    work.end_between(&open_now, Instant::now(), Duration::from_secs(3), Duration::from_secs(12));
+    // New participants join during the upgrade: they land on whichever pod serves, and leave later.
+    let extra = work.open_many(&fleet, "u", 4, (1, 1)).await?;
+    work.end_between(&extra, Instant::now(), Duration::from_secs(5), Duration::from_secs(15));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        work.step(&fleet).await?;
+        let v = fleet.view().await;
+        let done =
+            v.active().count() >= 1 && v.active().all(|p| p.template_hash != old_hash && p.drain_since.is_none());
+        if done {
+            break;
+        }
+        let pods: Vec<String> = v
+            .pods
+            .values()
+            .map(|p| {
+                format!(
+                    "{} hash={} drain={:?} terminating={} load={:?}",
+                    p.name, p.template_hash, p.drain_since, p.terminating, p.load
+                )
+            })
+            .collect();
+        ensure!(Instant::now() < deadline, "the upgrade from {old_hash} did not finish in 90 s: {pods:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let upgrade_took = upgrade_started.elapsed();
+    work.close_all(&fleet).await?;
+    let outcome = fleet.stop().await;
+    ensure!(outcome.cuts.is_empty(), "streams cut: {:?}", outcome.cuts);
+    ensure!(outcome.problems.is_empty(), "harness problems: {:?}", outcome.problems);
+    // At rest, the operator writes nothing (its own write counter, all kinds; the other test of this
+    // file has finished and deleted its namespace by now).
+    let settled = wait_for("the pool at rest", Duration::from_secs(60), || async {
+        Ok(status(&client, ns, POOL).await?.filter(|s| s.backends.current == s.backends.desired && s.slots.used == 0))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes_before = visio_e2e::metric_sum("visio_child_writes_total").await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_writes = visio_e2e::metric_sum("visio_child_writes_total").await? - writes_before;
+    ensure!(idle_writes == 0.0, "{idle_writes} writes in 10 s at rest ({} backends)", settled.backends.current);
+    let used = visio_e2e::metric(&format!("visio_caption_slots{{namespace=\"{ns}\",pool=\"{POOL}\",state=\"total\"}}"))
+        .await?;
+    ensure!(used.is_some(), "visio_caption_slots exported");
+    summary(
+        "scale on slots, scale down, upgrade",
+        &[
+            format!("ramp: 40 streams, one every 700 ms, {SLOTS} slots per backend, target 70 %, buffer 8"),
+            format!(
+                "streams rejected during the ramp: {rejected_in_ramp} (rejected_full {}, no serving pod {})",
+                ramp_view.outcome.rejected_full, ramp_view.outcome.no_serving_pod
+            ),
+            format!("fewest free serving slots seen before a join: {min_free}"),
+            format!("backends appeared (pod, open streams then, ms into the ramp): {streams_at_new_pod:?}"),
+            format!(
+                "scale-down drained {draining:?}, {} stream(s) still open on them were waited for",
+                on_draining.len()
+            ),
+            format!(
+                "upgrade of the backend with {at_upgrade} stream(s) open on it, 4 more joining, took {:.1} s",
+                upgrade_took.as_secs_f64()
+            ),
+            format!("streams opened {}, closed {}, cut {}", outcome.opened, outcome.closed, outcome.cuts.len()),
+            format!(
+                "pods started {}, stopped {}, peak {}",
+                outcome.pods_started, outcome.pods_stopped, outcome.peak_pods_all
+            ),
+            format!("operator writes in 10 s at rest: {idle_writes}"),
+        ],
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_is_reported() -> Result<()> {
+    let ns = "e2e-captions-bad";
+    let client = client().await?;
+    let _tenant = Tenant::create(&client, ns).await?;
+
+    // A VisioCluster that does not exist.
+    apply::<CaptionPool>(&client, ns, "orphan", &pool("orphan", json!({"clusterRef": {"name": "nowhere"}}))).await?;
+    let st = wait_for("ClusterNotFound", Duration::from_secs(30), || async {
+        Ok(status(&client, ns, "orphan")
+            .await?
+            .filter(|s| condition(s, "Ready").is_some_and(|c| c.1 == "ClusterNotFound")))
+    })
+    .await?;
+    let (_, _, msg) = condition(&st, "Ready").context("Ready")?;
+    ensure!(msg.contains("spec.clusterRef.name") && msg.contains("nowhere"), "{msg}");
+    ensure!(!events(&client, ns, "ClusterNotFound").await?.is_empty(), "ClusterNotFound Event");
+
+    // A GPU no node offers: the pod stays Pending and the status quotes the scheduler.
+    apply::<VisioCluster>(&client, ns, "visio", &visiocluster()).await?;
+    let gpu =
+        json!({"backend": {"gpu": {"count": 2, "resourceName": "example.com/tpu"}, "replicas": {"min": 1, "max": 2}}});
+    apply::<CaptionPool>(&client, ns, "tpu", &pool("tpu", gpu)).await?;
+    let st = wait_for("Unschedulable", Duration::from_secs(60), || async {
+        Ok(status(&client, ns, "tpu").await?.filter(|s| condition(s, "Ready").is_some_and(|c| c.1 == "Unschedulable")))
+    })
+    .await?;
+    let (_, _, msg) = condition(&st, "Ready").context("Ready")?;
+    ensure!(msg.contains("example.com/tpu") && msg.contains("Pending"), "{msg}");
+    ensure!(st.backends.unschedulable >= 1, "unschedulable count {}", st.backends.unschedulable);
+    ensure!(!events(&client, ns, "Unschedulable").await?.is_empty(), "Unschedulable Event");
+
+    // What the schema refuses, with the field named.
+    for (patch, expect) in [
+        (json!({"clusterRef": {"name": "visio", "namespace": "minarmees"}}), "spec.clusterRef.namespace"),
+        (json!({"engine": "vosk"}), "spec.engine"),
+    ] {
+        let obj = pool("refused", patch).to_string();
+        let err = visio_e2e::kubectl(&["create", "-n", ns, "-f", "-"], Some(&obj)).err().context("refused")?;
+        ensure!(err.to_string().contains(expect), "{err}");
+    }
+    summary("bad input", &[format!("Unschedulable: {msg}")]);
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! The caption backends: moshi-server (Kyutai) and WhisperLive, read on loopback.
+//!
+//! - Load: the open streams, from the backend's Prometheus endpoint (`asr_open_channels` for moshi-server,
+//!   `whisperlive_connections_active` for WhisperLive). Each captioned participant holds one stream, so the
+//!   load, the sessions and the used slots are the same figure. The capacity is the slot count the operator
+//!   configured (moshi-server's `batch_size`, WhisperLive's `--max_clients`, given as `--slots`).
+//! - Step time: the 95th percentile of `asr_model_step_duration` (moshi-server; one step is 80 ms of audio)
+//!   or of `whisperlive_transcription_latency_seconds` (WhisperLive), over the observations since the
+//!   previous reading (histogram buckets are cumulative since start; the difference is what happened
+//!   lately). Kept as it was while nothing new was observed.
+//! - Rejections: WhisperLive counts them (`whisperlive_connections_rejected_total`); moshi-server does not, so
+//!   its rejections are known only from the slots (a pod with every slot taken refuses the next stream).
+//! - Drain: neither backend drains on a signal (moshi-server just exits on SIGTERM, cutting every stream),
+//!   so the agent never signals it. The pod's readiness fails (the agent's `/readyz`), the backend Service
+//!   stops routing new streams to it, and the open streams go on until they close or the operator's
+//!   deadline passes. The load then says `draining: true`.
+//! - Warnings and forced ends: neither backend has a channel to tell a stream it ends, nor an API to close
+//!   one. Both are refused ("unsupported"): at the deadline the operator deletes the pod, and the transcriber
+//!   reconnects the participant's stream to a serving backend.
+//!
+//! Parsing is defensive and pure: a missing or nonsensical figure makes the load unknown (never zero), and
+//! the reason is logged once per change of reason.
+
+use std::time::Duration;
+
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
+use k8s_openapi::jiff::Timestamp;
+
+use super::backend::{Backend, BackendError, DrainStatus};
+use super::http::{self, LoopbackUrl};
+use super::prometheus::{count_value, parse_line, sum_metric, Sum};
+use crate::pod_protocol::Load;
+
+/// moshi-server's open streams (gauge).
+pub const MOSHI_OPEN: &str = "asr_open_channels";
+/// moshi-server's model step duration (histogram, seconds).
+pub const MOSHI_STEP: &str = "asr_model_step_duration";
+/// WhisperLive's open connections (gauge).
+pub const WHISPER_ACTIVE: &str = "whisperlive_connections_active";
+/// WhisperLive's refused connections (counter, by reason).
+pub const WHISPER_REJECTED: &str = "whisperlive_connections_rejected_total";
+/// WhisperLive's transcription latency (histogram, seconds).
+pub const WHISPER_LATENCY: &str = "whisperlive_transcription_latency_seconds";
+/// Default metrics endpoint of moshi-server in the pod (its HTTP port).
+pub const MOSHI_METRICS_URL: &str = "http://127.0.0.1:8080/metrics";
+/// Default metrics endpoint of WhisperLive in the pod.
+pub const WHISPER_METRICS_URL: &str = "http://127.0.0.1:9091/metrics";
+
+/// Largest metrics body read.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Most histogram buckets read (a real histogram has a dozen or two).
+const MAX_BUCKETS: usize = 256;
+
+/// Which caption engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Moshi,
+    WhisperLive,
+}
+
+impl Engine {
+    fn open_metric(self) -> &'static str {
+        match self {
+            Engine::Moshi => MOSHI_OPEN,
+            Engine::WhisperLive => WHISPER_ACTIVE,
+        }
+    }
+
+    fn latency_metric(self) -> &'static str {
+        match self {
+            Engine::Moshi => MOSHI_STEP,
+            Engine::WhisperLive => WHISPER_LATENCY,
+        }
+    }
+}
+
+/// Cumulative histogram buckets: (upper bound in seconds, observations at or under it), sorted by bound.
+pub type Buckets = Vec<(f64, u64)>;
+
+/// One reading of a caption backend's metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    /// Open streams.
+    pub open: u32,
+    /// Streams refused since start, when the backend counts them.
+    pub rejected: Option<u32>,
+    /// The latency histogram, when the backend exposes one.
+    pub latency: Option<Buckets>,
+}
+
+/// Reads the metrics text of `engine`. The open-streams gauge is required; the rest is optional.
+pub fn parse_metrics(engine: Engine, text: &str) -> Result<Reading, BackendError> {
+    let open = match sum_metric(text, engine.open_metric()) {
+        Sum::Known(v) => v,
+        other => return Err(BackendError::Malformed(format!("{}: {other}", engine.open_metric()))),
+    };
+    let rejected = match engine {
+        Engine::Moshi => None,
+        Engine::WhisperLive => sum_metric(text, WHISPER_REJECTED).known(),
+    };
+    Ok(Reading { open, rejected, latency: histogram(text, engine.latency_metric()) })
+}
+
+/// The cumulative buckets of histogram `name`, summed over its label sets other than `le`. `None` when the
+/// histogram is absent or any of its bucket lines is unreadable (a bound or count that is not a number,
+/// counts that decrease with the bound, too many buckets).
+pub fn histogram(text: &str, name: &str) -> Option<Buckets> {
+    let bucket = format!("{name}_bucket");
+    let mut out: Vec<(f64, u64)> = Vec::new();
+    for line in text.lines() {
+        let Some(s) = parse_line(line) else { continue };
+        if s.name != bucket {
+            continue;
+        }
+        let le = s.labels.iter().find(|(k, _)| *k == "le")?.1.as_str();
+        let bound: f64 = match le {
+            "+Inf" | "Inf" => f64::INFINITY,
+            b => b.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?,
+        };
+        let count = count_value(s.value)?;
+        match out.iter_mut().find(|(b, _)| *b == bound) {
+            Some((_, c)) => *c = c.checked_add(count)?,
+            None => {
+                if out.len() >= MAX_BUCKETS {
+                    return None;
+                }
+                out.push((bound, count));
+            }
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out.windows(2).all(|w| w[0].1 <= w[1].1).then_some(out)
+}
+
+/// The observations between two readings of the same histogram (`None` when the bounds differ or a count
+/// went down: the backend restarted, and `now` alone is the delta).
+pub fn delta(prev: &Buckets, now: &Buckets) -> Buckets {
+    let same_bounds = prev.len() == now.len() && prev.iter().zip(now).all(|(a, b)| a.0 == b.0);
+    if same_bounds && prev.iter().zip(now).all(|(a, b)| a.1 <= b.1) {
+        prev.iter().zip(now).map(|(a, b)| (b.0, b.1 - a.1)).collect()
+    } else {
+        now.clone()
+    }
+}
+
+/// Quantile `q` (0..=1) of cumulative buckets, as the upper bound of the bucket holding it (the largest
+/// finite bound when it falls in `+Inf`). `None` when there are no observations.
+pub fn quantile(buckets: &Buckets, q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = (q.clamp(0.0, 1.0) * total as f64).ceil().max(1.0) as u64;
+    let largest_finite = buckets.iter().rev().map(|b| b.0).find(|b| b.is_finite()).unwrap_or(0.0);
+    buckets.iter().find(|(_, c)| *c >= rank).map(|(b, _)| if b.is_finite() { *b } else { largest_finite })
+}
+
+/// Seconds as whole microseconds for the load (saturating).
+fn micros(seconds: f64) -> u32 {
+    (seconds * 1e6).round().clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+/// A caption backend next to the agent.
+pub struct Caption {
+    engine: Engine,
+    metrics_url: LoopbackUrl,
+    slots: u32,
+    timeout: Duration,
+    draining: bool,
+    last_buckets: Option<Buckets>,
+    last_p95_us: Option<u32>,
+}
+
+impl Caption {
+    pub fn new(engine: Engine, metrics_url: LoopbackUrl, slots: u32) -> Self {
+        Caption {
+            engine,
+            metrics_url,
+            slots,
+            timeout: Duration::from_secs(2),
+            draining: false,
+            last_buckets: None,
+            last_p95_us: None,
+        }
+    }
+
+    /// The load from one reading (pure apart from the step-time memory).
+    pub fn load_of(&mut self, reading: Reading) -> Load {
+        if let Some(now) = reading.latency {
+            let fresh = match &self.last_buckets {
+                Some(prev) => delta(prev, &now),
+                None => now.clone(),
+            };
+            if let Some(p95) = quantile(&fresh, 0.95) {
+                self.last_p95_us = Some(micros(p95));
+            }
+            self.last_buckets = Some(now);
+        }
+        Load {
+            participants: reading.open,
+            rooms: reading.open,
+            capacity: Some(self.slots),
+            draining: self.draining,
+            rejected: reading.rejected,
+            step_p95_us: self.last_p95_us,
+        }
+    }
+}
+
+impl Backend for Caption {
+    async fn read_load(&mut self) -> Result<Load, BackendError> {
+        let resp = http::call(Method::GET, &self.metrics_url, &[], Bytes::new(), self.timeout, MAX_BODY)
+            .await
+            .map_err(|e| BackendError::Unreachable(e.to_string()))?;
+        if resp.status != StatusCode::OK {
+            return Err(BackendError::Status {
+                call: "metrics",
+                status: resp.status.as_u16(),
+                message: String::from_utf8_lossy(&resp.body).chars().take(200).collect(),
+            });
+        }
+        let text = std::str::from_utf8(&resp.body).map_err(|e| BackendError::Malformed(e.to_string()))?;
+        let reading = parse_metrics(self.engine, text)?;
+        Ok(self.load_of(reading))
+    }
+
+    fn drain(&mut self) -> Result<DrainStatus, BackendError> {
+        let first = !self.draining;
+        self.draining = true;
+        Ok(DrainStatus::Unrouted { first })
+    }
+
+    async fn warn(&mut self, _deadline: Timestamp) -> Result<bool, BackendError> {
+        Err(BackendError::Unsupported("warn its streams (no channel to them)"))
+    }
+
+    async fn end_sessions(&mut self) -> Result<usize, BackendError> {
+        Err(BackendError::Unsupported("close its streams (the operator deletes the pod at the deadline)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MOSHI: &str =
+        "# HELP asr_open_channels open channels\n# TYPE asr_open_channels gauge\nasr_open_channels 12\n\
+        # TYPE asr_connect counter\nasr_connect 40\n\
+        asr_model_step_duration_bucket{le=\"0.01\"} 10\nasr_model_step_duration_bucket{le=\"0.05\"} 90\n\
+        asr_model_step_duration_bucket{le=\"0.1\"} 100\nasr_model_step_duration_bucket{le=\"+Inf\"} 100\n\
+        asr_model_step_duration_sum 3.1\nasr_model_step_duration_count 100\n";
+
+    fn url() -> LoopbackUrl {
+        LoopbackUrl::parse(MOSHI_METRICS_URL).unwrap()
+    }
+
+    #[test]
+    fn moshi_open_channels_and_step_time() {
+        let r = parse_metrics(Engine::Moshi, MOSHI).unwrap();
+        assert_eq!(r.open, 12);
+        assert_eq!(r.rejected, None);
+        let mut c = Caption::new(Engine::Moshi, url(), 64);
+        let load = c.load_of(r);
+        assert_eq!((load.participants, load.rooms, load.capacity), (12, 12, Some(64)));
+        assert_eq!(load.step_p95_us, Some(100_000), "95th of 100 lies in the 0.1 s bucket");
+        assert!(!load.draining);
+    }
+
+    #[test]
+    fn whisperlive_active_rejected_latency() {
+        let text = "whisperlive_connections_active 3\n\
+            whisperlive_connections_rejected_total{reason=\"max_clients\"} 2\n\
+            whisperlive_connections_rejected_total{reason=\"auth\"} 1\n\
+            whisperlive_transcription_latency_seconds_bucket{le=\"0.5\"} 4\n\
+            whisperlive_transcription_latency_seconds_bucket{le=\"1\"} 4\n\
+            whisperlive_transcription_latency_seconds_bucket{le=\"+Inf\"} 4\n";
+        let r = parse_metrics(Engine::WhisperLive, text).unwrap();
+        assert_eq!((r.open, r.rejected), (3, Some(3)));
+        let load = Caption::new(Engine::WhisperLive, url(), 4).load_of(r);
+        assert_eq!(load.step_p95_us, Some(500_000));
+    }
+
+    #[test]
+    fn nonsense_is_unknown_never_zero() {
+        for bad in ["", "asr_open_channels -1\n", "asr_open_channels NaN\n", "asr_open_channels 1.5\n", "garbage"] {
+            assert!(parse_metrics(Engine::Moshi, bad).is_err(), "{bad:?}");
+        }
+        // The optional figures may be missing or broken without making the load unknown.
+        let r = parse_metrics(Engine::Moshi, "asr_open_channels 2\nasr_model_step_duration_bucket{le=\"x\"} 3\n");
+        assert_eq!(r.unwrap(), Reading { open: 2, rejected: None, latency: None });
+    }
+
+    #[test]
+    fn step_time_covers_the_last_readings_and_is_kept_while_idle() {
+        let mut c = Caption::new(Engine::Moshi, url(), 64);
+        let with = |fast: u64, slow: u64| Reading {
+            open: 1,
+            rejected: None,
+            latency: Some(vec![(0.05, fast), (0.1, fast + slow), (f64::INFINITY, fast + slow)]),
+        };
+        assert_eq!(c.load_of(with(100, 0)).step_p95_us, Some(50_000));
+        // Then every new step is slow: the delta says so although the lifetime histogram is mostly fast.
+        assert_eq!(c.load_of(with(100, 20)).step_p95_us, Some(100_000));
+        // Nothing new observed: the last figure stays.
+        assert_eq!(c.load_of(with(100, 20)).step_p95_us, Some(100_000));
+        // A restarted backend (counts went down): the new histogram alone.
+        assert_eq!(c.load_of(with(5, 0)).step_p95_us, Some(50_000));
+    }
+
+    #[test]
+    fn histogram_edge_cases() {
+        assert_eq!(histogram("", "h"), None);
+        assert_eq!(histogram("h_bucket{le=\"1\"} 5\nh_bucket{le=\"0.5\"} 6\n", "h"), None, "decreasing counts");
+        assert_eq!(histogram("h_bucket{x=\"1\"} 5\n", "h"), None, "no le");
+        let two = "h_bucket{a=\"1\",le=\"1\"} 2\nh_bucket{a=\"2\",le=\"1\"} 3\nh_bucket{le=\"+Inf\"} 5\n";
+        assert_eq!(histogram(two, "h"), Some(vec![(1.0, 5), (f64::INFINITY, 5)]));
+        assert_eq!(quantile(&vec![(1.0, 0), (f64::INFINITY, 0)], 0.95), None);
+        assert_eq!(quantile(&vec![(1.0, 0), (f64::INFINITY, 3)], 0.95), Some(1.0), "+Inf reads as the largest bound");
+    }
+
+    #[test]
+    fn drain_is_by_readiness_and_never_signals() {
+        let mut c = Caption::new(Engine::Moshi, url(), 64);
+        assert_eq!(c.drain().unwrap(), DrainStatus::Unrouted { first: true });
+        assert_eq!(c.drain().unwrap(), DrainStatus::Unrouted { first: false });
+        let load = c.load_of(Reading { open: 3, rejected: None, latency: None });
+        assert!(load.draining);
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(text in "\\PC{0,300}") {
+            let _ = parse_metrics(Engine::Moshi, &text);
+            let _ = parse_metrics(Engine::WhisperLive, &text);
+        }
+
+        #[test]
+        fn open_streams_round_trip(open in any::<u32>(), noise in "[a-z_]{1,12}") {
+            let text = format!("{noise} 7\nasr_open_channels {open}\n");
+            prop_assume!(noise != MOSHI_OPEN);
+            prop_assert_eq!(parse_metrics(Engine::Moshi, &text).unwrap().open, open);
+        }
+
+        #[test]
+        fn quantile_is_a_bound_of_the_histogram(counts in proptest::collection::vec(0u64..1000, 1..10), q in 0.0f64..=1.0) {
+            let mut cum = 0;
+            let buckets: Buckets = counts.iter().enumerate().map(|(i, c)| { cum += c; ((i + 1) as f64, cum) }).collect();
+            match quantile(&buckets, q) {
+                None => prop_assert_eq!(cum, 0),
+                Some(b) => prop_assert!(buckets.iter().any(|(x, _)| *x == b)),
+            }
+        }
+    }
+}

@@ -1,0 +1,970 @@
+//! The children of a `CaptionPool` (pure): the speech-to-text backend pod template, its config and API key
+//! Secrets, the backend Service and PodDisruptionBudget, the agent's access, and the transcriber Deployment.
+//!
+//! Like the SFU fleet, backend pods are created and deleted by the controller from [`BackendTemplate`] (one
+//! pod each, no Deployment), because a backend pod holds one stream per captioned participant for the whole
+//! meeting and must only be removed once empty (or at its drain deadline). The Service routes new streams to
+//! serving pods only (`visio.io/serving=true`, and the agent's readiness fails while a pod drains); the
+//! PodDisruptionBudget (`maxUnavailable: 0` over `visio.io/in-use=true`) keeps node drains off busy pods.
+//!
+//! Weights never come from a model hub at run time: they are read from `spec.model.path`, a mounted
+//! PersistentVolumeClaim (`spec.model.weightsPvc`, read-only) or a directory baked into the image; the
+//! generated moshi-server config names local files only, and the hub clients are switched offline.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource,
+    Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    Secret, SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    VolumeMount, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
+use kube::Resource;
+
+use super::labels::{
+    CLUSTER_LABEL, COMPONENT_LABEL, INSTANCE_LABEL, IN_USE_LABEL, LABEL_TRUE, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL,
+    PART_OF, PART_OF_LABEL, SERVING_LABEL, TEMPLATE_HASH_LABEL,
+};
+use super::sfu::{
+    agent_container as sfu_agent_container, agent_token_volume, container_security_context, quantities,
+    runtime_default, secret_env, AgentAccess, AGENT_CONTAINER,
+};
+use super::{duration_seconds, short_hash, BuildError};
+use crate::api::captionpool::{CaptionEngine, CaptionPool};
+
+/// Default moshi-server image (Kyutai publishes the server as a crate; the image is built and mirrored by the
+/// platform team, with or without the weights).
+pub const MOSHI_IMAGE: &str = "registry.visio.local/kyutai/moshi-server:0.6.4";
+/// Default WhisperLive image.
+pub const WHISPERLIVE_IMAGE: &str = "registry.visio.local/collabora/whisperlive:0.7.1";
+/// Default transcriber worker image (a LiveKit Agents worker streaming each participant to the backend).
+pub const TRANSCRIBER_IMAGE: &str = "registry.visio.local/visio/caption-transcriber:0.1.0";
+/// Name of the backend container.
+pub const BACKEND_CONTAINER: &str = "stt";
+/// Name of the transcriber container.
+pub const TRANSCRIBER_CONTAINER: &str = "transcriber";
+/// `app.kubernetes.io/component` of backend pods.
+pub const BACKEND_COMPONENT: &str = "caption-backend";
+/// `app.kubernetes.io/component` of transcriber pods.
+pub const TRANSCRIBER_COMPONENT: &str = "transcriber";
+/// Label naming the CaptionPool on every child.
+pub const POOL_LABEL: &str = "visio.io/captionpool";
+/// Port of moshi-server (and of `custom` backends): streams on `/api/asr-streaming`, metrics on `/metrics`.
+pub const MOSHI_PORT: u16 = 8080;
+/// Port of WhisperLive's WebSocket.
+pub const WHISPERLIVE_PORT: u16 = 9090;
+/// Port of WhisperLive's metrics.
+pub const WHISPERLIVE_METRICS_PORT: u16 = 9091;
+/// Where the generated config is mounted.
+pub const CONFIG_DIR: &str = "/etc/moshi";
+/// Key of the API key in the key Secret.
+pub const API_KEY: &str = "apiKey";
+/// User and group of every caption container.
+pub const CAPTION_UID: i64 = 1000;
+/// Longest CaptionPool name: `<name>-caption-config` must stay a 63-character DNS label.
+pub const MAX_POOL_NAME_LEN: usize = 63 - "-caption-config".len();
+
+/// The desired backend pod, from which the controller creates each backend pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendTemplate {
+    /// Metadata without a name (the controller names pods `<pool>-backend-<n>`), with the labels, the
+    /// template hash and the owner reference.
+    pub pod: Pod,
+    /// Hash of what the pod runs (image, model, config, resources): a pod with another hash is outdated.
+    pub hash: String,
+}
+
+/// Everything a CaptionPool owns, except the backend pods themselves.
+#[derive(Clone, PartialEq)]
+pub struct CaptionStack {
+    /// `<pool>-caption-key`: the backend API key (generated once, kept).
+    pub key_secret: Secret,
+    /// `<pool>-caption-config`: the backend config (moshi-server TOML; it names the key, so a Secret).
+    pub config_secret: Secret,
+    pub backend: BackendTemplate,
+    /// `<pool>-backend`: the Service transcribers open streams on (serving pods only).
+    pub service: Service,
+    /// `<pool>-backend`: no voluntary eviction of a pod with open streams.
+    pub pdb: PodDisruptionBudget,
+    /// `<pool>-caption-agent`: what the backend pods' agent needs to write its pod's load.
+    pub agent: AgentAccess,
+    /// `<pool>-transcriber`.
+    pub transcribers: Deployment,
+}
+
+impl std::fmt::Debug for CaptionStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The Secrets hold the API key: never in logs.
+        f.debug_struct("CaptionStack").field("backend_hash", &self.backend.hash).finish_non_exhaustive()
+    }
+}
+
+/// What the builder needs besides the pool.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaptionInputs<'a> {
+    /// The backend API key.
+    pub api_key: &'a str,
+    /// The Secret with the VisioCluster's `apiKey`/`apiSecret` (its `spec.keys`, or `<vc>-credentials`).
+    pub livekit_keys_secret: &'a str,
+    /// The operator's image (the agent).
+    pub agent_image: &'a str,
+    /// Transcriber replicas (computed by the controller from the open streams).
+    pub transcriber_replicas: i32,
+}
+
+fn pool_name(cp: &CaptionPool) -> Result<&str, BuildError> {
+    let name = cp.meta().name.as_deref().filter(|n| !n.is_empty()).ok_or(BuildError::MissingName)?;
+    let b = name.as_bytes();
+    let ok = name.len() <= MAX_POOL_NAME_LEN
+        && b[0].is_ascii_lowercase()
+        && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if !ok {
+        return Err(BuildError::InvalidName {
+            name: name.into(),
+            reason: format!(
+                "must be a DNS-1035 label of at most {MAX_POOL_NAME_LEN} characters: it is the stem of Service \
+                 and Secret names"
+            ),
+        });
+    }
+    Ok(name)
+}
+
+fn pool_namespace(cp: &CaptionPool) -> Result<&str, BuildError> {
+    cp.meta().namespace.as_deref().filter(|n| !n.is_empty()).ok_or(BuildError::MissingNamespace)
+}
+
+/// The controller owner reference of every child.
+pub fn owner_reference(cp: &CaptionPool) -> Result<OwnerReference, BuildError> {
+    Ok(OwnerReference {
+        api_version: CaptionPool::api_version(&()).into_owned(),
+        kind: CaptionPool::kind(&()).into_owned(),
+        name: cp.meta().name.clone().ok_or(BuildError::MissingName)?,
+        uid: cp.meta().uid.clone().filter(|u| !u.is_empty()).ok_or(BuildError::MissingUid)?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+/// The labels selecting one component of the pool (stable: a Deployment's selector is immutable).
+pub fn selector_labels(cp: &CaptionPool, component: &str) -> BTreeMap<String, String> {
+    let name = cp.meta().name.clone().unwrap_or_default();
+    BTreeMap::from([
+        (NAME_LABEL.to_string(), "visio-captions".to_string()),
+        (INSTANCE_LABEL.to_string(), name),
+        (COMPONENT_LABEL.to_string(), component.to_string()),
+    ])
+}
+
+/// Every child's labels.
+pub fn standard_labels(cp: &CaptionPool, component: &str) -> BTreeMap<String, String> {
+    let mut l = selector_labels(cp, component);
+    l.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    l.insert(PART_OF_LABEL.into(), PART_OF.into());
+    l.insert(CLUSTER_LABEL.into(), cp.spec.cluster_ref.name.clone());
+    l.insert(POOL_LABEL.into(), cp.meta().name.clone().unwrap_or_default());
+    l
+}
+
+fn child_metadata(cp: &CaptionPool, name: String, component: &str) -> Result<ObjectMeta, BuildError> {
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: Some(pool_namespace(cp)?.to_string()),
+        labels: Some(standard_labels(cp, component)),
+        owner_references: Some(vec![owner_reference(cp)?]),
+        ..ObjectMeta::default()
+    })
+}
+
+/// `<pool>-caption-key`.
+pub fn key_secret_name(pool: &str) -> String {
+    format!("{pool}-caption-key")
+}
+/// `<pool>-caption-config`.
+pub fn config_secret_name(pool: &str) -> String {
+    format!("{pool}-caption-config")
+}
+/// `<pool>-backend`: Service, PodDisruptionBudget, and the stem of backend pod names.
+pub fn backend_name(pool: &str) -> String {
+    format!("{pool}-backend")
+}
+/// `<pool>-transcriber`.
+pub fn transcriber_name(pool: &str) -> String {
+    format!("{pool}-transcriber")
+}
+/// `<pool>-caption-agent`.
+pub fn agent_name(pool: &str) -> String {
+    format!("{pool}-caption-agent")
+}
+
+/// The backend image: `spec.image`, or the engine's default.
+pub fn backend_image(cp: &CaptionPool) -> Result<String, BuildError> {
+    match (&cp.spec.image, cp.spec.engine) {
+        (Some(i), _) if !i.trim().is_empty() => Ok(i.clone()),
+        (_, CaptionEngine::Kyutai) => Ok(MOSHI_IMAGE.into()),
+        (_, CaptionEngine::Whisperlive) => Ok(WHISPERLIVE_IMAGE.into()),
+        (_, CaptionEngine::Custom) => {
+            Err(BuildError::InvalidValue { field: "spec.image", message: "required when spec.engine is custom".into() })
+        }
+    }
+}
+
+/// The port streams are opened on.
+pub fn backend_port(engine: CaptionEngine) -> u16 {
+    match engine {
+        CaptionEngine::Whisperlive => WHISPERLIVE_PORT,
+        CaptionEngine::Kyutai | CaptionEngine::Custom => MOSHI_PORT,
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    // A TOML basic string: escape backslashes, quotes and control characters.
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// moshi-server's TOML for `stt-1b-en_fr`, with local weight files under `spec.model.path` (never `hf://`),
+/// `batch_size` = slots per pod, and the API key as the one authorized id.
+pub fn moshi_config(cp: &CaptionPool, api_key: &str) -> Result<String, BuildError> {
+    let path = cp.spec.model.path.trim_end_matches('/');
+    if !path.starts_with('/') || path.contains("..") {
+        return Err(BuildError::InvalidValue {
+            field: "spec.model.path",
+            message: format!("{path:?} must be an absolute path without '..'"),
+        });
+    }
+    if api_key.is_empty() {
+        return Err(BuildError::MissingCredential { field: "CaptionPool API key" });
+    }
+    let file = |f: &str| toml_string(&format!("{path}/{f}"));
+    Ok(format!(
+        r#"# Generated by visio-operator for CaptionPool {name}; edits are overwritten.
+# Weights are read from {path} only: no model hub is contacted at run time.
+static_dir = "./static/"
+log_dir = "/tmp/moshi-logs"
+instance_name = "stt"
+authorized_ids = [{key}]
+
+[modules.asr]
+path = "/api/asr-streaming"
+type = "BatchedAsr"
+lm_model_file = {lm}
+text_tokenizer_file = {tok}
+audio_tokenizer_file = {mimi}
+asr_delay_in_tokens = 6
+batch_size = {batch}
+conditioning_learnt_padding = true
+temperature = 0.25
+
+[modules.asr.model]
+audio_vocab_size = 2049
+text_in_vocab_size = 8001
+text_out_vocab_size = 8000
+audio_codebooks = 20
+
+[modules.asr.model.transformer]
+d_model = 2048
+num_heads = 16
+num_layers = 16
+dim_feedforward = 8192
+causal = true
+norm_first = true
+bias_ff = false
+bias_attn = false
+context = 750
+max_period = 100000
+use_conv_block = false
+use_conv_bias = true
+gating = "silu"
+norm = "RmsNorm"
+positional_embedding = "Rope"
+conv_layout = false
+conv_kernel_size = 3
+kv_repeat = 1
+max_seq_len = 40960
+
+[modules.asr.model.extra_heads]
+num_heads = 4
+dim = 6
+"#,
+        name = cp.meta().name.clone().unwrap_or_default(),
+        key = toml_string(api_key),
+        lm = file("model.safetensors"),
+        tok = file("tokenizer_en_fr_audio_8000.model"),
+        mimi = file("mimi-pytorch-e351c8d8@125.safetensors"),
+        batch = cp.spec.backend.slots_per_pod.max(1),
+    ))
+}
+
+fn secret(meta: ObjectMeta, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: meta,
+        type_: Some("Opaque".into()),
+        data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()),
+        ..Secret::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+/// Resources of the backend container: `spec.backend.resources` with the GPU request and limit added
+/// (`spec.backend.gpu.count` of `spec.backend.gpu.resourceName`; none when the count is 0).
+pub fn backend_resources(cp: &CaptionPool) -> ResourceRequirements {
+    let b = &cp.spec.backend;
+    let mut r = b.resources.clone().unwrap_or_else(|| ResourceRequirements {
+        requests: Some(quantities(&[("cpu", "2"), ("memory", "8Gi")])),
+        limits: Some(quantities(&[("memory", "16Gi")])),
+        ..ResourceRequirements::default()
+    });
+    if b.gpu.count > 0 {
+        let q = Quantity(b.gpu.count.to_string());
+        r.limits.get_or_insert_with(BTreeMap::new).insert(b.gpu.resource_name.clone(), q.clone());
+        r.requests.get_or_insert_with(BTreeMap::new).insert(b.gpu.resource_name.clone(), q);
+    }
+    r
+}
+
+/// The backend container's command line and probes, per engine.
+fn backend_container(cp: &CaptionPool, image: String, key_secret: &str) -> Container {
+    let engine = cp.spec.engine;
+    let port = backend_port(engine);
+    let slots = cp.spec.backend.slots_per_pod.max(1).to_string();
+    let model_path = cp.spec.model.path.clone();
+    let (command, args, ready_path): (Option<Vec<String>>, Vec<String>, Option<&str>) = match engine {
+        CaptionEngine::Kyutai => (
+            Some(vec!["moshi-server".into()]),
+            ["worker", "--config", &format!("{CONFIG_DIR}/config.toml"), "--port", &port.to_string()]
+                .map(String::from)
+                .to_vec(),
+            // Answers without a key, and only once the modules (and so the weights) are loaded.
+            Some("/api/build_info"),
+        ),
+        CaptionEngine::Whisperlive => (
+            None,
+            [
+                "--port",
+                &port.to_string(),
+                "--backend",
+                "faster_whisper",
+                "--max_clients",
+                &slots,
+                "--faster_whisper_custom_model_path",
+                &model_path,
+            ]
+            .map(String::from)
+            .to_vec(),
+            None,
+        ),
+        // The image's own entrypoint, configured by the environment (docs/captions.md: backend contract).
+        CaptionEngine::Custom => (None, vec![], Some("/api/build_info")),
+    };
+    let mut mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() }];
+    if engine == CaptionEngine::Kyutai {
+        mounts.push(VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    if cp.spec.model.weights_pvc.is_some() {
+        mounts.push(VolumeMount {
+            name: "weights".into(),
+            mount_path: model_path.clone(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let readiness = match ready_path {
+        Some(path) => Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(path.into()),
+                port: IntOrString::Int(i32::from(port)),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        },
+        None => Probe {
+            tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(i32::from(port)), host: None }),
+            period_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        },
+    };
+    Container {
+        name: BACKEND_CONTAINER.into(),
+        image: Some(image),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command,
+        args: (!args.is_empty()).then_some(args),
+        env: Some(vec![
+            // Belt and braces: the config names local files only; these make a hub client fail instead of
+            // downloading.
+            env("HF_HUB_OFFLINE", "1"),
+            env("TRANSFORMERS_OFFLINE", "1"),
+            env("HOME", "/tmp"),
+            env("CAPTION_MODEL_NAME", cp.spec.model.name.clone()),
+            env("CAPTION_MODEL_PATH", model_path),
+            env("CAPTION_SLOTS", slots),
+            env("CAPTION_PORT", port.to_string()),
+            secret_env("CAPTION_API_KEY", key_secret, API_KEY),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("stt".into()),
+            container_port: i32::from(port),
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        // Loading a model takes minutes: startup gets up to 20 minutes before liveness applies.
+        startup_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(i32::from(port)), host: None }),
+            period_seconds: Some(10),
+            failure_threshold: Some(120),
+            ..Probe::default()
+        }),
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(i32::from(port)), host: None }),
+            period_seconds: Some(10),
+            failure_threshold: Some(6),
+            ..Probe::default()
+        }),
+        readiness_probe: Some(readiness),
+        resources: Some(backend_resources(cp)),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    }
+}
+
+fn agent_container(cp: &CaptionPool, agent_image: &str) -> Container {
+    let (backend, metrics) = match cp.spec.engine {
+        CaptionEngine::Whisperlive => ("whisperlive", format!("http://127.0.0.1:{WHISPERLIVE_METRICS_PORT}/metrics")),
+        CaptionEngine::Kyutai | CaptionEngine::Custom => ("moshi", format!("http://127.0.0.1:{MOSHI_PORT}/metrics")),
+    };
+    // Its readiness fails once the pod drains: the pod leaves the backend Service, its open streams continue.
+    sfu_agent_container(
+        agent_image,
+        ["agent", "--backend", backend, "--metrics-url", &metrics, "--slots"]
+            .map(String::from)
+            .into_iter()
+            .chain([cp.spec.backend.slots_per_pod.max(1).to_string()])
+            .collect(),
+        vec![],
+    )
+}
+
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(CAPTION_UID),
+        run_as_group: Some(CAPTION_UID),
+        fs_group: Some(CAPTION_UID),
+        seccomp_profile: Some(runtime_default()),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn spread(cp: &CaptionPool, component: &str) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                weight: 100,
+                pod_affinity_term: PodAffinityTerm {
+                    label_selector: Some(LabelSelector {
+                        match_labels: Some(selector_labels(cp, component)),
+                        match_expressions: None,
+                    }),
+                    topology_key: "kubernetes.io/hostname".into(),
+                    ..PodAffinityTerm::default()
+                },
+            }]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// The backend pod template. `config_hash` is the hash of the generated config (a change rolls the pods).
+pub fn backend_template(cp: &CaptionPool, agent_image: &str, config_hash: &str) -> Result<BackendTemplate, BuildError> {
+    let pool = pool_name(cp)?;
+    let image = backend_image(cp)?;
+    let b = &cp.spec.backend;
+    let mut volumes = vec![
+        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+        agent_token_volume(),
+    ];
+    if cp.spec.engine == CaptionEngine::Kyutai {
+        volumes.push(Volume {
+            name: "config".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(config_secret_name(pool)),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if let Some(pvc) = &cp.spec.model.weights_pvc {
+        volumes.push(Volume {
+            name: "weights".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: pvc.clone(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        });
+    }
+    let spec = PodSpec {
+        containers: vec![backend_container(cp, image, &key_secret_name(pool)), agent_container(cp, agent_image)],
+        enable_service_links: Some(false),
+        service_account_name: Some(agent_name(pool)),
+        automount_service_account_token: Some(false),
+        restart_policy: Some("Always".into()),
+        // The backend has no drain on SIGTERM: the controller deletes a pod only once it holds no stream (or
+        // at its drain deadline), so a long grace period would protect nothing.
+        termination_grace_period_seconds: Some(30),
+        security_context: Some(pod_security_context()),
+        affinity: Some(b.scheduling.affinity.clone().unwrap_or_else(|| spread(cp, BACKEND_COMPONENT))),
+        node_selector: (!b.scheduling.node_selector.is_empty()).then(|| b.scheduling.node_selector.clone()),
+        tolerations: (!b.scheduling.tolerations.is_empty()).then(|| b.scheduling.tolerations.clone()),
+        priority_class_name: b.scheduling.priority_class_name.clone(),
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    };
+    let mut hashed = spec.clone();
+    for c in hashed.containers.iter_mut().filter(|c| c.name == AGENT_CONTAINER) {
+        c.image = None;
+    }
+    let mut bytes = serde_json::to_vec(&hashed)
+        .map_err(|e| BuildError::Serialization { what: "caption backend pod spec", message: e.to_string() })?;
+    bytes.extend_from_slice(b"\nconfig-hash=");
+    bytes.extend_from_slice(config_hash.as_bytes());
+    let hash = short_hash(&bytes, 10);
+    let mut labels = standard_labels(cp, BACKEND_COMPONENT);
+    labels.insert(TEMPLATE_HASH_LABEL.into(), hash.clone());
+    let metadata = ObjectMeta {
+        namespace: Some(pool_namespace(cp)?.to_string()),
+        labels: Some(labels),
+        annotations: Some(BTreeMap::from([("visio.io/config-hash".to_string(), config_hash.to_string())])),
+        owner_references: Some(vec![owner_reference(cp)?]),
+        ..ObjectMeta::default()
+    };
+    Ok(BackendTemplate { pod: Pod { metadata, spec: Some(spec), status: None }, hash })
+}
+
+/// The agent's ServiceAccount, Role (get, list, watch, patch pods) and RoleBinding.
+pub fn agent_access(cp: &CaptionPool) -> Result<AgentAccess, BuildError> {
+    let name = agent_name(pool_name(cp)?);
+    let meta = child_metadata(cp, name.clone(), BACKEND_COMPONENT)?;
+    Ok(AgentAccess {
+        service_account: ServiceAccount {
+            metadata: meta.clone(),
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        },
+        role: Role {
+            metadata: meta.clone(),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["pods".into()]),
+                verbs: ["get", "list", "watch", "patch"].map(String::from).to_vec(),
+                ..PolicyRule::default()
+            }]),
+        },
+        role_binding: RoleBinding {
+            metadata: meta,
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: name.clone(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name,
+                namespace: Some(pool_namespace(cp)?.to_string()),
+                api_group: None,
+            }]),
+        },
+    })
+}
+
+/// The transcriber workers. Their grace period is `spec.transcribers.drainTimeout` plus a minute: a LiveKit
+/// Agents worker drains on SIGTERM (finishes its rooms' captions), which the 30 s default would cut.
+pub fn transcriber_deployment(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> Result<Deployment, BuildError> {
+    let pool = pool_name(cp)?;
+    let t = &cp.spec.transcribers;
+    let grace = duration_seconds("spec.transcribers.drainTimeout", &t.drain_timeout)?;
+    let grace = i64::try_from(grace).unwrap_or(i64::MAX / 2).saturating_add(60);
+    let vc = &cp.spec.cluster_ref.name;
+    let port = backend_port(cp.spec.engine);
+    let backend_url = match cp.spec.engine {
+        CaptionEngine::Whisperlive => format!("ws://{}:{port}", backend_name(pool)),
+        _ => format!("ws://{}:{port}/api/asr-streaming", backend_name(pool)),
+    };
+    let container = Container {
+        name: TRANSCRIBER_CONTAINER.into(),
+        image: Some(t.image.clone().unwrap_or_else(|| TRANSCRIBER_IMAGE.into())),
+        image_pull_policy: Some("IfNotPresent".into()),
+        env: Some(vec![
+            env("LIVEKIT_URL", format!("ws://{vc}-signaling:7880")),
+            secret_env("LIVEKIT_API_KEY", inputs.livekit_keys_secret, "apiKey"),
+            secret_env("LIVEKIT_API_SECRET", inputs.livekit_keys_secret, "apiSecret"),
+            env("CAPTION_ENGINE", format!("{:?}", cp.spec.engine).to_lowercase()),
+            env("CAPTION_BACKEND_URL", backend_url),
+            secret_env("CAPTION_API_KEY", &key_secret_name(pool), API_KEY),
+            env("CAPTION_LANGUAGES", "fr,en"),
+            env("JOBS_PER_WORKER", t.jobs_per_worker.max(1).to_string()),
+            env("HOME", "/tmp"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("health".into()),
+            container_port: 8081,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/".into()),
+                port: IntOrString::Int(8081),
+                ..Default::default()
+            }),
+            period_seconds: Some(10),
+            ..Probe::default()
+        }),
+        resources: Some(t.resources.clone().unwrap_or_else(|| ResourceRequirements {
+            requests: Some(quantities(&[("cpu", "500m"), ("memory", "512Mi")])),
+            limits: Some(quantities(&[("memory", "1Gi")])),
+            ..ResourceRequirements::default()
+        })),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }]),
+        ..Container::default()
+    };
+    let selector = selector_labels(cp, TRANSCRIBER_COMPONENT);
+    Ok(Deployment {
+        metadata: child_metadata(cp, transcriber_name(pool), TRANSCRIBER_COMPONENT)?,
+        spec: Some(DeploymentSpec {
+            replicas: Some(inputs.transcriber_replicas.max(0)),
+            selector: LabelSelector { match_labels: Some(selector), match_expressions: None },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(standard_labels(cp, TRANSCRIBER_COMPONENT)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    enable_service_links: Some(false),
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(grace),
+                    security_context: Some(pod_security_context()),
+                    affinity: Some(spread(cp, TRANSCRIBER_COMPONENT)),
+                    volumes: Some(vec![Volume {
+                        name: "tmp".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// Everything the pool owns but its backend pods.
+pub fn build_captions(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> Result<CaptionStack, BuildError> {
+    let pool = pool_name(cp)?;
+    let config = match cp.spec.engine {
+        CaptionEngine::Kyutai => moshi_config(cp, inputs.api_key)?,
+        // WhisperLive is configured by its arguments, a custom backend by its environment.
+        CaptionEngine::Whisperlive | CaptionEngine::Custom => String::new(),
+    };
+    if inputs.api_key.is_empty() {
+        return Err(BuildError::MissingCredential { field: "CaptionPool API key" });
+    }
+    let config_hash = short_hash(format!("{config}\n{}", inputs.api_key).as_bytes(), 16);
+    let backend = backend_template(cp, inputs.agent_image, &config_hash)?;
+    let backend_selector = {
+        let mut s = selector_labels(cp, BACKEND_COMPONENT);
+        s.insert(SERVING_LABEL.into(), LABEL_TRUE.into());
+        s
+    };
+    let mut in_use = selector_labels(cp, BACKEND_COMPONENT);
+    in_use.insert(IN_USE_LABEL.into(), LABEL_TRUE.into());
+    let port = backend_port(cp.spec.engine);
+    Ok(CaptionStack {
+        key_secret: secret(child_metadata(cp, key_secret_name(pool), "caption-key")?, &[(API_KEY, inputs.api_key)]),
+        config_secret: secret(
+            child_metadata(cp, config_secret_name(pool), "caption-config")?,
+            &[("config.toml", config.as_str())],
+        ),
+        service: Service {
+            metadata: child_metadata(cp, backend_name(pool), BACKEND_COMPONENT)?,
+            spec: Some(ServiceSpec {
+                selector: Some(backend_selector),
+                ports: Some(vec![ServicePort {
+                    name: Some("stt".into()),
+                    port: i32::from(port),
+                    target_port: Some(IntOrString::Int(i32::from(port))),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        },
+        pdb: PodDisruptionBudget {
+            metadata: child_metadata(cp, backend_name(pool), BACKEND_COMPONENT)?,
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(0)),
+                selector: Some(LabelSelector { match_labels: Some(in_use), match_expressions: None }),
+                unhealthy_pod_eviction_policy: Some("IfHealthyBudget".into()),
+                ..PodDisruptionBudgetSpec::default()
+            }),
+            status: None,
+        },
+        agent: agent_access(cp)?,
+        transcribers: transcriber_deployment(cp, inputs)?,
+        backend,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    pub fn pool_with(spec: serde_json::Value) -> CaptionPool {
+        let mut base = json!({"clusterRef": {"name": "visio"}});
+        crate::builders::testing::merge_json(&mut base, spec);
+        let mut cp: CaptionPool = serde_json::from_value(json!({
+            "apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool",
+            "metadata": {"name": "captions", "namespace": "minsante", "uid": "4b1c0e2a-0000-4000-8000-000000000001"},
+            "spec": base,
+        }))
+        .unwrap();
+        cp.metadata.generation = Some(1);
+        cp
+    }
+
+    fn inputs() -> CaptionInputs<'static> {
+        CaptionInputs {
+            api_key: "k3y",
+            livekit_keys_secret: "visio-credentials",
+            agent_image: "visio-operator:1",
+            transcriber_replicas: 2,
+        }
+    }
+
+    fn build(cp: &CaptionPool) -> CaptionStack {
+        build_captions(cp, &inputs()).unwrap()
+    }
+
+    fn container<'a>(pod: &'a Pod, name: &str) -> &'a Container {
+        pod.spec.as_ref().unwrap().containers.iter().find(|c| c.name == name).unwrap()
+    }
+
+    #[test]
+    fn moshi_config_reads_local_weights_only() {
+        let cp = pool_with(json!({"backend": {"slotsPerPod": 48}, "model": {"path": "/models/stt/"}}));
+        let toml = moshi_config(&cp, "k\"ey").unwrap();
+        assert!(toml.contains("batch_size = 48"));
+        assert!(toml.contains(r#"lm_model_file = "/models/stt/model.safetensors""#));
+        assert!(toml.contains(r#"authorized_ids = ["k\"ey"]"#), "the key is escaped");
+        assert!(!toml.contains("hf://"), "never a model hub");
+        assert!(moshi_config(&pool_with(json!({"model": {"path": "/a/../etc"}})), "k").is_err());
+    }
+
+    #[test]
+    fn backend_pod_runs_moshi_and_the_agent_with_the_gpu() {
+        let cp = pool_with(json!({"backend": {"gpu": {"count": 2, "resourceName": "amd.com/gpu"}}}));
+        let s = build(&cp);
+        let stt = container(&s.backend.pod, BACKEND_CONTAINER);
+        assert_eq!(stt.image.as_deref(), Some(MOSHI_IMAGE));
+        assert_eq!(stt.args.as_ref().unwrap()[..3], ["worker", "--config", "/etc/moshi/config.toml"]);
+        let r = stt.resources.as_ref().unwrap();
+        assert_eq!(r.limits.as_ref().unwrap()["amd.com/gpu"], Quantity("2".into()));
+        assert_eq!(r.requests.as_ref().unwrap()["amd.com/gpu"], Quantity("2".into()));
+        let agent = container(&s.backend.pod, AGENT_CONTAINER);
+        let args = agent.args.as_ref().unwrap().join(" ");
+        assert!(args.contains("--backend moshi") && args.contains("--slots 64"), "{args}");
+        let env = stt.env.as_ref().unwrap();
+        assert!(env.iter().any(|e| e.name == "HF_HUB_OFFLINE" && e.value.as_deref() == Some("1")));
+    }
+
+    #[test]
+    fn no_gpu_no_gpu_resource() {
+        let s = build(&pool_with(json!({"backend": {"gpu": {"count": 0}}})));
+        let r = container(&s.backend.pod, BACKEND_CONTAINER).resources.clone().unwrap();
+        assert!(!r.limits.unwrap().contains_key("nvidia.com/gpu"));
+    }
+
+    #[test]
+    fn weights_pvc_is_mounted_read_only_at_the_model_path() {
+        let s = build(&pool_with(json!({"model": {"weightsPvc": "stt-weights", "path": "/weights"}})));
+        let spec = s.backend.pod.spec.as_ref().unwrap();
+        let vol = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "weights").unwrap();
+        let pvc = vol.persistent_volume_claim.as_ref().unwrap();
+        assert_eq!((pvc.claim_name.as_str(), pvc.read_only), ("stt-weights", Some(true)));
+        let m = container(&s.backend.pod, BACKEND_CONTAINER).volume_mounts.clone().unwrap();
+        assert!(m.iter().any(|m| m.name == "weights" && m.mount_path == "/weights" && m.read_only == Some(true)));
+        // Without a PVC, no weights volume: the image bakes them in at the path.
+        let s = build(&pool_with(json!({})));
+        assert!(!s.backend.pod.spec.unwrap().volumes.unwrap().iter().any(|v| v.name == "weights"));
+    }
+
+    #[test]
+    fn whisperlive_and_custom() {
+        let s = build(&pool_with(json!({"engine": "whisperlive", "backend": {"slotsPerPod": 4}})));
+        let stt = container(&s.backend.pod, BACKEND_CONTAINER);
+        let args = stt.args.as_ref().unwrap().join(" ");
+        assert!(args.contains("--max_clients 4"), "{args}");
+        assert!(container(&s.backend.pod, AGENT_CONTAINER).args.as_ref().unwrap().contains(&"whisperlive".into()));
+        assert_eq!(s.service.spec.unwrap().ports.unwrap()[0].port, 9090);
+        let custom = pool_with(json!({"engine": "custom"}));
+        assert_eq!(build_captions(&custom, &inputs()).unwrap_err().label(), "invalid_value");
+        let custom = pool_with(json!({"engine": "custom", "image": "stt:1"}));
+        assert_eq!(container(&build(&custom).backend.pod, BACKEND_CONTAINER).image.as_deref(), Some("stt:1"));
+    }
+
+    #[test]
+    fn the_key_goes_to_both_sides() {
+        let s = build(&pool_with(json!({})));
+        assert_eq!(s.key_secret.data.as_ref().unwrap()[API_KEY].0, b"k3y");
+        let from_secret = |c: &Container| {
+            c.env.as_ref().unwrap().iter().any(|e| {
+                e.name == "CAPTION_API_KEY"
+                    && e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).map(|r| r.name.as_str())
+                        == Some("captions-caption-key")
+            })
+        };
+        assert!(from_secret(container(&s.backend.pod, BACKEND_CONTAINER)));
+        let tpl = s.transcribers.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert!(from_secret(&tpl.containers[0]));
+        let toml = String::from_utf8(s.config_secret.data.as_ref().unwrap()["config.toml"].0.clone()).unwrap();
+        assert!(toml.contains("authorized_ids = [\"k3y\"]"));
+        assert!(!format!("{s:?}").contains("k3y"), "Debug hides the key");
+    }
+
+    #[test]
+    fn transcribers_get_a_grace_period_for_their_drain() {
+        let s = build(&pool_with(json!({"transcribers": {"drainTimeout": "90m"}})));
+        let d = s.transcribers.spec.unwrap();
+        assert_eq!(d.replicas, Some(2));
+        assert_eq!(d.template.spec.unwrap().termination_grace_period_seconds, Some(90 * 60 + 60));
+        let bad = pool_with(json!({"transcribers": {"drainTimeout": "soon"}}));
+        assert_eq!(build_captions(&bad, &inputs()).unwrap_err().label(), "invalid_duration");
+    }
+
+    #[test]
+    fn service_routes_to_serving_pods_and_pdb_protects_busy_ones() {
+        let s = build(&pool_with(json!({})));
+        let sel = s.service.spec.unwrap().selector.unwrap();
+        assert_eq!(sel.get(SERVING_LABEL).map(String::as_str), Some("true"));
+        assert_eq!(sel.get(COMPONENT_LABEL).map(String::as_str), Some(BACKEND_COMPONENT));
+        let pdb = s.pdb.spec.unwrap();
+        assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(pdb.selector.unwrap().match_labels.unwrap().get(IN_USE_LABEL).map(String::as_str), Some("true"));
+    }
+
+    #[test]
+    fn every_child_is_owned_labelled_and_hardened() {
+        let cp = pool_with(json!({}));
+        let s = build(&cp);
+        let metas = [
+            &s.key_secret.metadata,
+            &s.config_secret.metadata,
+            &s.service.metadata,
+            &s.pdb.metadata,
+            &s.agent.service_account.metadata,
+            &s.agent.role.metadata,
+            &s.agent.role_binding.metadata,
+            &s.transcribers.metadata,
+            &s.backend.pod.metadata,
+        ];
+        for m in metas {
+            let owner = &m.owner_references.as_ref().unwrap()[0];
+            assert_eq!((owner.kind.as_str(), owner.controller), ("CaptionPool", Some(true)));
+            let l = m.labels.as_ref().unwrap();
+            assert_eq!(l[MANAGED_BY_LABEL], MANAGED_BY);
+            assert_eq!(l[INSTANCE_LABEL], "captions");
+            assert_eq!(l[CLUSTER_LABEL], "visio");
+            assert_eq!(m.namespace.as_deref(), Some("minsante"));
+        }
+        for c in &s.backend.pod.spec.as_ref().unwrap().containers {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+        }
+    }
+
+    #[test]
+    fn hash_follows_what_runs_not_the_agent_image() {
+        let cp = pool_with(json!({}));
+        let a = build(&cp).backend.hash;
+        let other_agent = CaptionInputs { agent_image: "visio-operator:2", ..inputs() };
+        assert_eq!(a, build_captions(&cp, &other_agent).unwrap().backend.hash);
+        assert_ne!(a, build(&pool_with(json!({"image": "moshi:2"}))).backend.hash);
+        assert_ne!(a, build(&pool_with(json!({"backend": {"slotsPerPod": 32}}))).backend.hash);
+        let other_key = CaptionInputs { api_key: "other", ..inputs() };
+        assert_ne!(a, build_captions(&cp, &other_key).unwrap().backend.hash);
+        // Autoscaling settings do not roll pods.
+        assert_eq!(
+            a,
+            build(&pool_with(json!({"backend": {"targetOccupancyPercent": 50, "slotBuffer": 3}}))).backend.hash
+        );
+    }
+
+    #[test]
+    fn bad_metadata_is_an_error_not_a_panic() {
+        let mut cp = pool_with(json!({}));
+        cp.metadata.name = Some("Captions_1".into());
+        assert_eq!(build_captions(&cp, &inputs()).unwrap_err().label(), "invalid_name");
+        let mut cp = pool_with(json!({}));
+        cp.metadata.uid = None;
+        assert_eq!(build_captions(&cp, &inputs()).unwrap_err().label(), "missing_uid");
+        let cp = pool_with(json!({}));
+        let no_key = CaptionInputs { api_key: "", ..inputs() };
+        assert_eq!(build_captions(&cp, &no_key).unwrap_err().label(), "missing_credentials");
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(slots in -5i32..5000, gpu in -2i32..20, path in "\\PC{0,40}", image in proptest::option::of("\\PC{0,20}"),
+                        engine in prop_oneof![Just("kyutai"), Just("whisperlive"), Just("custom")], drain in "\\PC{0,8}") {
+            let cp = pool_with(json!({"engine": engine, "image": image, "model": {"path": path},
+                "backend": {"slotsPerPod": slots, "gpu": {"count": gpu}}, "transcribers": {"drainTimeout": drain}}));
+            let _ = build_captions(&cp, &inputs());
+        }
+    }
+}
