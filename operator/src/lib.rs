@@ -9,4 +9,5 @@ pub mod duration;
 pub mod fleet;
 pub mod leader;
 pub mod pod_protocol;
+pub mod retention;
 pub mod telemetry;

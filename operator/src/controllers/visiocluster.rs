@@ -18,6 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
@@ -29,6 +30,7 @@ use super::conditions::{self, Decided};
 use super::error::{Error, Result};
 use super::{key_of, observe, Context};
 use crate::api::visiocluster::{LiveLoad, SfuCounts, VisioCluster, VisioClusterStatus};
+use crate::api::RetentionPolicy;
 use crate::builders::labels::{FIELD_MANAGER, TEMPLATE_HASH_LABEL};
 use crate::builders::sfu::AGENT_CONTAINER;
 use crate::builders::stack::{build_stack, Credentials, Stack};
@@ -49,12 +51,26 @@ pub struct ChildStreams {
     pub roles: BoxStream<'static, Result<Role, watcher::Error>>,
     pub role_bindings: BoxStream<'static, Result<RoleBinding, watcher::Error>>,
     pub network_policies: BoxStream<'static, Result<NetworkPolicy, watcher::Error>>,
+    /// RetentionPolicies (they decide the `RetentionPolicyMissing` condition).
+    pub retention_policies: BoxStream<'static, Result<RetentionPolicy, watcher::Error>>,
 }
 
 /// The controller future.
 pub fn controller(client: Client, ctx: Arc<Context>, streams: ChildStreams) -> impl std::future::Future<Output = ()> {
     // Not Controller::new: one stored VisioCluster we cannot read must not stop the others.
-    super::lenient_controller::<VisioCluster>(&client, watcher::Config::default().any_semantic())
+    let controller = super::lenient_controller::<VisioCluster>(&client, watcher::Config::default().any_semantic());
+    let clusters = controller.store();
+    controller
+        // A RetentionPolicy that appears, changes or goes re-decides every VisioCluster of its namespace.
+        .watches_stream(streams.retention_policies, move |rp: RetentionPolicy| {
+            let ns = rp.namespace();
+            clusters
+                .state()
+                .into_iter()
+                .filter(|vc| vc.namespace() == ns)
+                .map(|vc| ObjectRef::from_obj(vc.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .owns_stream(streams.pods)
         .owns_stream(streams.secrets)
         .owns_stream(streams.services)
@@ -179,8 +195,16 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
     // status
     let status = build_status(vc, &stack, &pods, plan.desired, &snapshot);
     let mut next = vc.status.clone().unwrap_or_default();
-    let decided = decide_conditions(&status, vc);
+    let mut decided = decide_conditions(&status, vc);
     let old_conditions = std::mem::take(&mut next.conditions);
+    // Governance: recordings in a bucket that no RetentionPolicy of the namespace covers.
+    decided.extend(crate::retention::governance::missing_condition(
+        "spec.recordings",
+        vc.spec.recordings.as_ref(),
+        &ns,
+        &ctx.stores.retention_policies,
+        &old_conditions,
+    ));
     next = VisioClusterStatus { conditions: old_conditions, ..status };
     set_conditions(&mut next, vc, &decided);
     if vc.status.as_ref() != Some(&next) {
