@@ -982,7 +982,7 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
     wait_as_operator(c, "CaptionPool and RetentionPolicy status written", || async move {
         let cp = c.json(&["get", "captionpool", "captions", "-n", TENANT])?;
         let rp = c.json(&["get", "retentionpolicy", "meetings", "-n", TENANT])?;
-        Ok(ready_as(&cp, "False", "BackendsNotDeployed") && ready_as(&rp, "False", "SweeperNotEnabled"))
+        Ok(ready_as(&cp, "False", "BackendsNotDeployed") && ready_as(&rp, "False", "EndpointNotAllowed"))
     })
     .await?;
     for (kind, name) in [

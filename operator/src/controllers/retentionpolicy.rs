@@ -264,6 +264,38 @@ async fn report_problem(rp: &RetentionPolicy, ctx: &Context, reason: &str, msg: 
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
+/// Publishes one Event for one sweep. Not through the shared Recorder: it folds Events with the
+/// same reason and action into one series that keeps the first note, and each run's summary must
+/// stay readable. Failing to publish is logged, never fatal.
+async fn run_event(ctx: &Context, rp: &RetentionPolicy, warning: bool, reason: &str, note: String) {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    use kube::Resource;
+    let ns = rp.namespace().unwrap_or_default();
+    let ev = K8sEvent {
+        metadata: ObjectMeta {
+            // `<policy>.<time in ns, hex>`, as kube's own event names (a generateName must not end in `.`).
+            name: Some(format!("{}.{:x}", rp.name_any(), Timestamp::now().as_nanosecond())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        action: Some("Sweep".into()),
+        reason: Some(reason.into()),
+        // The API limits a note to 1 kB.
+        note: Some(note.chars().take(1000).collect()),
+        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+        event_time: Some(MicroTime(Timestamp::now())),
+        regarding: Some(rp.object_ref(&())),
+        reporting_controller: Some("visio-operator".into()),
+        reporting_instance: Some(ctx.config.instance.clone()),
+        ..Default::default()
+    };
+    let api: Api<K8sEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = api.create(&kube::api::PostParams::default(), &ev).await {
+        tracing::warn!(error = %e, reason, "could not publish the sweep event");
+    }
+}
+
 /// A JSON merge patch of the status (so fields not named stay as they are, and `null` removes).
 async fn patch_status(ctx: &Context, rp: &RetentionPolicy, status: serde_json::Value) -> Result<()> {
     let api: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), &rp.namespace().unwrap_or_default());
@@ -370,6 +402,14 @@ async fn run_sweep(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, valid: Valid, cr
         }
     };
     let merged = conditions::merge(&status.conditions, &decided, generation, finished);
+    // The same failure again, with nothing done: counted and logged, but not written again (an
+    // unreachable bucket retried with backoff must not keep writing status and Events).
+    let repeated = outcome.is_err() && progress.scanned == 0 && {
+        let ready = |cs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+            cs.iter().find(|c| c.type_ == conditions::READY).map(|c| (c.reason.clone(), c.message.clone()))
+        };
+        ready(&merged) == ready(&status.conditions) && status.observed_generation == generation
+    };
     let mut patch = json!({
         "observedGeneration": generation,
         "conditions": merged,
@@ -380,8 +420,10 @@ async fn run_sweep(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, valid: Valid, cr
         p.extend(extra.clone());
     }
     lock(&LAST).insert(key.clone(), (generation, next_run));
-    if let Err(e) = patch_status(&ctx, &rp, patch).await {
-        tracing::warn!(policy = %key, error = %e, "could not record the sweep in status");
+    if !repeated {
+        if let Err(e) = patch_status(&ctx, &rp, patch).await {
+            tracing::warn!(policy = %key, error = %e, "could not record the sweep in status");
+        }
     }
     let what = match mode {
         RetentionMode::Enforce => "deleted",
@@ -397,12 +439,14 @@ async fn run_sweep(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, valid: Valid, cr
             m.retention_held_objects.with_label_values(&[&ns, &name]).set(progress.held);
             m.retention_last_success.with_label_values(&[&ns, &name]).set(fin as f64);
             tracing::info!(policy = %key, bucket = %rp.spec.target.bucket, mode = mode_str(mode), scanned = summary.scanned, deleted = summary.deleted, bytes = summary.bytes_deleted, held = summary.held, errors = summary.errors, "retention sweep finished");
-            ctx.event(rp.as_ref(), EventType::Normal, "Swept", "Sweep", format!("{}: {counts}", mode_str(mode))).await;
+            run_event(&ctx, rp.as_ref(), false, "Swept", format!("{}: {counts}", mode_str(mode))).await;
         }
         Err(e) => {
             m.retention_runs.with_label_values(&[&ns, &name, "failure"]).inc();
             tracing::warn!(policy = %key, reason = e.reason(), error = %e, scanned = summary.scanned, deleted = summary.deleted, "retention sweep failed");
-            ctx.event(rp.as_ref(), EventType::Warning, e.reason(), "Sweep", format!("{e}; so far {counts}")).await;
+            if !repeated {
+                run_event(&ctx, rp.as_ref(), true, e.reason(), format!("{e}; so far {counts}")).await;
+            }
         }
     }
 }

@@ -85,6 +85,8 @@ pub enum SweepError {
     CredentialsRejected { code: String },
     #[error("spec.target.bucket: bucket {bucket:?} does not exist at {endpoint}")]
     BucketNotFound { bucket: String, endpoint: String },
+    #[error("spec.target.endpoint: {endpoint} is not on loopback and this operator runs with {} set (a testing knob): not dialled", LOOPBACK_ONLY_ENV)]
+    EndpointNotAllowed { endpoint: String },
     #[error("{0}")]
     InvalidSpec(String),
     #[error("S3 {operation} failed: {detail}")]
@@ -98,6 +100,7 @@ impl SweepError {
             SweepError::EndpointUnreachable { .. } => "EndpointUnreachable",
             SweepError::CredentialsRejected { .. } => "CredentialsRejected",
             SweepError::BucketNotFound { .. } => "BucketNotFound",
+            SweepError::EndpointNotAllowed { .. } => "EndpointNotAllowed",
             SweepError::InvalidSpec(_) => "InvalidSpec",
             SweepError::Failed { .. } => "SweepFailed",
         }
@@ -187,6 +190,9 @@ impl Sweeper {
         now: i64,
         resume: Option<Progress>,
     ) -> Result<Sweeper, SweepError> {
+        if loopback_only() && !is_loopback(&target.endpoint) {
+            return Err(SweepError::EndpointNotAllowed { endpoint: target.endpoint.clone() });
+        }
         if hold.tag_key.is_empty() {
             return Err(SweepError::InvalidSpec("spec.legalHold.tagKey: must not be empty".into()));
         }
@@ -410,6 +416,28 @@ impl Sweeper {
     }
 }
 
+/// Testing knob: when `VISIO_RETENTION_LOOPBACK_ONLY` is set (non-empty), the sweeper dials no
+/// endpoint outside the loopback range. e2e/run-tests and e2e/demo set it, so the sample
+/// policies (endpoints such as `https://s3.culture.gouv.fr`) never make a test reach out.
+pub const LOOPBACK_ONLY_ENV: &str = "VISIO_RETENTION_LOOPBACK_ONLY";
+
+fn loopback_only() -> bool {
+    std::env::var_os(LOOPBACK_ONLY_ENV).is_some_and(|v| !v.is_empty())
+}
+
+/// Whether an endpoint URL's host is on loopback (127.0.0.0/8, `localhost`, `[::1]`).
+pub fn is_loopback(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next() == Some("::1");
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Answers meaning "this object has no legal hold" (never set on it).
 fn legal_hold_absent(code: Option<&str>) -> bool {
     matches!(code, Some("NoSuchObjectLockConfiguration") | Some("ObjectLockConfigurationNotFoundError"))
@@ -456,6 +484,22 @@ mod tests {
         assert!(legal_hold_absent(Some("NoSuchObjectLockConfiguration")));
         assert!(!legal_hold_absent(Some("InternalError")));
         assert!(!legal_hold_absent(None));
+    }
+
+    #[test]
+    fn loopback_endpoints() {
+        for e in ["http://127.0.0.1:9000", "http://127.3.4.5", "https://localhost:1/x", "http://[::1]:9000/"] {
+            assert!(is_loopback(e), "{e}");
+        }
+        for e in [
+            "https://s3.culture.gouv.fr",
+            "http://10.0.0.1:9000",
+            "http://127.0.0.1.nip.io",
+            "http://user@evil/127.0.0.1",
+            "http://[::2]:1",
+        ] {
+            assert!(!is_loopback(e), "{e}");
+        }
     }
 
     #[test]
