@@ -39,7 +39,10 @@ static RUNNING: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::defaul
 /// What the last sweep of a policy left (generation it ran, next run in Unix seconds): the
 /// reconcile that follows a sweep may still see the policy as it was before the sweep's status
 /// write, and must not start another sweep because of that.
-static LAST: LazyLock<Mutex<HashMap<String, (Option<i64>, i64)>>> = LazyLock::new(Default::default);
+static LAST: LazyLock<Mutex<HashMap<String, LastSweep>>> = LazyLock::new(Default::default);
+
+/// The generation a sweep ran and its next run (Unix seconds).
+type LastSweep = (Option<i64>, i64);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -153,7 +156,7 @@ pub fn sweep_conditions(mode: RetentionMode, p: &Progress) -> Vec<Decided> {
 }
 
 /// Whether a sweep is due (pure). `last`: what this process remembers of the policy's last sweep.
-pub fn due(rp: &RetentionPolicy, last: Option<(Option<i64>, i64)>, now: i64) -> bool {
+pub fn due(rp: &RetentionPolicy, last: Option<LastSweep>, now: i64) -> bool {
     let generation = rp.metadata.generation;
     if let Some((gen, next)) = last {
         return gen != generation || now >= next;
