@@ -438,9 +438,16 @@ pub fn is_loopback(endpoint: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Answers meaning "this object has no legal hold" (never set on it).
+/// Answers meaning "this object has no legal hold" (never set on it): AWS says
+/// `NoSuchObjectLockConfiguration`, SeaweedFS `NoSuchObjectLegalHold`. Any other error keeps the
+/// object (counted as an error).
 fn legal_hold_absent(code: Option<&str>) -> bool {
-    matches!(code, Some("NoSuchObjectLockConfiguration") | Some("ObjectLockConfigurationNotFoundError"))
+    matches!(
+        code,
+        Some("NoSuchObjectLockConfiguration")
+            | Some("ObjectLockConfigurationNotFoundError")
+            | Some("NoSuchObjectLegalHold")
+    )
 }
 
 /// Whether the bucket can hold Object Lock legal holds. A bucket without an Object Lock
@@ -482,6 +489,8 @@ mod tests {
         assert!(!object_lock_unsupported(Some("AccessDenied"), Some(403)));
         assert!(!object_lock_unsupported(None, Some(500)));
         assert!(legal_hold_absent(Some("NoSuchObjectLockConfiguration")));
+        assert!(legal_hold_absent(Some("NoSuchObjectLegalHold")));
+        assert!(!legal_hold_absent(Some("NoSuchKey")), "a vanished object is an error, not a verdict");
         assert!(!legal_hold_absent(Some("InternalError")));
         assert!(!legal_hold_absent(None));
     }
