@@ -15,6 +15,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::Value;
 
+pub mod s3;
+
 /// Path of the kubeconfig of the local control plane, or a clear error saying how to get one.
 pub fn kubeconfig_path() -> Result<PathBuf> {
     match std::env::var_os("VISIO_E2E_KUBECONFIG") {

@@ -987,7 +987,7 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
         let pool_written = ["Serving", "PodsNotReady", "Unschedulable"]
             .iter()
             .any(|r| ready_as(&cp, if *r == "Serving" { "True" } else { "False" }, r));
-        Ok(pool_written && ready_as(&rp, "False", "SweeperNotEnabled"))
+        Ok(pool_written && ready_as(&rp, "False", "EndpointNotAllowed"))
     })
     .await?;
     for (kind, name) in [

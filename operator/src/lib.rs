@@ -11,5 +11,6 @@ pub mod fleet;
 pub mod fuzz;
 pub mod leader;
 pub mod pod_protocol;
+pub mod retention;
 pub mod standin;
 pub mod telemetry;

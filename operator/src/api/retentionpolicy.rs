@@ -177,6 +177,44 @@ pub struct RetentionPolicyStatus {
     /// When the next sweep is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<Time>,
+    /// The sweep under way (or interrupted): where it is, saved after each page, so a restarted
+    /// operator continues it instead of starting over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<SweepCheckpoint>,
+}
+
+/// A sweep under way.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepCheckpoint {
+    /// When the sweep started.
+    pub started: Option<Time>,
+    /// `Enforce` or `DryRun`: a checkpoint is only resumed in the same mode.
+    pub mode: String,
+    /// The spec generation the sweep runs: a checkpoint is only resumed for the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Where the sweep is and what it did so far.
+    pub progress: SweepProgress,
+}
+
+/// Where a sweep is and what it has done so far.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepProgress {
+    /// The last key fully handled; the listing continues after it. Absent: from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_after: Option<String>,
+    /// Objects listed.
+    pub scanned: i64,
+    /// Objects deleted (in `DryRun`: that would have been).
+    pub deleted: i64,
+    /// Bytes deleted (in `DryRun`: that would have been).
+    pub bytes_deleted: i64,
+    /// Expired objects kept because of a legal hold.
+    pub held: i64,
+    /// Objects kept because something could not be checked.
+    pub errors: i64,
 }
 
 /// Figures of one sweep.

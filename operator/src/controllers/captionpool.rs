@@ -77,9 +77,23 @@ pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future
     )
     .backoff(super::WatchBackoff::default())
     .touched_objects();
+    // A RetentionPolicy that appears, changes or goes re-decides the pools of its namespace.
+    let policies = super::lenient_watcher::<crate::api::RetentionPolicy>(client.clone(), super::watch_config())
+        .backoff(super::WatchBackoff::default())
+        .applied_objects();
+    let pools_of_ns = ctrl.store();
     // A pool whose VisioCluster appears or goes must be looked at again.
     ctrl.owns_stream(super::without_errors(pods))
         .owns_stream(super::without_errors(transcribers))
+        .watches_stream(super::without_errors(policies), move |rp: crate::api::RetentionPolicy| {
+            let ns = rp.namespace();
+            pools_of_ns
+                .state()
+                .into_iter()
+                .filter(|cp| cp.namespace() == ns)
+                .map(|cp| ObjectRef::from_obj(cp.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .watches_stream(super::without_errors(clusters), move |vc| {
             pools
                 .state()
@@ -411,8 +425,28 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
     status.slots.rejected += i64::from(new_rejections);
     status.transcribers = transcriber_counts(ctx, &ns, &captions::transcriber_name(&name), replicas);
     let stuck = unschedulable(&pods);
-    let decided = decide(cp, &status, &stuck, recent);
+    let mut decided = decide(cp, &status, &stuck, recent);
     let old = cp.status.clone().unwrap_or_default();
+    // Governance: stored transcripts in a bucket that no RetentionPolicy of the namespace covers.
+    let transcripts = cp.spec.transcripts.as_ref().filter(|t| t.store).and_then(|t| t.bucket.as_ref());
+    let missing = crate::retention::governance::missing_condition(
+        "spec.transcripts.bucket",
+        transcripts,
+        &ns,
+        &ctx.stores.retention_policies,
+        &old.conditions,
+    );
+    match &missing {
+        Some(d) => ctx
+            .metrics
+            .retention_policy_missing
+            .with_label_values(&["CaptionPool", &ns, &name])
+            .set(i64::from(d.status)),
+        None => {
+            let _ = ctx.metrics.retention_policy_missing.remove_label_values(&["CaptionPool", &ns, &name]);
+        }
+    }
+    decided.extend(missing);
     status.conditions = old.conditions.clone();
     let was = |t: &str| old.conditions.iter().find(|c| c.type_ == t).map(|c| c.reason.clone());
     set_conditions(&mut status, cp, &decided);
@@ -436,10 +470,6 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
         ctx.metrics.caption_streams_rejected.with_label_values(&[&ns, &name]).inc_by(u64::from(new_rejections));
     }
     export_metrics(ctx, &ns, &name, &status);
-    // RETENTION-POLICY-MISSING: when `spec.transcripts.store` is true, the RetentionPolicy engineer's pure
-    // `covered(bucket_ref, policies)` helper decides the `RetentionPolicyMissing` condition here (wired at
-    // merge); until then the condition is not set and the metric is not exported for pools.
-
     let requeue = plan.requeue_after_ms.map(|ms| Duration::from_millis(ms.clamp(1000, 600_000) as u64));
     let requeue =
         if stuck.is_empty() { requeue } else { Some(requeue.unwrap_or(Duration::MAX).min(Duration::from_secs(30))) };

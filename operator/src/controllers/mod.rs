@@ -56,6 +56,8 @@ pub struct Stores {
     pub roles: Store<Role>,
     pub role_bindings: Store<RoleBinding>,
     pub network_policies: Store<NetworkPolicy>,
+    /// Every RetentionPolicy, for the `RetentionPolicyMissing` governance condition.
+    pub retention_policies: Store<crate::api::RetentionPolicy>,
 }
 
 /// What every reconcile gets.
@@ -285,6 +287,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
     let (roles, roles_w) = reflector::store();
     let (role_bindings, role_bindings_w) = reflector::store();
     let (network_policies, network_policies_w) = reflector::store();
+    let (retention_policies, retention_policies_w) = reflector::store();
     let stores = Stores {
         pods,
         secrets,
@@ -296,6 +299,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         roles,
         role_bindings,
         network_policies,
+        retention_policies,
     };
     let reporter = Reporter { controller: "visio-operator".into(), instance: Some(config.instance.clone()) };
     let ctx = Arc::new(Context {
@@ -324,6 +328,11 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
             roles: child_stream(&client, roles_w).boxed(),
             role_bindings: child_stream(&client, role_bindings_w).boxed(),
             network_policies: child_stream(&client, network_policies_w).boxed(),
+            retention_policies: lenient_watcher::<crate::api::RetentionPolicy>(client.clone(), watch_config())
+                .backoff(WatchBackoff::default())
+                .reflect(retention_policies_w)
+                .touched_objects()
+                .boxed(),
         },
     );
     let cp = captionpool::controller(client.clone(), ctx.clone());

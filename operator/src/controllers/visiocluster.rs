@@ -17,6 +17,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
@@ -30,6 +31,7 @@ use super::fleet_pods::{
 };
 use super::{key_of, observe, Context};
 use crate::api::visiocluster::{LiveLoad, SfuCounts, VisioCluster, VisioClusterStatus};
+use crate::api::RetentionPolicy;
 use crate::builders::stack::{build_stack, Credentials, Stack};
 use crate::fleet::{self, FleetSpec, PodPhase, PodSnapshot, Snapshot};
 use crate::pod_protocol;
@@ -49,12 +51,26 @@ pub struct ChildStreams {
     pub roles: BoxStream<'static, Result<Role, watcher::Error>>,
     pub role_bindings: BoxStream<'static, Result<RoleBinding, watcher::Error>>,
     pub network_policies: BoxStream<'static, Result<NetworkPolicy, watcher::Error>>,
+    /// RetentionPolicies (they decide the `RetentionPolicyMissing` condition).
+    pub retention_policies: BoxStream<'static, Result<RetentionPolicy, watcher::Error>>,
 }
 
 /// The controller future.
 pub fn controller(client: Client, ctx: Arc<Context>, streams: ChildStreams) -> impl std::future::Future<Output = ()> {
     // Not Controller::new: one stored VisioCluster we cannot read must not stop the others.
-    super::lenient_controller::<VisioCluster>(&client, super::watch_config())
+    let controller = super::lenient_controller::<VisioCluster>(&client, super::watch_config());
+    let clusters = controller.store();
+    controller
+        // A RetentionPolicy that appears, changes or goes re-decides every VisioCluster of its namespace.
+        .watches_stream(super::without_errors(streams.retention_policies), move |rp: RetentionPolicy| {
+            let ns = rp.namespace();
+            clusters
+                .state()
+                .into_iter()
+                .filter(|vc| vc.namespace() == ns)
+                .map(|vc| ObjectRef::from_obj(vc.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .owns_stream(streams.pods)
         .owns_stream(streams.secrets)
         .owns_stream(streams.services)
@@ -187,7 +203,7 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
     let status = build_status(vc, &stack, &pods, plan.desired, &snapshot);
     let mut next = vc.status.clone().unwrap_or_default();
     let lost = snapshot.pods.iter().filter(|p| matches!(p.phase, PodPhase::Serving)).count() as i32 - status.sfu.ready;
-    let decided = decide_conditions(&status, vc, lost);
+    let mut decided = decide_conditions(&status, vc, lost);
     let was_degraded = vc.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, conditions::DEGRADED));
     if decided.iter().any(|d| d.type_ == conditions::DEGRADED && d.status) && !was_degraded {
         if let Some(d) = decided.iter().find(|d| d.type_ == conditions::DEGRADED) {
@@ -195,6 +211,14 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
         }
     }
     let old_conditions = std::mem::take(&mut next.conditions);
+    // Governance: recordings in a bucket that no RetentionPolicy of the namespace covers.
+    decided.extend(crate::retention::governance::missing_condition(
+        "spec.recordings",
+        vc.spec.recordings.as_ref(),
+        &ns,
+        &ctx.stores.retention_policies,
+        &old_conditions,
+    ));
     next = VisioClusterStatus { conditions: old_conditions, ..status };
     set_conditions(&mut next, vc, &decided);
     if vc.status.as_ref() != Some(&next) {
