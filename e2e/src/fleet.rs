@@ -792,8 +792,11 @@ async fn monitor(shared: Arc<Shared>) {
     loop {
         let started = Instant::now();
         {
+            // The listing is made without the state lock: while the API hangs (etcd down), meetings
+            // must still open and close on the stand-ins on time.
+            let list = list_pods(&shared).await;
             let mut st = shared.state.lock().await;
-            if let Err(e) = tick(&shared, &mut st).await {
+            if let Err(e) = async { tick(&shared, &mut st, list?).await }.await {
                 let msg = format!("{e:#}");
                 if last_error.as_ref() != Some(&msg) {
                     eprintln!("[fleet {}] harness tick: {msg}", shared.cfg.namespace);
@@ -805,7 +808,7 @@ async fn monitor(shared: Arc<Shared>) {
     }
 }
 
-async fn tick(shared: &Shared, st: &mut State) -> Result<()> {
+async fn list_pods(shared: &Shared) -> Result<kube::core::ObjectList<Pod>> {
     let baseline = shared.cfg.kubelet_grace.is_some();
     let selector = if baseline {
         shared.cfg.baseline_selector.clone()
@@ -815,9 +818,13 @@ async fn tick(shared: &Shared, st: &mut State) -> Result<()> {
             shared.cfg.cluster, shared.cfg.component
         )
     };
-    let list = tokio::time::timeout(API_TIMEOUT, shared.pods.list(&ListParams::default().labels(&selector)))
+    Ok(tokio::time::timeout(API_TIMEOUT, shared.pods.list(&ListParams::default().labels(&selector)))
         .await
-        .context("listing the SFU pods: no answer")??;
+        .context("listing the pods: no answer")??)
+}
+
+async fn tick(shared: &Shared, st: &mut State, list: kube::core::ObjectList<Pod>) -> Result<()> {
+    let baseline = shared.cfg.kubelet_grace.is_some();
     let now = unix_ms();
     let mut views = BTreeMap::new();
     for p in &list.items {

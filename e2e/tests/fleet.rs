@@ -677,7 +677,12 @@ async fn outages_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) ->
                 );
             }
             work.step(&fleet).await?;
-            if upgraded_to(&client, ns, &fleet.view().await, &old_hash, pods, to).await.unwrap_or(false) {
+            // Bounded: while etcd recovers an API call can hang for a minute, and the meetings must
+            // keep ending on time meanwhile (the workload steps between checks).
+            let view = fleet.view().await;
+            let check =
+                tokio::time::timeout(Duration::from_secs(2), upgraded_to(&client, ns, &view, &old_hash, pods, to));
+            if matches!(check.await, Ok(Ok(true))) {
                 break back.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -27,8 +27,7 @@ async fn main() -> Result<()> {
             let idle = flag(&args, "--idle").map(|r| r.parse()).transpose()?.unwrap_or(300);
             let out = flag(&args, "--out").context("--out FILE")?;
             let pid: u32 = std::env::var("VISIO_BENCH_OPERATOR_PID").context("VISIO_BENCH_OPERATOR_PID")?.parse()?;
-            let s3 = std::env::var("VISIO_BENCH_S3").unwrap_or_else(|_| "http://127.0.0.1:9".into());
-            let figures = tenants::run(n, std::time::Duration::from_secs(idle), &s3, pid).await?;
+            let figures = tenants::run(n, std::time::Duration::from_secs(idle), pid).await?;
             let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&out)?;
             use std::io::Write as _;
             writeln!(f, "{}", serde_json::to_string(&figures)?)?;

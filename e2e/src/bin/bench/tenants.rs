@@ -59,24 +59,25 @@ pub struct Figures {
     pub retentionpolicies_ready: usize,
 }
 
-fn tenant_objects(i: usize, s3: &str) -> Vec<Value> {
+fn tenant_objects(i: usize, s3: &visio_e2e::s3::S3) -> Vec<Value> {
+    let (endpoint, ak, sk) = (&s3.endpoint, &s3.creds.access_key_id, &s3.creds.secret_access_key);
     let ns = format!("t{i:03}");
     vec![
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": ns},
-               "stringData": {"accessKeyId": "bench", "secretAccessKey": "bench-secret-key"}}),
+               "stringData": {"accessKeyId": ak, "secretAccessKey": sk}}),
         json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio", "namespace": ns},
                "spec": {"tenant": {"displayName": format!("Ministère n°{i}")},
                         "signaling": {"host": format!("visio.t{i:03}.gouv.fr")},
                         "sfu": {"replicas": {"min": 1, "max": 4}, "network": {"mode": "podNetwork"}},
                         "turn": {"enabled": false},
-                        "recordings": {"endpoint": s3, "bucket": "meetings", "prefix": "recordings/"}}}),
+                        "recordings": {"endpoint": endpoint, "bucket": "meetings", "prefix": "recordings/"}}}),
         json!({"apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool", "metadata": {"name": "captions", "namespace": ns},
                "spec": {"clusterRef": {"name": "visio"},
                         "backend": {"gpu": {"count": 0}, "replicas": {"min": 1, "max": 2}},
                         "transcribers": {"replicas": {"min": 1, "max": 2}}}}),
         json!({"apiVersion": "visio.io/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": "meetings", "namespace": ns},
                "spec": {"mode": "DryRun",
-                        "target": {"endpoint": s3, "bucket": "meetings", "credentialsSecret": "s3-credentials"},
+                        "target": {"endpoint": endpoint, "bucket": "meetings", "credentialsSecret": "s3-credentials"},
                         "rules": [{"dataClass": "recordings", "prefix": "recordings/", "maxAge": "720h"}]}}),
     ]
 }
@@ -270,8 +271,10 @@ async fn count_ready(client: &Client, kind: &str, plural: &str) -> usize {
 }
 
 /// Runs the bench for `n` tenants and returns its figures.
-pub async fn run(n: usize, idle: Duration, s3: &str, operator_pid: u32) -> Result<Figures> {
+pub async fn run(n: usize, idle: Duration, operator_pid: u32) -> Result<Figures> {
     let client = client().await?;
+    let s3 = visio_e2e::s3::S3::from_env()?;
+    visio_e2e::s3::create_bucket(&s3.client(), "meetings").await?;
     // Measure convergence, not the operator's start: wait until it says it is ready (caches synced).
     let metrics_url = std::env::var("VISIO_E2E_METRICS_URL")?;
     let readyz = metrics_url.replace("/metrics", "/readyz");
@@ -307,7 +310,7 @@ pub async fn run(n: usize, idle: Duration, s3: &str, operator_pid: u32) -> Resul
     let results: Vec<(usize, Instant)> = futures::stream::iter(tenants)
         .map(|i| {
             let client = client.clone();
-            let s3 = s3.to_string();
+            let s3 = s3.clone();
             async move {
                 create(
                     &client,
