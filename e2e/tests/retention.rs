@@ -20,7 +20,7 @@ use serde_json::json;
 use visio_e2e::s3::{self, S3};
 use visio_e2e::{client, metric, namespace, wait_for};
 use visio_operator::api::retentionpolicy::{DataClass, LegalHoldSpec, RetentionMode, RetentionRule};
-use visio_operator::api::{RetentionPolicy, VisioCluster};
+use visio_operator::api::{CaptionPool, RetentionPolicy, VisioCluster};
 use visio_operator::retention::decide;
 use visio_operator::retention::sweep::Sweeper;
 
@@ -342,6 +342,27 @@ async fn a_visiocluster_whose_recordings_no_policy_covers_reports_it() -> Result
         }
     });
     vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await?;
+    // A CaptionPool that stores transcripts in the same bucket: the same governance.
+    let pools: Api<CaptionPool> = Api::namespaced(client.clone(), NS);
+    let pool = json!({
+        "apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool", "metadata": {"name": "captions"},
+        "spec": {"clusterRef": {"name": "visio"}, "backend": {"gpu": {"count": 0}},
+                 "transcripts": {"store": true,
+                                 "bucket": {"endpoint": s3.endpoint, "bucket": "ret-gov", "prefix": "transcripts/visio/"}}}
+    });
+    pools.patch("captions", &PatchParams::apply("e2e").force(), &Patch::Apply(&pool)).await?;
+    let pool_missing = |want: &'static str| {
+        let pools = pools.clone();
+        async move {
+            wait_for(&format!("CaptionPool RetentionPolicyMissing={want}"), Duration::from_secs(60), || async {
+                let cp = pools.get("captions").await?;
+                let c =
+                    cp.status.unwrap_or_default().conditions.into_iter().find(|c| c.type_ == "RetentionPolicyMissing");
+                Ok(c.filter(|c| c.status == want))
+            })
+            .await
+        }
+    };
     let missing = |want: &'static str| {
         let vcs = vcs.clone();
         async move {
@@ -356,6 +377,13 @@ async fn a_visiocluster_whose_recordings_no_policy_covers_reports_it() -> Result
     };
     let c = missing("True").await?;
     assert!(c.message.contains("recordings/visio/"), "{}", c.message);
+    let c = pool_missing("True").await?;
+    assert!(c.message.contains("spec.transcripts.bucket"), "{}", c.message);
+    let series = format!("visio_retention_policy_missing{{kind=\"CaptionPool\",name=\"captions\",namespace=\"{NS}\"}}");
+    wait_for("the pool's missing-policy metric at 1", Duration::from_secs(30), || async {
+        Ok((metric(&series).await? == Some(1.0)).then_some(()))
+    })
+    .await?;
     let series = format!("visio_retention_policy_missing{{kind=\"VisioCluster\",name=\"visio\",namespace=\"{NS}\"}}");
     wait_for("the missing-policy metric at 1", Duration::from_secs(30), || async {
         Ok((metric(&series).await? == Some(1.0)).then_some(()))
@@ -367,10 +395,12 @@ async fn a_visiocluster_whose_recordings_no_policy_covers_reports_it() -> Result
     apply_policy(&client, NS, "recordings", &s3.endpoint, "ret-gov", "s3", "DryRun").await?;
     let c = missing("False").await?;
     assert_eq!(c.reason, "Covered");
+    assert_eq!(pool_missing("False").await?.reason, "Covered");
     // Deleting it brings the condition back.
     let rps: Api<RetentionPolicy> = Api::namespaced(client.clone(), NS);
     rps.delete("recordings", &Default::default()).await?;
     missing("True").await?;
+    pool_missing("True").await?;
     Ok(())
 }
 
