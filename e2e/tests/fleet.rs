@@ -504,19 +504,32 @@ async fn an_operator_killed_mid_upgrade_finishes_it_after_restart() -> Result<()
     result
 }
 
-async fn killed_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> Result<()> {
+/// On a control plane of the test's own: a fleet of exactly `pods` SFU pods (surge and drain one at a
+/// time), its harness started, and every pod serving.
+async fn serving_fleet(
+    cluster: &OwnCluster,
+    ns: &str,
+    display: &str,
+    pods: usize,
+    seed: u64,
+) -> Result<(Client, Fleet)> {
     let client = client_at(&cluster.kubeconfig).await?;
     namespace(&client, ns).await?;
     let vc = visiocluster(
-        "Ministère de l'Intérieur",
+        display,
         json!({"sfu": {"replicas": {"min": pods, "max": pods}},
                "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 100, "scaleDownDelay": "0s"},
                "upgrade": {"maxSurge": 1, "maxDraining": 1}}),
     );
     apply(&client, ns, &vc).await?;
     let fleet =
-        Fleet::start(client.clone(), FleetConfig { seed: 5, ..FleetConfig::new(ns, VC, &cluster.kubeconfig) }).await?;
+        Fleet::start(client.clone(), FleetConfig { seed, ..FleetConfig::new(ns, VC, &cluster.kubeconfig) }).await?;
     fleet.wait_serving(pods, Duration::from_secs(120)).await?;
+    Ok((client, fleet))
+}
+
+async fn killed_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> Result<()> {
+    let (client, fleet) = serving_fleet(cluster, ns, "Ministère de l'Intérieur", pods, 5).await?;
     let old_hash = fleet.view().await.only_hash()?;
     let mut work = Workload::new(5);
     let first = work.open_many(&fleet, "meeting", 48, (2, 6)).await?;
@@ -621,18 +634,7 @@ async fn an_api_server_or_etcd_outage_mid_upgrade_cuts_no_meeting() -> Result<()
 }
 
 async fn outages_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> Result<()> {
-    let client = client_at(&cluster.kubeconfig).await?;
-    namespace(&client, ns).await?;
-    let vc = visiocluster(
-        "Ministère des Outre-mer",
-        json!({"sfu": {"replicas": {"min": pods, "max": pods}},
-               "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 100, "scaleDownDelay": "0s"},
-               "upgrade": {"maxSurge": 1, "maxDraining": 1}}),
-    );
-    apply(&client, ns, &vc).await?;
-    let fleet =
-        Fleet::start(client.clone(), FleetConfig { seed: 6, ..FleetConfig::new(ns, VC, &cluster.kubeconfig) }).await?;
-    fleet.wait_serving(pods, Duration::from_secs(120)).await?;
+    let (client, fleet) = serving_fleet(cluster, ns, "Ministère des Outre-mer", pods, 6).await?;
     let mut work = Workload::new(6);
     let mut lines = Vec::new();
     // First the API server during the upgrade to NEW, then etcd during the rollback to OLD.
