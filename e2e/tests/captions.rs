@@ -320,7 +320,10 @@ async fn bad_input_is_reported() -> Result<()> {
     .await?;
     let (_, _, msg) = condition(&st, "Ready").context("Ready")?;
     ensure!(msg.contains("spec.clusterRef.name") && msg.contains("nowhere"), "{msg}");
-    ensure!(!events(&client, ns, "ClusterNotFound").await?.is_empty(), "ClusterNotFound Event");
+    wait_for("ClusterNotFound Event", Duration::from_secs(15), || async {
+        Ok(Some(events(&client, ns, "ClusterNotFound").await?).filter(|e| !e.is_empty()))
+    })
+    .await?;
 
     // A GPU no node offers: the pod stays Pending and the status quotes the scheduler.
     apply::<VisioCluster>(&client, ns, "visio", &visiocluster()).await?;
@@ -334,7 +337,10 @@ async fn bad_input_is_reported() -> Result<()> {
     let (_, _, msg) = condition(&st, "Ready").context("Ready")?;
     ensure!(msg.contains("example.com/tpu") && msg.contains("Pending"), "{msg}");
     ensure!(st.backends.unschedulable >= 1, "unschedulable count {}", st.backends.unschedulable);
-    ensure!(!events(&client, ns, "Unschedulable").await?.is_empty(), "Unschedulable Event");
+    wait_for("Unschedulable Event", Duration::from_secs(15), || async {
+        Ok(Some(events(&client, ns, "Unschedulable").await?).filter(|e| !e.is_empty()))
+    })
+    .await?;
 
     // What the schema refuses, with the field named.
     for (patch, expect) in [

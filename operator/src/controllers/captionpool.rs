@@ -450,10 +450,9 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
     status.conditions = old.conditions.clone();
     let was = |t: &str| old.conditions.iter().find(|c| c.type_ == t).map(|c| c.reason.clone());
     set_conditions(&mut status, cp, &decided);
-    if cp.status.as_ref() != Some(&status) {
-        write_status(ctx, cp, &status).await?;
-    }
-    // Events for what changed in a way a person should hear of.
+    // Events for what changed in a way a person should hear of, published before the status that
+    // records the change: if the status write fails, the next reconcile sees the old reason and
+    // publishes again (the recorder folds repeats into a count) rather than never.
     let now_reason =
         |t: &str| status.conditions.iter().find(|c| c.type_ == t).map(|c| (c.reason.clone(), c.message.clone()));
     if let Some((reason, msg)) = now_reason(conditions::DEGRADED) {
@@ -465,6 +464,9 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
         if reason == "Unschedulable" && was(conditions::READY).as_deref() != Some("Unschedulable") {
             ctx.event(cp, EventType::Warning, "Unschedulable", "Schedule", msg).await;
         }
+    }
+    if cp.status.as_ref() != Some(&status) {
+        write_status(ctx, cp, &status).await?;
     }
     if new_rejections > 0 {
         ctx.metrics.caption_streams_rejected.with_label_values(&[&ns, &name]).inc_by(u64::from(new_rejections));

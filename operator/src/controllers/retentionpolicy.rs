@@ -254,13 +254,14 @@ async fn report_problem(rp: &RetentionPolicy, ctx: &Context, reason: &str, msg: 
     let status = rp.status.clone().unwrap_or_default();
     let merged = conditions::merge(&status.conditions, &decided, rp.metadata.generation, Timestamp::now());
     if merged != status.conditions || status.observed_generation != rp.metadata.generation {
+        // The Event goes first: a failed status write brings it again; the other order could lose it.
+        ctx.event(rp, EventType::Warning, reason, "Validate", msg.to_string()).await;
         patch_status(
             ctx,
             rp,
             json!({"observedGeneration": rp.metadata.generation, "conditions": merged, "nextRun": null}),
         )
         .await?;
-        ctx.event(rp, EventType::Warning, reason, "Validate", msg.to_string()).await;
     }
     // The Secret is not watched: look again now and then.
     Ok(Action::requeue(Duration::from_secs(60)))
