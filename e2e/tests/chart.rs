@@ -29,14 +29,26 @@ const SERVICE_ACCOUNT: &str = "visio-operator";
 
 /// One permission the operator needs, and the code that needs it.
 struct Grant {
-    /// Granted only in the operator's own namespace (the chart's Role), not cluster-wide.
-    own_namespace: bool,
+    /// Where the grant holds.
+    scope: Scope,
     group: &'static str,
     resource: &'static str,
     /// Limited to these object names (empty: any name).
     names: &'static [&'static str],
     verbs: &'static [&'static str],
     why: &'static str,
+}
+
+/// Where a grant holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Scope {
+    /// Everywhere (the chart's ClusterRole, bound by a ClusterRoleBinding).
+    Cluster,
+    /// The operator's own namespace (the chart's Role).
+    OwnNamespace,
+    /// Tenant namespaces only: the visio-operator-tenant-secrets ClusterRole, which the chart binds
+    /// nowhere and the operator binds to itself where a VisioCluster or RetentionPolicy lives.
+    Tenant,
 }
 
 /// A cluster-wide grant on any object.
@@ -46,7 +58,7 @@ const fn cluster(
     verbs: &'static [&'static str],
     why: &'static str,
 ) -> Grant {
-    Grant { own_namespace: false, group, resource, names: &[], verbs, why }
+    Grant { scope: Scope::Cluster, group, resource, names: &[], verbs, why }
 }
 
 /// The allow-list: every (group, resource, name, verb) the chart's ClusterRole and Role may
@@ -85,14 +97,17 @@ const ALLOWED: &[Grant] = &[
               apply::delete() of drained pods; get: held so the operator may write the agent Role \
               (builders/sfu.rs agent_access(): pods get/list/watch/patch), RBAC's escalation check",
     ),
-    cluster(
-        "",
-        "secrets",
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "list/watch: child_stream(); create/patch: apply::ensure() of the LiveKit config and credentials; \
-              delete: apply::delete_orphans(); get: visiocluster.rs credentials() (spec.keys, Redis password) \
-              and retentionpolicy.rs reconcile_policy() (credentialsSecret)",
-    ),
+    Grant {
+        scope: Scope::Tenant,
+        group: "",
+        resource: "secrets",
+        names: &[],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "list/watch: controllers/secrets.rs SecretCaches (one watch per tenant namespace); create/patch: \
+              secrets::ensure_secret() of the LiveKit config, credentials and caption keys; delete: \
+              apply::delete_orphans(); get: visiocluster.rs credentials() (spec.keys, Redis password), \
+              retentionpolicy.rs reconcile_policy() (credentialsSecret), ensure_secret() before the cache is full",
+    },
     cluster(
         "",
         "services",
@@ -149,7 +164,7 @@ const ALLOWED: &[Grant] = &[
               and patches them to count a series",
     ),
     Grant {
-        own_namespace: false,
+        scope: Scope::Cluster,
         group: "rbac.authorization.k8s.io",
         resource: "clusterroles",
         names: &["visio-tenant-admin"],
@@ -158,7 +173,16 @@ const ALLOWED: &[Grant] = &[
               visio-tenant-admin ClusterRole to spec.tenant.adminGroups, without holding its rights",
     },
     Grant {
-        own_namespace: true,
+        scope: Scope::Cluster,
+        group: "rbac.authorization.k8s.io",
+        resource: "clusterroles",
+        names: &["visio-operator-tenant-secrets"],
+        verbs: &["bind"],
+        why: "visiocluster.rs reconcile_stack() applies builders/tenant.rs operator_secrets_binding(), \
+              retentionpolicy.rs secrets_binding(): the operator's own Secret rights in the tenant's namespace",
+    },
+    Grant {
+        scope: Scope::OwnNamespace,
         group: "coordination.k8s.io",
         resource: "leases",
         names: &[],
@@ -167,7 +191,7 @@ const ALLOWED: &[Grant] = &[
               limit a create to a name",
     },
     Grant {
-        own_namespace: true,
+        scope: Scope::OwnNamespace,
         group: "coordination.k8s.io",
         resource: "leases",
         names: &["visio-operator-leader"],
@@ -490,12 +514,12 @@ fn standby_replicas_get_a_disruption_budget_and_spread() -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // RBAC: least privilege
 
-/// One permission as rendered: (own namespace only, group, resource, object name or "" for any, verb).
-type Granted = (bool, String, String, String, String);
+/// One permission as rendered: (scope, group, resource, object name or "" for any, verb).
+type Granted = (Scope, String, String, String, String);
 
 /// Every permission a rendered ClusterRole or Role grants; an error on a wildcard anywhere and on
 /// nonResourceURLs.
-fn grants(role: &Value, own_namespace: bool) -> Result<BTreeSet<Granted>> {
+fn grants(role: &Value, scope: Scope) -> Result<BTreeSet<Granted>> {
     let mut out = BTreeSet::new();
     for rule in role["rules"].as_array().context("rules")? {
         for field in ["apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"] {
@@ -512,7 +536,7 @@ fn grants(role: &Value, own_namespace: bool) -> Result<BTreeSet<Granted>> {
             for r in strings(&rule["resources"]) {
                 for n in &names {
                     for v in strings(&rule["verbs"]) {
-                        out.insert((own_namespace, g.clone(), r.clone(), n.clone(), v));
+                        out.insert((scope, g.clone(), r.clone(), n.clone(), v));
                     }
                 }
             }
@@ -528,7 +552,7 @@ fn allowed() -> BTreeMap<Granted, &'static str> {
         let names: Vec<&str> = if g.names.is_empty() { vec![""] } else { g.names.to_vec() };
         for n in names {
             for v in g.verbs {
-                let key = (g.own_namespace, g.group.into(), g.resource.into(), n.into(), v.to_string());
+                let key = (g.scope, g.group.into(), g.resource.into(), n.into(), v.to_string());
                 out.insert(key, g.why);
             }
         }
@@ -546,7 +570,7 @@ fn rbac_grants_exactly_the_allow_list() -> Result<()> {
         let mut granted = BTreeSet::new();
         let mut roles = 0;
         for doc in &docs {
-            let own_namespace = match doc["kind"].as_str() {
+            let scope = match doc["kind"].as_str() {
                 // The tenant admins' role: never bound to the operator (checked below), bound by the
                 // operator in tenant namespaces only.
                 Some("ClusterRole") if doc["metadata"]["name"] == "visio-tenant-admin" => {
@@ -554,19 +578,20 @@ fn rbac_grants_exactly_the_allow_list() -> Result<()> {
                     assert!(!text.contains('*'), "a `*` in visio-tenant-admin: {text}");
                     continue;
                 }
-                Some("ClusterRole") => false,
+                Some("ClusterRole") if doc["metadata"]["name"] == "visio-operator-tenant-secrets" => Scope::Tenant,
+                Some("ClusterRole") => Scope::Cluster,
                 Some("Role") => {
                     assert_eq!(doc["metadata"]["namespace"], NAMESPACE, "a Role only in the operator's namespace");
-                    true
+                    Scope::OwnNamespace
                 }
                 _ => continue,
             };
             roles += 1;
             let text = serde_json::to_string(doc)?;
             assert!(!text.contains('*'), "a `*` in a {}: {text}", doc["kind"]);
-            granted.extend(grants(doc, own_namespace)?);
+            granted.extend(grants(doc, scope)?);
         }
-        assert_eq!(roles, 2, "one ClusterRole and one Role (leader election), whatever the values");
+        assert_eq!(roles, 3, "two ClusterRoles (one bound by the operator in tenant namespaces) and one Role (leader election), whatever the values");
         let extra: Vec<_> = granted.iter().filter(|g| !allowed.contains_key(*g)).collect();
         assert!(
             extra.is_empty(),
@@ -576,9 +601,10 @@ fn rbac_grants_exactly_the_allow_list() -> Result<()> {
         let stale: Vec<_> = allowed.keys().filter(|g| !granted.contains(*g)).collect();
         assert!(stale.is_empty(), "allow-list entries the chart no longer grants (remove them): {stale:?}");
     }
-    // Every binding names the chart's ServiceAccount, and only it.
+    // Every binding names the chart's ServiceAccount, and only it; none binds the tenant Secret rights.
     let docs = render(&[])?;
     for b in docs.iter().filter(|d| matches!(d["kind"].as_str(), Some("ClusterRoleBinding" | "RoleBinding"))) {
+        assert_ne!(b["roleRef"]["name"], "visio-operator-tenant-secrets", "the chart binds tenant Secret rights");
         assert_eq!(
             b["subjects"],
             json!([{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]),
@@ -875,6 +901,10 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
         ("get", "nodes", None, "no"),
         ("list", "configmaps", None, "no"),
         ("update", "secrets", None, "no"),
+        ("list", "secrets", None, "no"),
+        ("get", "secrets", Some("kube-system"), "no"),
+        ("get", "secrets", Some(NAMESPACE), "no"),
+        ("bind", "clusterroles.rbac.authorization.k8s.io/visio-operator-tenant-secrets", None, "yes"),
         ("create", "namespaces", None, "no"),
         ("escalate", "roles.rbac.authorization.k8s.io", None, "no"),
         ("bind", "clusterroles.rbac.authorization.k8s.io", None, "no"),
@@ -990,8 +1020,15 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
         ("service", "captions-backend"),
         ("poddisruptionbudget", "captions-backend"),
         ("deployment", "captions-transcriber"),
+        ("rolebinding", "visio-operator-secrets"),
+        ("rolebinding", "meetings-retention-secrets"),
     ] {
         cluster.kubectl(&["get", kind, name, "-n", TENANT], None).with_context(|| format!("{kind}/{name} built"))?;
+    }
+    // Secret rights where the tenant's resources are, and still nowhere else.
+    for (ns, expected) in [(TENANT, "yes"), ("kube-system", "no"), ("default", "no")] {
+        let out = kubectl_out(&cluster.kubeconfig, &["auth", "can-i", "list", "secrets", "-n", ns, "--as", &sa], None)?;
+        assert_eq!(out.stdout.trim(), expected, "{sa} can list secrets in {ns}");
     }
 
     // Prune and shrink: TURN and the Ingress switched off (orphan deletion), one SFU pod instead

@@ -4,6 +4,7 @@
 //! their own VisioClusters, CaptionPools and RetentionPolicies and cannot see another ministry's.
 
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::labels::{child_metadata, cluster_name, Component};
 use super::BuildError;
@@ -40,6 +41,29 @@ pub fn admin_binding(vc: &VisioCluster) -> Result<Option<RoleBinding>, BuildErro
     }))
 }
 
+/// The ClusterRole (shipped by the chart) of the operator's Secret rights in one tenant namespace.
+pub const OPERATOR_SECRETS_CLUSTER_ROLE: &str = "visio-operator-tenant-secrets";
+
+/// `<vc>-operator-secrets`: binds the operator (`operator`, from its SelfSubjectReview) to its Secret
+/// rights in the VisioCluster's namespace, owned by the VisioCluster so that the rights go with it.
+pub fn operator_secrets_binding(vc: &VisioCluster, operator: &Subject) -> Result<RoleBinding, BuildError> {
+    let meta = child_metadata(vc, format!("{}-operator-secrets", cluster_name(vc)?), Component::Credentials)?;
+    Ok(secrets_binding(meta, operator))
+}
+
+/// The same binding for any owner: `meta` carries its name, namespace, labels and owner reference.
+pub fn secrets_binding(meta: ObjectMeta, operator: &Subject) -> RoleBinding {
+    RoleBinding {
+        metadata: meta,
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: OPERATOR_SECRETS_CLUSTER_ROLE.into(),
+        },
+        subjects: Some(vec![operator.clone()]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +95,25 @@ mod tests {
             ],
             "sorted, deduplicated groups only"
         );
+    }
+
+    #[test]
+    fn the_operator_binds_itself_to_secrets_in_the_namespace_only() {
+        let vc = test_cluster();
+        let sa = Subject {
+            kind: "ServiceAccount".into(),
+            name: "visio-operator".into(),
+            namespace: Some("visio-system".into()),
+            api_group: None,
+        };
+        let rb = operator_secrets_binding(&vc, &sa).unwrap();
+        assert_eq!(rb.metadata.name.as_deref(), Some("visio-operator-secrets"));
+        assert_eq!(rb.metadata.namespace, vc.metadata.namespace);
+        assert_eq!(rb.metadata.owner_references, Some(vec![owner_reference(&vc).unwrap()]));
+        assert_eq!(
+            (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),
+            ("ClusterRole", OPERATOR_SECRETS_CLUSTER_ROLE)
+        );
+        assert_eq!(rb.subjects, Some(vec![sa]));
     }
 }

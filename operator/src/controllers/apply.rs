@@ -55,13 +55,22 @@ where
         + Debug,
 {
     let hash = stamp(&mut desired)?;
-    if up_to_date(store, &desired, &hash) {
-        return Ok(false);
-    }
     let ns = desired.meta().namespace.clone().unwrap_or_default();
     let name = desired.name_any();
+    let key = format!("{}/{ns}/{name}", K::kind(&()));
+    if up_to_date(store, &desired, &hash) {
+        ctx.recent.settled(&key);
+        return Ok(false);
+    }
+    // Applied already, and the cache has not shown it yet: not again (see `recent`).
+    let cached = store.get(&ObjectRef::<K>::new(&name).within(&ns));
+    let version = cached.as_ref().and_then(|c| c.meta().resource_version.clone());
+    if ctx.recent.in_flight(&key, &hash, version.as_deref()) {
+        return Ok(false);
+    }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    ctx.recent.wrote(&key, &hash, version.as_deref());
     ctx.metrics.child_writes.with_label_values(&[K::kind(&()).as_ref(), "apply"]).inc();
     tracing::debug!(kind = %K::kind(&()), %ns, %name, "applied");
     Ok(true)
@@ -153,7 +162,7 @@ pub async fn owned_secret<K: Resource>(
     let ours = |s: &Secret| {
         s.namespace().as_deref() == Some(ns.as_str()) && s.name_any() == name && is_child_of(s, &instance, &uid)
     };
-    if let Some(s) = ctx.stores.secrets.state().into_iter().find(|s| ours(s)) {
+    if let Some(s) = ctx.secrets.store().state().into_iter().find(|s| ours(s)) {
         return Ok(Some(s));
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);

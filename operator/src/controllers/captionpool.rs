@@ -500,14 +500,19 @@ async fn apply_children(
     let s = &ctx.stores;
     let secrets = [stack.key_secret.clone(), stack.config_secret.clone()];
     for secret in &secrets {
-        apply::ensure(ctx, &s.secrets, secret.clone()).await?;
+        super::secrets::ensure_secret(ctx, secret.clone()).await?;
     }
     let agent = &stack.agent;
     super::fleet_pods::ensure_agent_access(ctx, agent).await?;
     apply::ensure(ctx, &s.services, stack.service.clone()).await?;
     apply::ensure(ctx, &s.pdbs, stack.pdb.clone()).await?;
     apply::ensure(ctx, &s.deployments, stack.transcribers.clone()).await?;
-    let pruned = apply::delete_orphans(ctx, &s.secrets, ns, name, uid, &apply::names(&secrets)).await?
+    let secret_orphans = if ctx.secrets.is_ready(ns) {
+        apply::delete_orphans(ctx, ctx.secrets.store(), ns, name, uid, &apply::names(&secrets)).await?
+    } else {
+        0
+    };
+    let pruned = secret_orphans
         + apply::delete_orphans(ctx, &s.services, ns, name, uid, &apply::names([&stack.service])).await?
         + apply::delete_orphans(ctx, &s.pdbs, ns, name, uid, &apply::names([&stack.pdb])).await?
         + apply::delete_orphans(ctx, &s.deployments, ns, name, uid, &apply::names([&stack.transcribers])).await?

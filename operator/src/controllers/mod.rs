@@ -9,7 +9,9 @@ pub mod captionpool;
 pub mod conditions;
 pub mod error;
 pub mod fleet_pods;
+pub mod recent;
 pub mod retentionpolicy;
+pub mod secrets;
 pub mod visiocluster;
 
 use std::collections::HashMap;
@@ -18,10 +20,10 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding, Subject};
 use kube::api::DynamicObject;
 use kube::core::ApiResource;
 use kube::runtime::controller::Controller;
@@ -47,7 +49,6 @@ pub struct Config {
 #[derive(Clone)]
 pub struct Stores {
     pub pods: Store<Pod>,
-    pub secrets: Store<Secret>,
     pub services: Store<Service>,
     pub deployments: Store<Deployment>,
     pub pdbs: Store<PodDisruptionBudget>,
@@ -78,6 +79,13 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// Per-CaptionPool memory (rejection counters seen), in memory like `low_load_since`.
     pub captions: Mutex<HashMap<String, captionpool::PoolMemory>>,
+    /// Our Secrets, one watch per tenant namespace (the operator has no cluster-wide Secret rights).
+    pub secrets: Arc<secrets::SecretCaches>,
+    /// Who the operator is (SelfSubjectReview at start), the subject of its per-namespace Secret
+    /// bindings; `None` if the apiserver would not say, and then no binding is made.
+    pub operator: Option<Subject>,
+    /// Our writes the caches may not show yet (see `recent`).
+    pub recent: recent::RecentWrites,
 }
 
 impl Context {
@@ -278,7 +286,6 @@ where
 /// Runs the three controllers until one stops (which only happens on shutdown).
 pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: crate::telemetry::Readiness) {
     let (pods, pods_w) = reflector::store();
-    let (secrets, secrets_w) = reflector::store();
     let (services, services_w) = reflector::store();
     let (deployments, deployments_w) = reflector::store();
     let (pdbs, pdbs_w) = reflector::store();
@@ -290,7 +297,6 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
     let (retention_policies, retention_policies_w) = reflector::store();
     let stores = Stores {
         pods,
-        secrets,
         services,
         deployments,
         pdbs,
@@ -302,6 +308,17 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         retention_policies,
     };
     let reporter = Reporter { controller: "visio-operator".into(), instance: Some(config.instance.clone()) };
+    let operator = match secrets::whoami(&client).await {
+        Ok(s) => {
+            tracing::info!(kind = %s.kind, name = %s.name, "the operator binds itself to Secrets in tenant namespaces as this subject");
+            Some(s)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not learn the operator's own identity: no per-namespace Secret bindings");
+            None
+        }
+    };
+    let secret_caches = secrets::SecretCaches::new(client.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics,
@@ -312,6 +329,9 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         ready_seen: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
         captions: Mutex::new(HashMap::new()),
+        secrets: secret_caches.clone(),
+        operator,
+        recent: recent::RecentWrites::default(),
     });
 
     let vc = visiocluster::controller(
@@ -319,7 +339,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         ctx.clone(),
         visiocluster::ChildStreams {
             pods: child_stream(&client, pods_w).boxed(),
-            secrets: child_stream(&client, secrets_w).boxed(),
+            secrets: secret_caches.subscribe().boxed(),
             services: child_stream(&client, services_w).boxed(),
             deployments: child_stream(&client, deployments_w).boxed(),
             pdbs: child_stream(&client, pdbs_w).boxed(),
@@ -341,7 +361,6 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
     // Ready once every child cache has its first full list (the controllers drive the watches).
     let readiness = async move {
         let _ = stores.pods.wait_until_ready().await;
-        let _ = stores.secrets.wait_until_ready().await;
         let _ = stores.services.wait_until_ready().await;
         let _ = stores.deployments.wait_until_ready().await;
         let _ = stores.pdbs.wait_until_ready().await;
@@ -418,10 +437,19 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    // The object the reconcile read may predate our last status write: the same status again is
+    // skipped until the cache shows a newer version (see `recent`).
+    let key = format!("{}/{}/status", K::kind(&()), key_of(obj));
+    let hash = recent::status_hash(&serde_json::to_value(status)?);
+    let version = obj.meta().resource_version.as_deref();
+    if ctx.recent.in_flight(&key, &hash, version) {
+        return Ok(());
+    }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     let pp = kube::api::PatchParams::apply(crate::builders::labels::FIELD_MANAGER).force();
     api.patch_status(&obj.name_any(), &pp, &kube::api::Patch::Apply(&patch)).await?;
+    ctx.recent.wrote(&key, &hash, version);
     ctx.metrics.child_writes.with_label_values(&[K::kind(&()).as_ref(), "status"]).inc();
     Ok(())
 }

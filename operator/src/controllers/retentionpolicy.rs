@@ -210,6 +210,10 @@ async fn reconcile_policy(rp: Arc<RetentionPolicy>, ctx: &Arc<Context>, key: &st
         // The running sweep writes its result, which triggers the next reconcile.
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
+    // Our right to read the credentials, in this namespace only, before reading them.
+    if let Some(me) = &ctx.operator {
+        super::secrets::ensure_rights(ctx, secrets_binding(&rp, me)).await?;
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret = secrets.get_opt(&rp.spec.target.credentials_secret).await?;
     let valid = validate(&rp, missing_credential_keys(secret.as_ref()));
@@ -452,6 +456,42 @@ async fn run_sweep(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, valid: Valid, cr
             }
         }
     }
+}
+
+/// `<policy>-retention-secrets`: the operator's Secret rights in the policy's namespace, owned by the
+/// policy (a namespace may hold a RetentionPolicy and no VisioCluster).
+fn secrets_binding(
+    rp: &RetentionPolicy,
+    operator: &k8s_openapi::api::rbac::v1::Subject,
+) -> k8s_openapi::api::rbac::v1::RoleBinding {
+    use crate::builders::labels::{
+        COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, PART_OF, PART_OF_LABEL,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    let name = rp.name_any();
+    let meta = ObjectMeta {
+        name: Some(format!("{name}-retention-secrets")),
+        namespace: rp.namespace(),
+        labels: Some(
+            [
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                (PART_OF_LABEL.to_string(), PART_OF.to_string()),
+                (INSTANCE_LABEL.to_string(), name.clone()),
+                (COMPONENT_LABEL.to_string(), "retention".to_string()),
+            ]
+            .into(),
+        ),
+        owner_references: Some(vec![OwnerReference {
+            api_version: <RetentionPolicy as kube::Resource>::api_version(&()).into_owned(),
+            kind: <RetentionPolicy as kube::Resource>::kind(&()).into_owned(),
+            name,
+            uid: rp.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]),
+        ..Default::default()
+    };
+    crate::builders::tenant::secrets_binding(meta, operator)
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ use super::{key_of, observe, Context};
 use crate::api::visiocluster::{LiveLoad, SfuCounts, VisioCluster, VisioClusterStatus};
 use crate::api::RetentionPolicy;
 use crate::builders::stack::{build_stack, Credentials, Stack};
+use crate::builders::tenant::operator_secrets_binding;
 use crate::fleet::{self, FleetSpec, PodPhase, PodSnapshot, Snapshot};
 use crate::pod_protocol;
 use crate::pod_protocol::DRAIN_SINCE;
@@ -143,7 +144,6 @@ pub(super) async fn caches_ready(ctx: &Context) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = s.pods.wait_until_ready().now_or_never().is_some()
-            && s.secrets.wait_until_ready().now_or_never().is_some()
             && s.services.wait_until_ready().now_or_never().is_some()
             && s.deployments.wait_until_ready().now_or_never().is_some()
             && s.pdbs.wait_until_ready().now_or_never().is_some()
@@ -171,6 +171,11 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
+    // Our Secret rights in this namespace before any Secret is read.
+    if let Some(me) = &ctx.operator {
+        super::secrets::ensure_rights(ctx, operator_secrets_binding(vc, me)?).await?;
+    }
+    ctx.secrets.watch(&ns);
     // dereference
     let creds = credentials(vc, ctx).await?;
     // validate + build (pure)
@@ -302,12 +307,15 @@ async fn apply_children(
     let mut secrets = vec![stack.config_secret.clone()];
     secrets.extend(stack.credentials_secret.clone());
     for secret in &secrets {
-        apply::ensure(ctx, &s.secrets, secret.clone()).await?;
+        super::secrets::ensure_secret(ctx, secret.clone()).await?;
     }
     // The agent's identity before any pod that runs as it.
     let agent = &stack.agent;
     super::fleet_pods::ensure_agent_access(ctx, agent).await?;
     let mut bindings = vec![agent.role_binding.clone()];
+    if let Some(me) = &ctx.operator {
+        bindings.push(operator_secrets_binding(vc, me)?);
+    }
     if let Some(admins) = &stack.admin_binding {
         apply::ensure(ctx, &s.role_bindings, admins.clone()).await?;
         bindings.push(admins.clone());
@@ -333,7 +341,13 @@ async fn apply_children(
         apply::ensure(ctx, &s.ingresses, i.clone()).await?;
     }
     // Children the spec no longer asks for (TURN switched off, Redis made external, ...).
-    let pruned = apply::delete_orphans(ctx, &s.secrets, ns, name, uid, &apply::names(&secrets)).await?
+    // Secrets only once the namespace's cache is full (an absent Secret is not an orphan).
+    let secret_orphans = if ctx.secrets.is_ready(ns) {
+        apply::delete_orphans(ctx, ctx.secrets.store(), ns, name, uid, &apply::names(&secrets)).await?
+    } else {
+        0
+    };
+    let pruned = secret_orphans
         + apply::delete_orphans(ctx, &s.deployments, ns, name, uid, &apply::names(&deployments)).await?
         + apply::delete_orphans(ctx, &s.services, ns, name, uid, &apply::names(&services)).await?
         + apply::delete_orphans(ctx, &s.pdbs, ns, name, uid, &apply::names([&stack.pdb])).await?
