@@ -1090,9 +1090,11 @@ fn the_chart_ships_the_tested_alerts_and_dashboard() -> Result<()> {
     Ok(())
 }
 
-/// The tenant pods the operator builds (SFU, caption backends of each engine, transcribers): for each, its
-/// labels and the names of its container ports.
-fn built_pods() -> Result<Vec<(String, BTreeMap<String, String>, BTreeSet<String>)>> {
+/// A pod the operator builds: what it is, its labels, the names of its container ports.
+type BuiltPod = (String, BTreeMap<String, String>, BTreeSet<String>);
+
+/// The tenant pods the operator builds (SFU, caption backends of each engine, transcribers).
+fn built_pods() -> Result<Vec<BuiltPod>> {
     use visio_operator::builders::captions::{build_captions, CaptionInputs};
     let meta =
         |name: &str| json!({"name": name, "namespace": "minsante", "uid": "0b6c1a52-5f3c-4a8e-9d57-3c2f1e0a9b11"});
