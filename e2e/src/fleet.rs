@@ -1,6 +1,7 @@
 //! The fleet harness: SFU load on loopback for the pods of one VisioCluster, or caption load for the
 //! backend pods of one CaptionPool (`FleetConfig::backend`: [`StandinBackend::Moshi`] runs
-//! `moshi-standin`, and a "meeting" is then one caption stream holding one slot).
+//! `moshi-standin`, [`StandinBackend::WhisperLive`] `whisperlive-standin`, and a "meeting" is then one
+//! caption stream holding one slot).
 //!
 //! kwok runs no container, so the harness plays the pod's containers: for every SFU pod of the
 //! VisioCluster that kwok marks Running, it starts one `livekit-standin` (LiveKit's metrics, its
@@ -61,6 +62,8 @@ pub struct Binaries {
     pub standin: PathBuf,
     /// `moshi-standin` (checked when a caption harness starts).
     pub moshi_standin: PathBuf,
+    /// `whisperlive-standin` (checked when a caption harness starts).
+    pub whisperlive_standin: PathBuf,
 }
 
 impl Binaries {
@@ -73,6 +76,7 @@ impl Binaries {
             operator: pick("VISIO_E2E_OPERATOR_BIN", "visio-operator"),
             standin: pick("VISIO_E2E_STANDIN_BIN", "livekit-standin"),
             moshi_standin: pick("VISIO_E2E_MOSHI_STANDIN_BIN", "moshi-standin"),
+            whisperlive_standin: pick("VISIO_E2E_WHISPERLIVE_STANDIN_BIN", "whisperlive-standin"),
         };
         for p in [&b.operator, &b.standin] {
             ensure!(
@@ -219,7 +223,8 @@ pub struct Outcome {
     pub refused_joins: u32,
     /// Joins for which no serving pod was found at all.
     pub no_serving_pod: u32,
-    /// Streams a caption backend refused because every slot was taken (503 "no free channels"); each was
+    /// Streams a caption backend refused because every slot was taken (503: moshi-server's "no free
+    /// channels", WhisperLive's `WAIT`); each was
     /// retried on the next least-loaded pod.
     pub rejected_full: u32,
     /// Every cut meeting, with how it was cut.
@@ -361,6 +366,20 @@ pub enum StandinBackend {
     Livekit,
     /// `moshi-standin` with `slots` slots, key from `<pool>-caption-key` (`cluster` is the pool's name).
     Moshi { slots: u32 },
+    /// `whisperlive-standin` with `--max_clients` `slots`, key from `<pool>-caption-key` (WhisperLive checks
+    /// none), its metrics on a port of their own.
+    WhisperLive { slots: u32 },
+}
+
+impl StandinBackend {
+    /// The caption backend's binary and the agent's `--backend`, `None` for LiveKit.
+    fn caption(&self, bins: &Binaries) -> Option<(PathBuf, &'static str, u32)> {
+        match self {
+            StandinBackend::Livekit => None,
+            StandinBackend::Moshi { slots } => Some((bins.moshi_standin.clone(), "moshi", *slots)),
+            StandinBackend::WhisperLive { slots } => Some((bins.whisperlive_standin.clone(), "whisperlive", *slots)),
+        }
+    }
 }
 
 impl FleetConfig {
@@ -507,17 +526,15 @@ impl Fleet {
     /// Secret, then follows its SFU pods every [`TICK`].
     pub async fn start(client: Client, cfg: FleetConfig) -> Result<Fleet> {
         let bins = Binaries::find()?;
-        if cfg.backend != StandinBackend::Livekit {
-            ensure!(
-                bins.moshi_standin.exists(),
-                "{} not found: `cargo build -p visio-operator --bins`",
-                bins.moshi_standin.display()
-            );
+        if let Some((bin, _, _)) = cfg.backend.caption(&bins) {
+            ensure!(bin.exists(), "{} not found: `cargo build -p visio-operator --bins`", bin.display());
         }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
         let (name, key_field, secret_field) = match cfg.backend {
             StandinBackend::Livekit => (format!("{}-credentials", cfg.cluster), "apiKey", Some("apiSecret")),
-            StandinBackend::Moshi { .. } => (format!("{}-caption-key", cfg.cluster), "apiKey", None),
+            StandinBackend::Moshi { .. } | StandinBackend::WhisperLive { .. } => {
+                (format!("{}-caption-key", cfg.cluster), "apiKey", None)
+            }
         };
         let secret = crate::wait_for(&format!("Secret {name}"), Duration::from_secs(60), || {
             let secrets = secrets.clone();
@@ -1110,6 +1127,11 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
             c.args(["--addr", "127.0.0.1:0", "--batch-size", &slots.to_string()]).env("MOSHI_API_KEY", &shared.api_key);
             c
         }
+        StandinBackend::WhisperLive { slots } => {
+            let mut c = Command::new(&shared.bins.whisperlive_standin);
+            c.args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--max_clients", &slots.to_string()]);
+            c
+        }
     };
     let mut standin = standin
         .env_remove("RUST_LOG")
@@ -1161,8 +1183,9 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
             .chain(["--backend-pid".to_string(), standin_pid.to_string()])
             .collect(),
         // The agent never signals a caption backend: no process flags.
-        StandinBackend::Moshi { slots } => {
-            ["--backend", "moshi", "--slots"].into_iter().map(String::from).chain([slots.to_string()]).collect()
+        StandinBackend::Moshi { .. } | StandinBackend::WhisperLive { .. } => {
+            let (_, backend, slots) = cfg.backend.caption(&shared.bins).unwrap_or_default();
+            ["--backend", backend, "--slots"].into_iter().map(String::from).chain([slots.to_string()]).collect()
         }
     };
     let agent = Command::new(&shared.bins.operator)

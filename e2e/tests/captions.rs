@@ -12,7 +12,12 @@
 //!    backend pod): a steady ramp of captioned participants (rejected streams must be 0, and the free
 //!    slots never run out), participants leaving (only empty pods are deleted, busy draining pods wait for
 //!    their streams), a backend image upgrade with streams open (no stream cut, the upgrade completes);
-//! 2. `bad_input_is_reported`: a pool naming a VisioCluster that does not exist, one asking for a GPU no
+//! 2. `whisperlive_pool_scales_on_slots_and_counts_rejections`, engine `whisperlive` with the harness's
+//!    `whisperlive-standin` (`--max_clients` slots, `WAIT` when full, counted in
+//!    `whisperlive_connections_rejected_total`) and the real agent with `--backend whisperlive`: a steady
+//!    ramp is never refused, then a burst beyond the pool's `max` is, and the refusals reach the status
+//!    (`slots.rejected`), the `Degraded=StreamsRejected` condition, its Event and the operator's counter;
+//! 3. `bad_input_is_reported`: a pool naming a VisioCluster that does not exist, one asking for a GPU no
 //!    node has (pods Pending, `Unschedulable` quoting the scheduler), and what the schema refuses.
 
 use std::time::{Duration, Instant};
@@ -27,6 +32,10 @@ use visio_operator::api::{CaptionPool, VisioCluster};
 
 const POOL: &str = "captions";
 const SLOTS: u32 = 16;
+
+/// The two load scenarios run one after the other: the first one's "no write at rest" check counts every
+/// write of the operator, and two harnesses at once would share the 2 cores of the machine.
+static LOAD_SCENARIO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn visiocluster() -> Value {
     json!({
@@ -88,6 +97,7 @@ fn summary(name: &str, lines: &[String]) {
 
 #[tokio::test]
 async fn captions_scale_on_slots_and_never_cut_a_stream() -> Result<()> {
+    let _serial = LOAD_SCENARIO.lock().await;
     let ns = "e2e-captions";
     let client = client().await?;
     let _tenant = Tenant::create(&client, ns).await?;
@@ -299,6 +309,117 @@ async fn captions_scale_on_slots_and_never_cut_a_stream() -> Result<()> {
                 outcome.pods_started, outcome.pods_stopped, outcome.peak_pods_all
             ),
             format!("operator writes in 10 s at rest: {idle_writes}"),
+        ],
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn whisperlive_pool_scales_on_slots_and_counts_rejections() -> Result<()> {
+    const WL_POOL: &str = "wl";
+    const WL_SLOTS: u32 = 4; // WhisperLive's default --max_clients
+    let _serial = LOAD_SCENARIO.lock().await;
+    let started = Instant::now();
+    let ns = "e2e-captions-wl";
+    let client = client().await?;
+    let _tenant = Tenant::create(&client, ns).await?;
+    apply::<VisioCluster>(&client, ns, "visio", &visiocluster()).await?;
+    // On CPU (no GPU asked), at most 3 backends of 4 slots: 12 streams in all.
+    let spec = json!({
+        "engine": "whisperlive",
+        "backend": {
+            "slotsPerPod": WL_SLOTS, "gpu": {"count": 0},
+            "replicas": {"min": 1, "max": 3}, "targetOccupancyPercent": 70, "slotBuffer": 3,
+            "drainTimeout": "10m", "scaleDownDelay": "10m"
+        },
+        "transcribers": {"replicas": {"min": 1, "max": 2}, "jobsPerWorker": 10}
+    });
+    apply::<CaptionPool>(&client, ns, WL_POOL, &pool(WL_POOL, spec)).await?;
+    let mut cfg = FleetConfig::new(ns, WL_POOL, &kubeconfig_path()?);
+    cfg.backend = StandinBackend::WhisperLive { slots: WL_SLOTS };
+    cfg.component = "caption-backend".into();
+    cfg.agent_args = ["--interval", "500ms", "--min-report-interval", "1s"].map(String::from).to_vec();
+    let fleet = Fleet::start(client.clone(), cfg).await?;
+    fleet.wait_serving(1, Duration::from_secs(60)).await?;
+
+    // 1. A steady ramp of 8 streams, one every 2 s: with 4 slots, a 70 % target and a buffer of 3, the
+    // pool grows to 3 backends (a second at 2 streams, a third at 6), and no stream is refused.
+    let mut backends_at: Vec<(usize, usize)> = Vec::new();
+    for i in 0..8 {
+        let view = fleet.view().await;
+        let pods = view.active().count();
+        if backends_at.last().map(|b| b.1) != Some(pods) {
+            backends_at.push((view.open_meetings(), pods));
+        }
+        let joined = fleet.open(&format!("w{i}"), 1).await?;
+        ensure!(matches!(joined, Join::Joined(_)), "stream w{i} found no serving backend");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let ramp = fleet.view().await.outcome;
+    ensure!(
+        ramp.rejected_full == 0 && ramp.no_serving_pod == 0,
+        "streams refused during a steady ramp: {} WAIT, {} without a serving backend",
+        ramp.rejected_full,
+        ramp.no_serving_pod
+    );
+    fleet.wait_serving(3, Duration::from_secs(30)).await?;
+    let st = wait_for("the status to count 8 streams on 3 backends", Duration::from_secs(30), || async {
+        Ok(status(&client, ns, WL_POOL).await?.filter(|s| s.slots.used == 8 && s.backends.ready == 3))
+    })
+    .await?;
+    ensure!(st.slots.total == i64::from(3 * WL_SLOTS), "total slots {}", st.slots.total);
+    ensure!(st.slots.rejected == 0, "rejections counted during the ramp: {}", st.slots.rejected);
+    ensure!(
+        condition(&st, "Degraded").is_some_and(|c| c.0 == "False"),
+        "Degraded after a steady ramp: {:?}",
+        condition(&st, "Degraded")
+    );
+
+    // 2. A burst of 6 streams at once: 4 free slots, the pool is at its max. The last 2 find every
+    // backend full: each backend answers WAIT and counts it; the operator adds them up.
+    let mut joined = 0;
+    for i in 0..6 {
+        if matches!(fleet.open(&format!("b{i}"), 1).await?, Join::Joined(_)) {
+            joined += 1;
+        }
+    }
+    let burst = fleet.view().await.outcome;
+    ensure!(joined == 4, "{joined} of 6 burst streams joined (4 slots were free)");
+    ensure!(burst.no_serving_pod == 2 && burst.rejected_full >= 2, "burst: {burst:?}");
+    let refused = i64::from(burst.rejected_full);
+    let st = wait_for("the status to count every WAIT", Duration::from_secs(30), || async {
+        Ok(status(&client, ns, WL_POOL).await?.filter(|s| {
+            s.slots.rejected == refused && condition(s, "Degraded").is_some_and(|c| c.1 == "StreamsRejected")
+        }))
+    })
+    .await?;
+    let degraded = condition(&st, "Degraded").context("Degraded")?;
+    ensure!(degraded.0 == "True" && degraded.2.contains("refused"), "{degraded:?}");
+    wait_for("a StreamsRejected Event", Duration::from_secs(15), || async {
+        Ok(Some(events(&client, ns, "StreamsRejected").await?).filter(|e| !e.is_empty()))
+    })
+    .await?;
+    let series = format!("visio_caption_streams_rejected_total{{namespace=\"{ns}\",pool=\"{WL_POOL}\"}}");
+    let counted = visio_e2e::metric(&series).await?;
+    ensure!(counted == Some(refused as f64), "{series} = {counted:?}, want {refused}");
+
+    let names: Vec<String> = fleet.view().await.meetings.keys().cloned().collect();
+    for n in &names {
+        fleet.close(n).await?;
+    }
+    let outcome = fleet.stop().await;
+    ensure!(outcome.cuts.is_empty(), "streams cut: {:?}", outcome.cuts);
+    ensure!(outcome.problems.is_empty(), "harness problems: {:?}", outcome.problems);
+    summary(
+        "whisperlive: scale on slots, count rejections",
+        &[
+            format!(
+                "ramp: 8 streams, one every 2 s, {WL_SLOTS} slots (max_clients) per backend, target 70 %, buffer 3"
+            ),
+            format!("backends as the ramp went (open streams, backends): {backends_at:?}; refused in the ramp: 0"),
+            format!("burst of 6 with 4 free slots at max 3 backends: {joined} joined, {refused} WAIT answers"),
+            format!("status.slots.rejected {}, Degraded {:?}", st.slots.rejected, degraded.1),
+            format!("took {:.1} s", started.elapsed().as_secs_f64()),
         ],
     );
     Ok(())

@@ -852,7 +852,18 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
 
     // helm install: the CRDs, the RBAC, the Deployment (whose pod kwok "runs": only admitted
     // under Pod Security "restricted" if its spec passes it).
-    cluster.helm(&["install", RELEASE, chart, "--namespace", NAMESPACE, "--wait=false"])?;
+    // podMonitor.enabled with no Prometheus Operator CRDs in this cluster: the PodMonitors are left out
+    // (an install that sent them would fail with "no matches for kind PodMonitor").
+    cluster.helm(&[
+        "install",
+        RELEASE,
+        chart,
+        "--namespace",
+        NAMESPACE,
+        "--wait=false",
+        "--set",
+        "podMonitor.enabled=true",
+    ])?;
     cluster.kubectl(
         &[
             "wait",
@@ -1113,5 +1124,115 @@ fn the_chart_ships_the_tested_alerts_and_dashboard() -> Result<()> {
     // The alerts select job="visio-operator": the ServiceMonitor sets it whatever the release name.
     let sm = find(&docs, "ServiceMonitor")?;
     assert_eq!(sm["spec"]["endpoints"][0]["relabelings"][0]["replacement"], "visio-operator");
+    Ok(())
+}
+
+/// A pod the operator builds: what it is, its labels, the names of its container ports.
+type BuiltPod = (String, BTreeMap<String, String>, BTreeSet<String>);
+
+/// The tenant pods the operator builds (SFU, caption backends of each engine, transcribers).
+fn built_pods() -> Result<Vec<BuiltPod>> {
+    use visio_operator::builders::captions::{build_captions, CaptionInputs};
+    let meta =
+        |name: &str| json!({"name": name, "namespace": "minsante", "uid": "0b6c1a52-5f3c-4a8e-9d57-3c2f1e0a9b11"});
+    let ports = |spec: &k8s_openapi::api::core::v1::PodSpec| -> BTreeSet<String> {
+        spec.containers.iter().flat_map(|c| c.ports.iter().flatten()).filter_map(|p| p.name.clone()).collect()
+    };
+    let mut out = vec![];
+    let vc: visio_operator::api::VisioCluster = serde_json::from_value(json!({
+        "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": meta("visio"),
+        "spec": {"tenant": {"displayName": "Santé"}, "signaling": {"host": "visio.sante.gouv.fr"}}
+    }))?;
+    let sfu = visio_operator::builders::sfu::sfu_template(&vc, "visio-livekit-config", "h", "visio-operator:1")?.pod;
+    out.push((
+        "sfu".into(),
+        sfu.metadata.labels.clone().unwrap_or_default(),
+        ports(sfu.spec.as_ref().context("spec")?),
+    ));
+    for engine in ["kyutai", "whisperlive", "custom"] {
+        let cp: visio_operator::api::CaptionPool = serde_json::from_value(json!({
+            "apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool", "metadata": meta("captions"),
+            "spec": {"clusterRef": {"name": "visio"}, "engine": engine, "image": "stt:1"}
+        }))?;
+        let inputs = CaptionInputs {
+            api_key: "k",
+            livekit_keys_secret: "visio-credentials",
+            agent_image: "visio-operator:1",
+            transcriber_replicas: 1,
+        };
+        let s = build_captions(&cp, &inputs)?;
+        let b = &s.backend.pod;
+        out.push((
+            engine.into(),
+            b.metadata.labels.clone().unwrap_or_default(),
+            ports(b.spec.as_ref().context("spec")?),
+        ));
+        let t = s.transcribers.spec.context("spec")?.template;
+        let labels = t.metadata.and_then(|m| m.labels).unwrap_or_default();
+        out.push(("transcriber".into(), labels, ports(&t.spec.context("spec")?)));
+    }
+    Ok(out)
+}
+
+#[test]
+fn pod_monitors_scrape_the_tenant_pods_by_named_port_only_where_prometheus_operator_runs() -> Result<()> {
+    // Enabled, but the cluster serves no monitoring.coreos.com/v1 PodMonitor (helm template's default
+    // capabilities, like a real cluster without the Prometheus Operator): nothing is rendered.
+    let without = render(&["podMonitor.enabled=true"])?;
+    assert!(!kinds(&without).contains("PodMonitor"), "PodMonitor rendered without its CRD");
+    // With the API, off by default.
+    let chart = chart();
+    let template = |sets: &[&str]| -> Result<Vec<Value>> {
+        let mut args = vec!["template", RELEASE, chart.to_str().unwrap(), "--namespace", NAMESPACE];
+        args.extend(["--api-versions", "monitoring.coreos.com/v1/PodMonitor"]);
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        documents(&helm_ok(&args)?)
+    };
+    assert!(!kinds(&template(&[])?).contains("PodMonitor"), "off by default");
+    let docs =
+        template(&["podMonitor.enabled=true", "podMonitor.labels.release=prometheus", "podMonitor.interval=15s"])?;
+    let monitors: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "PodMonitor").collect();
+    let names: Vec<&str> = monitors.iter().filter_map(|m| m["metadata"]["name"].as_str()).collect();
+    assert_eq!(names, ["visio-operator-sfu", "visio-operator-caption-backends", "visio-operator-transcribers"]);
+    let pods = built_pods()?;
+    for m in &monitors {
+        let name = m["metadata"]["name"].as_str().unwrap_or_default();
+        assert_eq!(m["metadata"]["namespace"], NAMESPACE, "{name}");
+        assert_eq!(m["metadata"]["labels"]["release"], "prometheus", "{name}");
+        assert_eq!(m["spec"]["namespaceSelector"], json!({"any": true}), "{name}: tenants are in any namespace");
+        let selector: BTreeMap<String, String> = serde_json::from_value(m["spec"]["selector"]["matchLabels"].clone())?;
+        assert_eq!(selector.get("app.kubernetes.io/managed-by").map(String::as_str), Some("visio-operator"), "{name}");
+        assert_eq!(selector.len(), 2, "{name}: managed-by and component only");
+        let endpoints = m["spec"]["podMetricsEndpoints"].as_array().context("endpoints")?;
+        let ports: BTreeSet<String> = endpoints.iter().filter_map(|e| e["port"].as_str().map(str::to_string)).collect();
+        for e in endpoints {
+            assert_eq!((&e["path"], &e["interval"]), (&json!("/metrics"), &json!("15s")), "{name}");
+        }
+        // Every pod the selector matches has one of the endpoints' ports, and a scraped port serves
+        // /metrics: `metrics`, or moshi-server's `stt` (streams and metrics on one port).
+        let matched: Vec<&String> = pods
+            .iter()
+            .filter(|(_, labels, _)| selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            .map(|(what, labels, pod_ports)| {
+                let scraped: Vec<&String> = pod_ports.intersection(&ports).collect();
+                assert_eq!(scraped.len(), 1, "{name} scrapes {scraped:?} of {what} ({pod_ports:?})");
+                assert!(
+                    scraped[0] == "metrics" || (scraped[0] == "stt" && what != "whisperlive"),
+                    "{name} scrapes {what} on {}",
+                    scraped[0]
+                );
+                assert!(labels.contains_key("visio.io/cluster"), "{what}");
+                what
+            })
+            .collect();
+        let want: Vec<&str> = match name {
+            "visio-operator-sfu" => vec!["sfu"],
+            "visio-operator-caption-backends" => vec!["kyutai", "whisperlive", "custom"],
+            _ => vec!["transcriber", "transcriber", "transcriber"],
+        };
+        assert_eq!(matched, want, "{name} selects");
+    }
     Ok(())
 }

@@ -23,10 +23,15 @@ fn read(rel: &str) -> String {
 
 /// Every `visio_*` identifier in `text` (metric names: letters, digits, `_`, `:`).
 fn metric_names(text: &str) -> BTreeSet<String> {
+    names_with_prefix(text, "visio_")
+}
+
+/// Every identifier starting with `prefix` in `text`.
+fn names_with_prefix(text: &str, prefix: &str) -> BTreeSet<String> {
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
     let mut out = BTreeSet::new();
     let mut rest = text;
-    while let Some(i) = rest.find("visio_") {
+    while let Some(i) = rest.find(prefix) {
         let before = rest[..i].chars().next_back();
         let len = rest[i..].find(|c: char| !ident(c)).unwrap_or(rest.len() - i);
         if !before.is_some_and(ident) {
@@ -275,4 +280,62 @@ fn the_dashboard_is_well_formed() {
     {
         assert!(rows.contains(&row), "no {row:?} row");
     }
+}
+
+/// Metrics of the pods the operator runs (scraped by the chart's PodMonitors), as named in the design
+/// contracts (LiveKit server, moshi-server, WhisperLive, LiveKit Agents): the only outside metrics the
+/// dashboard may use. Histograms are listed by family; only their `_bucket`, `_sum`, `_count` exist.
+const EXTERNAL: &[&str] = &[
+    "livekit_room_total",
+    "livekit_participant_total",
+    "livekit_track_published_total",
+    "livekit_track_subscribed_total",
+    "livekit_packet_loss_percent",
+    "livekit_jitter_us",
+    "livekit_rtt_ms",
+    "livekit_node_packet_total",
+    "livekit_participant_join_total",
+    "livekit_connection_total",
+    "livekit_quality_score",
+    "asr_open_channels",
+    "asr_connect",
+    "asr_connection_num_steps",
+    "whisperlive_connections_active",
+    "whisperlive_connections_rejected_total",
+    "lk_agents_active_job_count",
+    "lk_agents_worker_load",
+];
+const EXTERNAL_HISTOGRAMS: &[&str] = &[
+    "asr_model_step_duration",
+    "whisperlive_transcription_latency_seconds",
+    "livekit_room_duration_seconds",
+    "livekit_session_join_latency_ms",
+];
+
+fn known_external(name: &str) -> bool {
+    EXTERNAL.contains(&name)
+        || ["_bucket", "_sum", "_count"]
+            .iter()
+            .any(|s| name.strip_suffix(s).is_some_and(|family| EXTERNAL_HISTOGRAMS.contains(&family)))
+}
+
+#[test]
+fn every_outside_metric_the_dashboard_queries_is_one_the_backends_export() {
+    let mut exprs = vec![];
+    for p in dashboard()["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    let used: BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| ["livekit_", "asr_", "whisperlive_", "lk_agents_"].map(|p| names_with_prefix(e, p)))
+        .flatten()
+        .collect();
+    assert!(used.len() >= 4, "the tenant pod panels are gone: {used:?}");
+    let unknown: Vec<&String> = used.iter().filter(|n| !known_external(n)).collect();
+    assert_eq!(unknown, Vec::<&String>::new(), "dashboard.json queries outside metrics no backend exports");
+    // The check itself: a typo and a histogram's bare name are refused.
+    assert!(!known_external("asr_open_channel") && !known_external("asr_model_step_duration"));
+    assert!(known_external("asr_model_step_duration_bucket"));
 }

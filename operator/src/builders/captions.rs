@@ -62,6 +62,19 @@ pub const MOSHI_PORT: u16 = 8080;
 pub const WHISPERLIVE_PORT: u16 = 9090;
 /// Port of WhisperLive's metrics.
 pub const WHISPERLIVE_METRICS_PORT: u16 = 9091;
+/// Port of the transcriber workers' health endpoint (LiveKit Agents' HTTP server).
+pub const TRANSCRIBER_HEALTH_PORT: u16 = 8081;
+/// Port of the transcriber workers' Prometheus metrics (`lk_agents_*`; LiveKit Agents'
+/// `WorkerOptions.prometheus_port`, which the transcriber image reads from `PROMETHEUS_PORT`).
+pub const TRANSCRIBER_METRICS_PORT: u16 = 8082;
+/// Name of the container port Prometheus scrapes (the chart's PodMonitors select it by name), wherever
+/// metrics have a port of their own: WhisperLive's and the transcribers'. moshi-server (and a `custom`
+/// backend) serves `/metrics` on its stream port, named [`STREAM_PORT_NAME`].
+pub const METRICS_PORT_NAME: &str = "metrics";
+/// Name of the stream port of moshi-server and `custom` backends (streams and `/metrics`).
+pub const STREAM_PORT_NAME: &str = "stt";
+/// Name of WhisperLive's WebSocket port (streams only: its metrics are on [`METRICS_PORT_NAME`]).
+pub const WHISPERLIVE_PORT_NAME: &str = "ws";
 /// Where the generated config is mounted.
 pub const CONFIG_DIR: &str = "/etc/moshi";
 /// Key of the API key in the key Secret.
@@ -430,12 +443,7 @@ fn backend_container(cp: &CaptionPool, image: String, key_secret: &str) -> Conta
             env("CAPTION_PORT", port.to_string()),
             secret_env("CAPTION_API_KEY", key_secret, API_KEY),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("stt".into()),
-            container_port: i32::from(port),
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(backend_ports(engine)),
         // Loading a model takes minutes: startup gets up to 20 minutes before liveness applies.
         startup_probe: Some(Probe {
             tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(i32::from(port)), host: None }),
@@ -454,6 +462,30 @@ fn backend_container(cp: &CaptionPool, image: String, key_secret: &str) -> Conta
         security_context: Some(container_security_context()),
         volume_mounts: Some(mounts),
         ..Container::default()
+    }
+}
+
+fn tcp_port(name: &str, port: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: i32::from(port),
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+/// The backend container's named ports. moshi-server (and a `custom` backend) serves streams and `/metrics`
+/// on one port (`stt`); WhisperLive has its WebSocket (`ws`) and a metrics port (`metrics`). Prometheus
+/// scrapes by name (the chart's PodMonitor: `/metrics` on `stt` or `metrics`), so the names say which port
+/// answers `/metrics`. The moshi-server ports are unchanged from earlier releases: a change here changes the
+/// template hash, which rolls every backend pod of that engine on an operator upgrade.
+fn backend_ports(engine: CaptionEngine) -> Vec<ContainerPort> {
+    match engine {
+        CaptionEngine::Kyutai | CaptionEngine::Custom => vec![tcp_port(STREAM_PORT_NAME, MOSHI_PORT)],
+        CaptionEngine::Whisperlive => vec![
+            tcp_port(WHISPERLIVE_PORT_NAME, WHISPERLIVE_PORT),
+            tcp_port(METRICS_PORT_NAME, WHISPERLIVE_METRICS_PORT),
+        ],
     }
 }
 
@@ -636,17 +668,16 @@ pub fn transcriber_deployment(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> R
             env("CAPTION_LANGUAGES", "fr,en"),
             env("JOBS_PER_WORKER", t.jobs_per_worker.max(1).to_string()),
             env("HOME", "/tmp"),
+            env("PROMETHEUS_PORT", TRANSCRIBER_METRICS_PORT.to_string()),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("health".into()),
-            container_port: 8081,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            tcp_port("health", TRANSCRIBER_HEALTH_PORT),
+            tcp_port(METRICS_PORT_NAME, TRANSCRIBER_METRICS_PORT),
+        ]),
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
                 path: Some("/".into()),
-                port: IntOrString::Int(8081),
+                port: IntOrString::Int(i32::from(TRANSCRIBER_HEALTH_PORT)),
                 ..Default::default()
             }),
             period_seconds: Some(10),
@@ -841,6 +872,34 @@ mod tests {
         // Without a PVC, no weights volume: the image bakes them in at the path.
         let s = build(&pool_with(json!({})));
         assert!(!s.backend.pod.spec.unwrap().volumes.unwrap().iter().any(|v| v.name == "weights"));
+    }
+
+    fn ports(c: &Container) -> Vec<(String, i32)> {
+        c.ports.iter().flatten().map(|p| (p.name.clone().unwrap_or_default(), p.container_port)).collect()
+    }
+
+    #[test]
+    fn metrics_ports_are_named_for_the_pod_monitors() {
+        // moshi-server and custom backends: streams and /metrics on `stt` (unchanged, so no roll on upgrade).
+        for engine in [json!({}), json!({"engine": "custom", "image": "stt:1"})] {
+            let s = build(&pool_with(engine));
+            assert_eq!(ports(container(&s.backend.pod, BACKEND_CONTAINER)), [("stt".to_string(), 8080)]);
+        }
+        // WhisperLive: its WebSocket, and its metrics on a port named `metrics`.
+        let s = build(&pool_with(json!({"engine": "whisperlive"})));
+        assert_eq!(
+            ports(container(&s.backend.pod, BACKEND_CONTAINER)),
+            [("ws".to_string(), 9090), ("metrics".to_string(), 9091)]
+        );
+        // The agent reads the port that is named `metrics`.
+        let agent = container(&s.backend.pod, AGENT_CONTAINER).args.as_ref().unwrap().join(" ");
+        assert!(agent.contains("http://127.0.0.1:9091/metrics"), "{agent}");
+        // Transcribers: LiveKit Agents' health and its Prometheus port, which the worker is told.
+        let t = s.transcribers.spec.unwrap().template.spec.unwrap();
+        let c = &t.containers[0];
+        assert_eq!(ports(c), [("health".to_string(), 8081), ("metrics".to_string(), 8082)]);
+        let env = c.env.as_ref().unwrap();
+        assert!(env.iter().any(|e| e.name == "PROMETHEUS_PORT" && e.value.as_deref() == Some("8082")));
     }
 
     #[test]
