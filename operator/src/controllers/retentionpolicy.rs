@@ -212,7 +212,9 @@ async fn reconcile_policy(rp: Arc<RetentionPolicy>, ctx: &Arc<Context>, key: &st
     }
     // Our right to read the credentials, in this namespace only, before reading them.
     if let Some(me) = &ctx.operator {
-        super::secrets::ensure_rights(ctx, secrets_binding(&rp, me)).await?;
+        if !super::secrets::ensure_rights(ctx, secrets_binding(&rp, me)).await? {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret = secrets.get_opt(&rp.spec.target.credentials_secret).await?;

@@ -173,7 +173,9 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
 
     // Our Secret rights in this namespace before any Secret is read.
     if let Some(me) = &ctx.operator {
-        super::secrets::ensure_rights(ctx, operator_secrets_binding(vc, me)?).await?;
+        if !super::secrets::ensure_rights(ctx, operator_secrets_binding(vc, me)?).await? {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
     }
     ctx.secrets.watch(&ns);
     // dereference
