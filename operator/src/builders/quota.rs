@@ -196,7 +196,7 @@ pub fn fit_problems(vc: &VisioCluster, needs: &[PodNeed<'_>]) -> Vec<Problem> {
     }
     let mut problems = vec![];
     // Per pod kind: effective requests and limits of one pod, and which of MUST_SPECIFY a container lacks.
-    let mut totals: Vec<(&PodNeed, Resources, Vec<(String, &'static str, String)>)> = vec![];
+    let mut totals: Vec<(&PodNeed, Resources, Vec<Missing>)> = vec![];
     for need in needs {
         let mut missing = vec![];
         let mut effective = |c: &k8s_openapi::api::core::v1::Container| -> Resources {
@@ -302,6 +302,9 @@ pub fn fit_problems(vc: &VisioCluster, needs: &[PodNeed<'_>]) -> Vec<Problem> {
     }
     problems
 }
+
+/// A container (name) that sets no `requests` or `limits` (second) of a resource (third), even after defaults.
+type Missing = (String, &'static str, String);
 
 /// Effective requests and limits (thousandths) of a container or a pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
