@@ -157,6 +157,18 @@ const ALLOWED: &[Grant] = &[
         "child_stream(), apply::ensure(), apply::delete_orphans() (the agent's RoleBinding)",
     ),
     cluster(
+        "",
+        "resourcequotas",
+        &["list", "watch", "create", "patch", "delete"],
+        "child_stream(), apply::ensure(), apply::delete_orphans() (builders/quota.rs: spec.tenant.quota)",
+    ),
+    cluster(
+        "",
+        "limitranges",
+        &["list", "watch", "create", "patch", "delete"],
+        "child_stream(), apply::ensure(), apply::delete_orphans() (builders/quota.rs: spec.tenant.limits)",
+    ),
+    cluster(
         "events.k8s.io",
         "events",
         &["create", "patch"],

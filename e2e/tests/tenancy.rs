@@ -5,10 +5,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::{LimitRange, Pod, ResourceQuota};
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use visio_e2e::{client, kubectl, namespace, repo, wait_for};
+use visio_e2e::{client, events, kubectl, namespace, repo, wait_for, Tenant};
 use visio_operator::api::VisioCluster;
 
 /// The tenant admin ClusterRole as the chart ships it (from the rendered manifests).
@@ -70,6 +72,8 @@ async fn each_ministry_administers_its_own_namespace_only() -> Result<()> {
         ("get", "secrets"),
         ("list", "pods"),
         ("watch", "events"),
+        ("get", "resourcequotas"),
+        ("list", "limitranges"),
     ] {
         assert!(can(a_group, verb, resource, a)?, "{a_group} may {verb} {resource} in {a}");
     }
@@ -89,5 +93,128 @@ async fn each_ministry_administers_its_own_namespace_only() -> Result<()> {
     assert!(!can(a_group, "list", "visioclusters.visio.io", "default")?);
     assert!(!can(a_group, "create", "rolebindings", a)?, "admins cannot widen their own rights");
     assert!(!can(a_group, "patch", "networkpolicies", a)?, "admins cannot open the stack's NetworkPolicies");
+    for (verb, resource) in [("patch", "resourcequotas"), ("delete", "resourcequotas"), ("create", "limitranges")] {
+        assert!(!can(a_group, verb, resource, a)?, "admins read their quota and LimitRange, never change them");
+    }
+    Ok(())
+}
+
+fn quantities(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, Quantity> {
+    pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()
+}
+
+/// `spec.tenant.quota` and `spec.tenant.limits`: the operator keeps a ResourceQuota and a LimitRange with the
+/// spec's values (the apiserver enforces them: the quota controller fills `status.hard`, the LimitRanger refuses a
+/// pod above `max`), follows spec changes, reports a quota too small for `spec.sfu.replicas.min` as
+/// `Degraded`/`QuotaTooSmall` with a Warning Event, and deletes both when the fields go.
+#[tokio::test]
+async fn quota_and_limit_range_follow_the_spec() -> Result<()> {
+    let client = client().await?;
+    let ns = "e2e-tenant-quota";
+    let _tenant = Tenant::create(&client, ns).await?;
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), ns);
+    let limit_ranges: Api<LimitRange> = Api::namespaced(client.clone(), ns);
+    let apply = |tenant: serde_json::Value| {
+        let vcs = vcs.clone();
+        async move {
+            let mut t = json!({"displayName": "Ministère de la Culture"});
+            visio_e2e::merge_patch(&mut t, &tenant);
+            let vc = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
+                "spec": {"tenant": t, "signaling": {"host": "visio.culture.gouv.fr"},
+                         "sfu": {"replicas": {"min": 1, "max": 2}, "network": {"mode": "podNetwork"}}}});
+            vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await
+        }
+    };
+    apply(json!({"quota": {"hard": {"requests.cpu": "20", "limits.memory": "40Gi", "pods": "10"}},
+                 "limits": {"defaultRequest": {"cpu": "100m"}, "max": {"memory": "8Gi"}}}))
+    .await?;
+
+    // Created with the spec's values, owned by the VisioCluster, and enforced.
+    let want = quantities(&[("requests.cpu", "20"), ("limits.memory", "40Gi"), ("pods", "10")]);
+    let quota =
+        wait_for("the quota, enforced (status.hard from the quota controller)", Duration::from_secs(90), || async {
+            Ok(quotas
+                .get_opt("visio-quota")
+                .await?
+                .filter(|q| q.status.as_ref().and_then(|s| s.hard.as_ref()) == Some(&want)))
+        })
+        .await?;
+    assert_eq!(quota.spec.as_ref().and_then(|s| s.hard.as_ref()), Some(&want));
+    let vc = vcs.get("visio").await?;
+    let owners = quota.metadata.owner_references.clone().unwrap_or_default();
+    assert!(owners.iter().any(|o| Some(&o.uid) == vc.metadata.uid.as_ref()), "owned by the VisioCluster: {owners:?}");
+    assert_eq!(quota.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"], "visio-operator");
+    let lr = wait_for("the LimitRange", Duration::from_secs(60), || async {
+        Ok(limit_ranges.get_opt("visio-limits").await?)
+    })
+    .await?;
+    let item = &lr.spec.as_ref().unwrap().limits[0];
+    assert_eq!(item.type_, "Container");
+    assert_eq!(item.max.as_ref(), Some(&quantities(&[("memory", "8Gi")])));
+    // The apiserver's own LimitRange defaulting (default <- max, defaultRequest <- default), which the
+    // operator's fit check models (builders/quota.rs).
+    assert_eq!(item.default.as_ref(), Some(&quantities(&[("memory", "8Gi")])));
+    assert_eq!(item.default_request.as_ref(), Some(&quantities(&[("cpu", "100m"), ("memory", "8Gi")])));
+    // Used figures arrive once the stack's pods count against it.
+    wait_for("quota usage counting the stack's pods", Duration::from_secs(90), || async {
+        let q = quotas.get("visio-quota").await?;
+        let used = q.status.and_then(|s| s.used).unwrap_or_default();
+        Ok(used.get("pods").filter(|p| p.0 != "0").map(|_| ()))
+    })
+    .await?;
+    // The LimitRanger refuses a pod above max.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let greedy: Pod = serde_json::from_value(json!({"metadata": {"name": "greedy"}, "spec": {"containers": [{
+        "name": "c", "image": "busybox", "resources": {"limits": {"memory": "16Gi", "cpu": "1"}}}]}}))?;
+    match pods.create(&Default::default(), &greedy).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403, "{s:?}");
+            assert!(s.message.contains("maximum memory usage per Container is 8Gi"), "{}", s.message);
+        }
+        other => anyhow::bail!("a pod above the LimitRange max was not refused: {other:?}"),
+    }
+
+    // A spec change reaches the objects; a quota too small for spec.sfu.replicas.min is reported.
+    apply(json!({"quota": {"hard": {"requests.cpu": "20", "limits.memory": "40Gi", "pods": "1"}},
+                 "limits": {"defaultRequest": {"cpu": "100m"}, "max": {"memory": "8Gi"}}}))
+    .await?;
+    let want = quantities(&[("requests.cpu", "20"), ("limits.memory", "40Gi"), ("pods", "1")]);
+    wait_for("the quota updated", Duration::from_secs(60), || async {
+        Ok(quotas.get("visio-quota").await?.spec.and_then(|s| s.hard).filter(|h| *h == want))
+    })
+    .await?;
+    let degraded = wait_for("Degraded=True QuotaTooSmall", Duration::from_secs(60), || async {
+        let vc = vcs.get("visio").await?;
+        Ok(vc
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Degraded" && c.status == "True"))
+            .filter(|c| c.reason == "QuotaTooSmall"))
+    })
+    .await?;
+    assert!(degraded.message.starts_with("spec.tenant.quota.hard[pods]: "), "{}", degraded.message);
+    assert!(degraded.message.contains("need 2"), "an SFU pod and the managed Redis: {}", degraded.message);
+    let warning = wait_for("the QuotaTooSmall Warning Event", Duration::from_secs(30), || async {
+        Ok(events(&client, ns, "QuotaTooSmall").await?.into_iter().next())
+    })
+    .await?;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+
+    // Removed from the spec: both go, and the condition clears.
+    apply(json!({})).await?;
+    wait_for("quota and LimitRange deleted", Duration::from_secs(60), || async {
+        let gone =
+            quotas.get_opt("visio-quota").await?.is_none() && limit_ranges.get_opt("visio-limits").await?.is_none();
+        Ok(gone.then_some(()))
+    })
+    .await?;
+    wait_for("Degraded cleared", Duration::from_secs(60), || async {
+        let vc = vcs.get("visio").await?;
+        let still = vc
+            .status
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Degraded" && c.reason == "QuotaTooSmall"));
+        Ok((!still).then_some(()))
+    })
+    .await?;
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! `VisioCluster`: one LiveKit conferencing stack for one tenant (ministry).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -120,6 +122,94 @@ pub struct TenantSpec {
         {"rule": "self == oldSelf", "message": "spec.tenant.classification is immutable"}
     ]))]
     pub classification: Classification,
+    /// A ResourceQuota `<name>-quota` the operator keeps in this namespace (owned by this VisioCluster,
+    /// deleted when the field is removed). It caps everything in the namespace, the stack's own pods
+    /// included: the operator reports `Degraded` (`QuotaTooSmall`) when `spec.sfu.replicas.min` SFU pods
+    /// (and the managed Redis) cannot fit in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<TenantQuota>,
+    /// A LimitRange `<name>-limits` the operator keeps in this namespace (owned by this VisioCluster,
+    /// deleted when the field is removed): per-container defaults and maximum for every pod of the
+    /// namespace. The operator reports `Degraded` (`LimitRangeRefusesPods`) when the SFU or Redis pods
+    /// exceed its maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TenantLimits>,
+}
+
+/// Maximum number of resources in one quantity map (keeps the CEL cost of the checks bounded).
+const MAX_RESOURCES: u32 = 32;
+
+/// What every quantity map of `spec.tenant.quota` and `spec.tenant.limits` refuses (CEL, message naming
+/// `field`): keys that are not resource names, values that are not quantities.
+fn quantity_map_rules(field: &str) -> serde_json::Value {
+    serde_json::json!([
+        {"rule": r"self.all(k, k.matches('^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$'))",
+         "message": format!("{field}: keys must be resource names such as cpu, requests.memory, pods or requests.nvidia.com/gpu")},
+        // A static message: a messageExpression listing the bad keys exceeds the apiserver's CEL cost budget.
+        {"rule": "self.all(k, isQuantity(self[k]))",
+         "message": format!("{field}: every value must be a quantity such as 500m, 4Gi or 10")}
+    ])
+}
+
+/// A ResourceQuota for the tenant's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantQuota {
+    /// Hard limits, by resource name, as in a ResourceQuota's `spec.hard`: for example `requests.cpu: "40"`,
+    /// `limits.memory: 160Gi`, `pods: "30"`, `requests.nvidia.com/gpu: "4"`. Values are quantity strings
+    /// (quote plain numbers).
+    #[schemars(extend(
+        "minProperties" = 1,
+        "maxProperties" = MAX_RESOURCES,
+        "additionalProperties" = {"type": "string", "maxLength": 64},
+        "x-kubernetes-validations" = quantity_map_rules("spec.tenant.quota.hard")
+    ))]
+    pub hard: BTreeMap<String, String>,
+}
+
+/// A LimitRange (type `Container`) for the tenant's namespace. Resources are `cpu`, `memory`,
+/// `ephemeral-storage` or extended resources; values are quantity strings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "size(self.default) + size(self.defaultRequest) + size(self.max) > 0",
+     "message": "spec.tenant.limits: set at least one of default, defaultRequest or max"},
+    {"rule": "self.defaultRequest.all(k, !(k in self.default) || !isQuantity(self.defaultRequest[k]) || !isQuantity(self.default[k]) || quantity(self.defaultRequest[k]).compareTo(quantity(self.default[k])) <= 0)",
+     "message": "spec.tenant.limits.defaultRequest must not exceed spec.tenant.limits.default for the same resource",
+     "fieldPath": ".defaultRequest"},
+    {"rule": "self.default.all(k, !(k in self.max) || !isQuantity(self.default[k]) || !isQuantity(self.max[k]) || quantity(self.default[k]).compareTo(quantity(self.max[k])) <= 0)",
+     "message": "spec.tenant.limits.default must not exceed spec.tenant.limits.max for the same resource",
+     "fieldPath": ".default"},
+    {"rule": "self.defaultRequest.all(k, !(k in self.max) || !isQuantity(self.defaultRequest[k]) || !isQuantity(self.max[k]) || quantity(self.defaultRequest[k]).compareTo(quantity(self.max[k])) <= 0)",
+     "message": "spec.tenant.limits.defaultRequest must not exceed spec.tenant.limits.max for the same resource",
+     "fieldPath": ".defaultRequest"}
+]))]
+pub struct TenantLimits {
+    /// Limit given to a container that sets none (LimitRange `default`).
+    #[serde(default)]
+    #[schemars(extend(
+        "maxProperties" = MAX_RESOURCES,
+        "additionalProperties" = {"type": "string", "maxLength": 64},
+        "x-kubernetes-validations" = quantity_map_rules("spec.tenant.limits.default")
+    ))]
+    pub default: BTreeMap<String, String>,
+    /// Request given to a container that sets none (LimitRange `defaultRequest`).
+    #[serde(default)]
+    #[schemars(extend(
+        "maxProperties" = MAX_RESOURCES,
+        "additionalProperties" = {"type": "string", "maxLength": 64},
+        "x-kubernetes-validations" = quantity_map_rules("spec.tenant.limits.defaultRequest")
+    ))]
+    pub default_request: BTreeMap<String, String>,
+    /// Largest limit one container may set (LimitRange `max`); a container must then set a limit for
+    /// that resource, or get `default`.
+    #[serde(default)]
+    #[schemars(extend(
+        "maxProperties" = MAX_RESOURCES,
+        "additionalProperties" = {"type": "string", "maxLength": 64},
+        "x-kubernetes-validations" = quantity_map_rules("spec.tenant.limits.max")
+    ))]
+    pub max: BTreeMap<String, String>,
 }
 
 /// The SFU fleet.

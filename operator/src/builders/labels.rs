@@ -66,6 +66,8 @@ pub enum Component {
     Config,
     /// The Secret of generated credentials.
     Credentials,
+    /// The tenant namespace's ResourceQuota and LimitRange.
+    Tenant,
 }
 
 impl Component {
@@ -79,6 +81,7 @@ impl Component {
             Component::Media => "media",
             Component::Config => "config",
             Component::Credentials => "credentials",
+            Component::Tenant => "tenant",
         }
     }
 
@@ -241,6 +244,7 @@ mod tests {
             Component::Media,
             Component::Config,
             Component::Credentials,
+            Component::Tenant,
         ] {
             assert_eq!(c.app(), "livekit", "{c:?}");
         }
@@ -256,6 +260,7 @@ mod tests {
             (Component::Media, "media"),
             (Component::Config, "config"),
             (Component::Credentials, "credentials"),
+            (Component::Tenant, "tenant"),
         ];
         for (c, s) in all {
             assert_eq!(c.as_str(), s);

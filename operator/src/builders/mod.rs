@@ -5,12 +5,15 @@
 //! The entry point for a `VisioCluster` is [`stack::build_stack`]; each concern has its own module:
 //! [`labels`] (names, labels, owner references), [`livekit_config`] (the LiveKit server YAML), [`sfu`] (the
 //! SFU pod template the controller creates pods from), [`redis`] (the managed Redis), [`services`]
-//! (Services, PodDisruptionBudget, Ingress, endpoints and firewall openings), [`network`] (NetworkPolicies).
+//! (Services, PodDisruptionBudget, Ingress, endpoints and firewall openings), [`network`] (NetworkPolicies),
+//! [`tenant`] (the tenant admins' RoleBinding), [`quota`] (the tenant's ResourceQuota and LimitRange, and whether
+//! the stack's pods fit in them).
 
 pub mod captions;
 pub mod labels;
 pub mod livekit_config;
 pub mod network;
+pub mod quota;
 pub mod redis;
 pub mod services;
 pub mod sfu;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -73,6 +73,10 @@ pub struct Stack {
     pub network_policies: Vec<NetworkPolicy>,
     /// The tenant admins' RoleBinding, when `spec.tenant.adminGroups` names any.
     pub admin_binding: Option<RoleBinding>,
+    /// The namespace's ResourceQuota, when `spec.tenant.quota` is set.
+    pub resource_quota: Option<ResourceQuota>,
+    /// The namespace's LimitRange, when `spec.tenant.limits` is set.
+    pub limit_range: Option<LimitRange>,
     /// ServiceAccount, Role and RoleBinding of the in-pod agent (the SFU pods run as this ServiceAccount).
     pub agent: AgentAccess,
     /// The SFU pod template.
@@ -85,9 +89,16 @@ pub struct Stack {
 
 impl Stack {
     /// Kind and metadata of every object to apply (the SFU pod template is not one: the controller creates
-    /// pods from it), in apply order: Secrets first, so that pods never start without their config.
+    /// pods from it), in apply order: the LimitRange and ResourceQuota first (a LimitRange's defaults only
+    /// reach pods created after it), then Secrets, so that pods never start without their config.
     pub fn object_metas(&self) -> Vec<(&'static str, &ObjectMeta)> {
         let mut out = Vec::new();
+        if let Some(l) = &self.limit_range {
+            out.push(("LimitRange", &l.metadata));
+        }
+        if let Some(q) = &self.resource_quota {
+            out.push(("ResourceQuota", &q.metadata));
+        }
         if let Some(s) = &self.credentials_secret {
             out.push(("Secret", &s.metadata));
         }
@@ -149,6 +160,8 @@ pub fn build_stack(vc: &VisioCluster, creds: &Credentials, agent_image: &str) ->
         ingress: ingress(vc)?,
         network_policies: super::network::network_policies(vc)?,
         admin_binding: super::tenant::admin_binding(vc)?,
+        resource_quota: super::quota::resource_quota(vc)?,
+        limit_range: super::quota::limit_range(vc)?,
         agent: agent_access(vc)?,
         sfu: sfu_template(vc, &config_name, &config_hash(&rendered), agent_image)?,
         endpoints: endpoints(vc),
@@ -253,6 +266,17 @@ mod tests {
         let stack = build(&vc);
         assert!(stack.ingress.is_some());
         assert_eq!(stack.services.len(), 3);
+        assert_owned_and_labelled(&vc, &stack);
+    }
+
+    #[test]
+    fn quota_and_limits_come_first_owned_and_labelled() {
+        let vc = cluster_with(json!({"tenant": {"displayName": "Intérieur",
+            "quota": {"hard": {"pods": "20"}}, "limits": {"defaultRequest": {"cpu": "100m"}}}}));
+        let stack = build(&vc);
+        let objects: Vec<_> = stack.object_metas().into_iter().map(|(k, m)| (k, m.name.clone().unwrap())).collect();
+        assert_eq!(objects[0], ("LimitRange", "visio-limits".to_string()));
+        assert_eq!(objects[1], ("ResourceQuota", "visio-quota".to_string()));
         assert_owned_and_labelled(&vc, &stack);
     }
 

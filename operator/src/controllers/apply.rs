@@ -96,6 +96,15 @@ where
     }
 }
 
+/// Whether the apiserver refused a create because of the namespace's ResourceQuota or LimitRange (their
+/// admission plugins answer 403 Forbidden with these messages), as opposed to RBAC refusing the operator.
+pub fn refused_by_quota_or_limits(s: &kube::core::Status) -> bool {
+    s.code == 403
+        && ["exceeded quota:", "failed quota:", "must specify", "usage per Container", "usage per Pod"]
+            .iter()
+            .any(|m| s.message.contains(m))
+}
+
 /// Deletes one object, guarded by its UID so a newer object of the same name is never hit, with an
 /// optional grace period override. A missing object is not an error.
 pub async fn delete<K>(ctx: &Context, obj: &K, grace_period_seconds: Option<u32>) -> Result<bool>
@@ -207,6 +216,26 @@ mod tests {
         // Stamping twice does not hash the previous stamp.
         assert_eq!(ha, stamp(&mut a).unwrap());
         assert_eq!(a.annotations().get(APPLIED_HASH), Some(&ha));
+    }
+
+    #[test]
+    fn quota_refusals_are_told_from_rbac_refusals() {
+        let err = |code: u16, message: &str| -> kube::core::Status {
+            serde_json::from_value(
+                serde_json::json!({"status": "Failure", "message": message, "reason": "Forbidden", "code": code}),
+            )
+            .unwrap()
+        };
+        for m in [
+            r#"pods "visio-sfu-2" is forbidden: exceeded quota: visio-quota, requested: pods=1, used: pods=2, limited: pods=2"#,
+            r#"pods "visio-sfu-0" is forbidden: failed quota: visio-quota: must specify limits.cpu for: livekit"#,
+            r#"pods "visio-sfu-0" is forbidden: maximum memory usage per Container is 2Gi, but limit is 4Gi"#,
+        ] {
+            assert!(refused_by_quota_or_limits(&err(403, m)), "{m}");
+        }
+        let rbac = r#"pods is forbidden: User "system:serviceaccount:visio-system:visio-operator" cannot create resource "pods""#;
+        assert!(!refused_by_quota_or_limits(&err(403, rbac)));
+        assert!(!refused_by_quota_or_limits(&err(422, "exceeded quota: x")));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::apply;
-use super::error::Result;
+use super::error::{Error, Result};
 use super::Context;
 use crate::builders::labels::TEMPLATE_HASH_LABEL;
 use crate::builders::sfu::AGENT_CONTAINER;
@@ -200,8 +200,18 @@ where
                     pod.metadata.namespace = Some(ns.clone());
                     pod.metadata.owner_references = Some(vec![owner.controller_owner_ref(&()).unwrap_or_default()]);
                     pod.metadata.labels.get_or_insert_with(Default::default).insert(SERVING.into(), "true".into());
-                    if apply::create(ctx, &pod).await? {
-                        tracing::info!(pod = %name, "created {noun}");
+                    match apply::create(ctx, &pod).await {
+                        Ok(true) => tracing::info!(pod = %name, "created {noun}"),
+                        Ok(false) => {}
+                        // The namespace's quota or LimitRange refuses the pod: say so and go on with the
+                        // other actions (drains, status), and try again on the next reconcile.
+                        Err(Error::Kube(kube::Error::Api(s))) if apply::refused_by_quota_or_limits(&s) => {
+                            tracing::warn!(pod = %name, message = %s.message, "{noun} refused by the namespace's quota or LimitRange");
+                            let note = format!("cannot create {noun} {name}: {}", s.message);
+                            ctx.event(owner, EventType::Warning, "PodRefusedByQuota", "Scale", note).await;
+                            break;
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
                 ctx.event(owner, EventType::Normal, "ScaledUp", "Scale", format!("creating {count} {noun}(s)")).await;

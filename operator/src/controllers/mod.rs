@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{LimitRange, Pod, ResourceQuota, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, Subject};
@@ -57,6 +57,9 @@ pub struct Stores {
     pub roles: Store<Role>,
     pub role_bindings: Store<RoleBinding>,
     pub network_policies: Store<NetworkPolicy>,
+    /// The tenants' ResourceQuotas and LimitRanges (`spec.tenant.quota`, `spec.tenant.limits`).
+    pub resource_quotas: Store<ResourceQuota>,
+    pub limit_ranges: Store<LimitRange>,
     /// Every RetentionPolicy, for the `RetentionPolicyMissing` governance condition.
     pub retention_policies: Store<crate::api::RetentionPolicy>,
 }
@@ -294,6 +297,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
     let (roles, roles_w) = reflector::store();
     let (role_bindings, role_bindings_w) = reflector::store();
     let (network_policies, network_policies_w) = reflector::store();
+    let (resource_quotas, resource_quotas_w) = reflector::store();
+    let (limit_ranges, limit_ranges_w) = reflector::store();
     let (retention_policies, retention_policies_w) = reflector::store();
     let stores = Stores {
         pods,
@@ -305,6 +310,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         roles,
         role_bindings,
         network_policies,
+        resource_quotas,
+        limit_ranges,
         retention_policies,
     };
     let reporter = Reporter { controller: "visio-operator".into(), instance: Some(config.instance.clone()) };
@@ -348,6 +355,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
             roles: child_stream(&client, roles_w).boxed(),
             role_bindings: child_stream(&client, role_bindings_w).boxed(),
             network_policies: child_stream(&client, network_policies_w).boxed(),
+            resource_quotas: child_stream(&client, resource_quotas_w).boxed(),
+            limit_ranges: child_stream(&client, limit_ranges_w).boxed(),
             retention_policies: lenient_watcher::<crate::api::RetentionPolicy>(client.clone(), watch_config())
                 .backoff(WatchBackoff::default())
                 .reflect(retention_policies_w)
@@ -369,6 +378,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         let _ = stores.roles.wait_until_ready().await;
         let _ = stores.role_bindings.wait_until_ready().await;
         let _ = stores.network_policies.wait_until_ready().await;
+        let _ = stores.resource_quotas.wait_until_ready().await;
+        let _ = stores.limit_ranges.wait_until_ready().await;
         ready.set(true);
         tracing::info!("caches synced");
         futures::future::pending::<()>().await

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{LimitRange, Pod, ResourceQuota, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -32,6 +32,7 @@ use super::fleet_pods::{
 use super::{key_of, observe, Context};
 use crate::api::visiocluster::{LiveLoad, SfuCounts, VisioCluster, VisioClusterStatus};
 use crate::api::RetentionPolicy;
+use crate::builders::quota;
 use crate::builders::stack::{build_stack, Credentials, Stack};
 use crate::builders::tenant::operator_secrets_binding;
 use crate::fleet::{self, FleetSpec, PodPhase, PodSnapshot, Snapshot};
@@ -52,6 +53,8 @@ pub struct ChildStreams {
     pub roles: BoxStream<'static, Result<Role, watcher::Error>>,
     pub role_bindings: BoxStream<'static, Result<RoleBinding, watcher::Error>>,
     pub network_policies: BoxStream<'static, Result<NetworkPolicy, watcher::Error>>,
+    pub resource_quotas: BoxStream<'static, Result<ResourceQuota, watcher::Error>>,
+    pub limit_ranges: BoxStream<'static, Result<LimitRange, watcher::Error>>,
     /// RetentionPolicies (they decide the `RetentionPolicyMissing` condition).
     pub retention_policies: BoxStream<'static, Result<RetentionPolicy, watcher::Error>>,
 }
@@ -82,6 +85,8 @@ pub fn controller(client: Client, ctx: Arc<Context>, streams: ChildStreams) -> i
         .owns_stream(streams.roles)
         .owns_stream(streams.role_bindings)
         .owns_stream(streams.network_policies)
+        .owns_stream(streams.resource_quotas)
+        .owns_stream(streams.limit_ranges)
         .shutdown_on_signal()
         .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
@@ -151,7 +156,9 @@ pub(super) async fn caches_ready(ctx: &Context) -> bool {
             && s.service_accounts.wait_until_ready().now_or_never().is_some()
             && s.roles.wait_until_ready().now_or_never().is_some()
             && s.role_bindings.wait_until_ready().now_or_never().is_some()
-            && s.network_policies.wait_until_ready().now_or_never().is_some();
+            && s.network_policies.wait_until_ready().now_or_never().is_some()
+            && s.resource_quotas.wait_until_ready().now_or_never().is_some()
+            && s.limit_ranges.wait_until_ready().now_or_never().is_some();
         if ready {
             return true;
         }
@@ -211,9 +218,17 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
     let mut next = vc.status.clone().unwrap_or_default();
     let lost = snapshot.pods.iter().filter(|p| matches!(p.phase, PodPhase::Serving)).count() as i32 - status.sfu.ready;
     let mut decided = decide_conditions(&status, vc, lost);
-    let was_degraded = vc.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, conditions::DEGRADED));
-    if decided.iter().any(|d| d.type_ == conditions::DEGRADED && d.status) && !was_degraded {
-        if let Some(d) = decided.iter().find(|d| d.type_ == conditions::DEGRADED) {
+    // What the namespace's LimitRange and ResourceQuota (spec.tenant) would refuse of the stack's pods.
+    let problems = quota::fit_problems(vc, &quota::stack_needs(vc, &stack));
+    degrade_for_quota(&mut decided, &problems);
+    // A Warning Event when the stack becomes Degraded, or Degraded for another reason.
+    let was_degraded = vc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::DEGRADED && c.status == "True"))
+        .map(|c| c.reason.clone());
+    if let Some(d) = decided.iter().find(|d| d.type_ == conditions::DEGRADED && d.status) {
+        if was_degraded.as_deref() != Some(d.reason.as_str()) {
             ctx.event(vc, EventType::Warning, &d.reason, "Observe", d.message.clone()).await;
         }
     }
@@ -306,6 +321,15 @@ async fn apply_children(
     uid: &str,
 ) -> Result<()> {
     let s = &ctx.stores;
+    // The LimitRange first: its defaults only reach pods created after it.
+    let limit_ranges: Vec<LimitRange> = stack.limit_range.iter().cloned().collect();
+    let quotas: Vec<ResourceQuota> = stack.resource_quota.iter().cloned().collect();
+    for l in &limit_ranges {
+        apply::ensure(ctx, &s.limit_ranges, l.clone()).await?;
+    }
+    for q in &quotas {
+        apply::ensure(ctx, &s.resource_quotas, q.clone()).await?;
+    }
     let mut secrets = vec![stack.config_secret.clone()];
     secrets.extend(stack.credentials_secret.clone());
     for secret in &secrets {
@@ -359,7 +383,9 @@ async fn apply_children(
         + apply::delete_orphans(ctx, &s.roles, ns, name, uid, &apply::names([&agent.role])).await?
         + apply::delete_orphans(ctx, &s.role_bindings, ns, name, uid, &apply::names(&bindings)).await?
         + apply::delete_orphans(ctx, &s.network_policies, ns, name, uid, &apply::names(&stack.network_policies))
-            .await?;
+            .await?
+        + apply::delete_orphans(ctx, &s.resource_quotas, ns, name, uid, &apply::names(&quotas)).await?
+        + apply::delete_orphans(ctx, &s.limit_ranges, ns, name, uid, &apply::names(&limit_ranges)).await?;
     if pruned > 0 {
         ctx.event(
             vc,
@@ -489,6 +515,17 @@ fn decide_conditions(status: &VisioClusterStatus, vc: &VisioCluster, lost_readin
     out
 }
 
+/// `Degraded` (`QuotaTooSmall`, `LimitRangeRefusesPods`) when the tenant's quota or LimitRange cannot admit
+/// the stack's pods at `spec.sfu.replicas.min`, unless the stack is already degraded for a more urgent
+/// reason (no SFU pod ready). Every problem is in the message; the reason is the first one's.
+fn degrade_for_quota(decided: &mut [Decided], problems: &[quota::Problem]) {
+    let Some(first) = problems.first() else { return };
+    if let Some(d) = decided.iter_mut().find(|d| d.type_ == conditions::DEGRADED && !d.status) {
+        let message = problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ");
+        *d = Decided::new(conditions::DEGRADED, true, first.reason, message);
+    }
+}
+
 /// Merges the decided conditions into `status`; returns whether anything changed.
 fn set_conditions(status: &mut VisioClusterStatus, vc: &VisioCluster, decided: &[Decided]) -> bool {
     conditions::set(&mut status.conditions, &mut status.observed_generation, decided, vc.metadata.generation)
@@ -555,5 +592,34 @@ mod tests {
         // One pod ready is enough for new meetings: not degraded.
         status.sfu.ready = 1;
         assert!(!degraded(&decide_conditions(&status, &vc, 1)).status);
+    }
+
+    #[test]
+    fn a_quota_too_small_degrades_the_tenant_naming_the_field() {
+        let vc: VisioCluster = serde_json::from_value(json!({
+            "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio", "namespace": "t"},
+            "spec": {"tenant": {"displayName": "T"}, "signaling": {"host": "visio.t.gouv.fr"}}}))
+        .unwrap();
+        let mut status = VisioClusterStatus::default();
+        status.sfu.desired = 2;
+        status.sfu.ready = 1;
+        let degraded = |d: &[Decided]| d.iter().find(|d| d.type_ == conditions::DEGRADED).cloned().unwrap();
+        let problems = [quota::Problem {
+            reason: "QuotaTooSmall",
+            message: "spec.tenant.quota.hard[pods]: 2 SFU pods need 2 and the quota allows 1".into(),
+        }];
+        let mut d = decide_conditions(&status, &vc, 0);
+        degrade_for_quota(&mut d, &[]);
+        assert!(!degraded(&d).status, "no problem, no change");
+        degrade_for_quota(&mut d, &problems);
+        assert!(degraded(&d).status);
+        assert_eq!(degraded(&d).reason, "QuotaTooSmall");
+        assert!(degraded(&d).message.starts_with("spec.tenant.quota.hard[pods]"));
+        // No SFU pod ready at all stays the reason: it is what the on-call engineer must fix first.
+        status.sfu.ready = 0;
+        status.sfu.current = 2;
+        let mut d = decide_conditions(&status, &vc, 2);
+        degrade_for_quota(&mut d, &problems);
+        assert_eq!(degraded(&d).reason, "SfuNotReady");
     }
 }
