@@ -557,8 +557,11 @@ async fn check_children(c: &Cluster, ns: &str, name: &str) -> Result<Vec<String>
         redis_password: value("redisPassword"),
     };
     let stack = build_stack(&vc, &creds, "visio-operator:e2e").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let want: BTreeSet<(String, String)> =
+    let mut want: BTreeSet<(String, String)> =
         stack.object_metas().into_iter().map(|(k, m)| (k.to_string(), m.name.clone().unwrap_or_default())).collect();
+    // The operator's own Secret rights in the namespace: built at reconcile from its identity, not
+    // part of the stack (builders/tenant.rs operator_secrets_binding).
+    want.insert(("RoleBinding".into(), format!("{name}-operator-secrets")));
     let mut problems = vec![];
     let mut have = BTreeSet::new();
     let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
