@@ -38,15 +38,24 @@ pub fn stamp<K: Resource + Serialize>(obj: &mut K) -> Result<String> {
     Ok(hash)
 }
 
-/// Whether the cached object already carries what `desired` would apply.
-pub fn up_to_date<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, desired: &K, hash: &str) -> bool {
+/// Server-side applies `desired` unless the cache shows it is already applied. Returns whether it wrote.
+pub async fn ensure<K>(ctx: &Context, store: &Store<K>, desired: K) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
     let ns = desired.meta().namespace.clone().unwrap_or_default();
-    let key = ObjectRef::<K>::new(&desired.name_any()).within(&ns);
-    store.get(&key).map(|cur| cur.annotations().get(APPLIED_HASH).map(String::as_str) == Some(hash)).unwrap_or(false)
+    let current = store.get(&ObjectRef::<K>::new(&desired.name_any()).within(&ns));
+    ensure_over(ctx, current.as_deref(), desired).await
 }
 
-/// Server-side applies `desired` unless the cache shows it is already applied. Returns whether it wrote.
-pub async fn ensure<K>(ctx: &Context, store: &Store<K>, mut desired: K) -> Result<bool>
+/// Server-side applies `desired` unless `current` (the object as cached, or as read) already carries
+/// its hash, or we applied the same hash while `current` was at the version it shows (see `recent`).
+/// Returns whether it wrote.
+pub async fn ensure_over<K>(ctx: &Context, current: Option<&K>, mut desired: K) -> Result<bool>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -58,13 +67,11 @@ where
     let ns = desired.meta().namespace.clone().unwrap_or_default();
     let name = desired.name_any();
     let key = format!("{}/{ns}/{name}", K::kind(&()));
-    if up_to_date(store, &desired, &hash) {
+    if current.is_some_and(|c| c.annotations().get(APPLIED_HASH) == Some(&hash)) {
         ctx.recent.settled(&key);
         return Ok(false);
     }
-    // Applied already, and the cache has not shown it yet: not again (see `recent`).
-    let cached = store.get(&ObjectRef::<K>::new(&name).within(&ns));
-    let version = cached.as_ref().and_then(|c| c.meta().resource_version.clone());
+    let version = current.and_then(|c| c.meta().resource_version.clone());
     if ctx.recent.in_flight(&key, &hash, version.as_deref()) {
         return Ok(false);
     }

@@ -469,7 +469,7 @@ fn secrets_binding(
     use crate::builders::labels::{
         COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, PART_OF, PART_OF_LABEL,
     };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     let name = rp.name_any();
     let meta = ObjectMeta {
         name: Some(format!("{name}-retention-secrets")),
@@ -483,14 +483,7 @@ fn secrets_binding(
             ]
             .into(),
         ),
-        owner_references: Some(vec![OwnerReference {
-            api_version: <RetentionPolicy as kube::Resource>::api_version(&()).into_owned(),
-            kind: <RetentionPolicy as kube::Resource>::kind(&()).into_owned(),
-            name,
-            uid: rp.uid().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }]),
+        owner_references: kube::Resource::controller_owner_ref(rp, &()).map(|r| vec![r]),
         ..Default::default()
     };
     crate::builders::tenant::secrets_binding(meta, operator)

@@ -22,16 +22,14 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::Subject;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 
-use super::apply::{stamp, APPLIED_HASH};
 use super::error::Result;
 use super::{watch_config, Context, WatchBackoff};
-use crate::builders::labels::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::builders::labels::{MANAGED_BY, MANAGED_BY_LABEL};
 
 /// Namespace -> whether its first list is in.
 type Watched = HashMap<String, bool>;
@@ -182,31 +180,16 @@ fn forbidden(e: &watcher::Error) -> bool {
 
 /// Server-side applies a Secret unless it is already as desired: from the cache when the namespace is
 /// listed, from the live object otherwise (a read instead of a write). Returns whether it wrote.
-pub async fn ensure_secret(ctx: &Context, mut desired: Secret) -> Result<bool> {
+pub async fn ensure_secret(ctx: &Context, desired: Secret) -> Result<bool> {
     let ns = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     ctx.secrets.watch(&ns);
-    let hash = stamp(&mut desired)?;
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let current = if ctx.secrets.is_ready(&ns) {
         ctx.secrets.store().get(&ObjectRef::new(&name).within(&ns))
     } else {
-        api.get_opt(&name).await?.map(Arc::new)
+        Api::<Secret>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await?.map(Arc::new)
     };
-    let key = format!("Secret/{ns}/{name}");
-    if current.as_ref().is_some_and(|c| c.annotations().get(APPLIED_HASH) == Some(&hash)) {
-        ctx.recent.settled(&key);
-        return Ok(false);
-    }
-    let version = current.as_ref().and_then(|c| c.metadata.resource_version.clone());
-    if ctx.recent.in_flight(&key, &hash, version.as_deref()) {
-        return Ok(false);
-    }
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
-    ctx.recent.wrote(&key, &hash, version.as_deref());
-    ctx.metrics.child_writes.with_label_values(&["Secret", "apply"]).inc();
-    tracing::debug!(%ns, %name, "applied Secret");
-    Ok(true)
+    super::apply::ensure_over(ctx, current.as_deref(), desired).await
 }
 
 /// Applies the operator's Secret binding of a namespace. Returns `false` when the binding was just
