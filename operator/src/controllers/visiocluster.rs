@@ -570,14 +570,11 @@ fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &VisioClusterStat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::builders::testing::test_cluster;
 
     #[test]
     fn every_serving_pod_losing_readiness_degrades_the_tenant() {
-        let vc: VisioCluster = serde_json::from_value(json!({
-            "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio", "namespace": "t"},
-            "spec": {"tenant": {"displayName": "T"}, "signaling": {"host": "visio.t.gouv.fr"}}}))
-        .unwrap();
+        let vc = test_cluster();
         let mut status = VisioClusterStatus::default();
         status.sfu.desired = 2;
         status.sfu.current = 2;
@@ -596,10 +593,7 @@ mod tests {
 
     #[test]
     fn a_quota_too_small_degrades_the_tenant_naming_the_field() {
-        let vc: VisioCluster = serde_json::from_value(json!({
-            "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio", "namespace": "t"},
-            "spec": {"tenant": {"displayName": "T"}, "signaling": {"host": "visio.t.gouv.fr"}}}))
-        .unwrap();
+        let vc = test_cluster();
         let mut status = VisioClusterStatus::default();
         status.sfu.desired = 2;
         status.sfu.ready = 1;
