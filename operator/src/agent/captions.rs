@@ -1,4 +1,5 @@
-//! The caption backends: moshi-server (Kyutai) and WhisperLive, read on loopback.
+//! The caption backends, moshi-server (Kyutai) and WhisperLive, and the transcriber workers (LiveKit
+//! Agents), read on loopback.
 //!
 //! - Load: the open streams, from the backend's Prometheus endpoint (`asr_open_channels` for moshi-server,
 //!   `whisperlive_connections_active` for WhisperLive). Each captioned participant holds one stream, so the
@@ -8,6 +9,9 @@
 //!   or of `whisperlive_transcription_latency_seconds` (WhisperLive), over the observations since the
 //!   previous reading (histogram buckets are cumulative since start; the difference is what happened
 //!   lately). Kept as it was while nothing new was observed.
+//! - Transcriber workers: the load is the active jobs (`lk_agents_active_job_count`, one job per room being
+//!   captioned), the capacity `jobsPerWorker` (given as `--slots`); no latency, no rejection count. A worker
+//!   drains by itself on SIGTERM, so the agent never signals it either.
 //! - Rejections: WhisperLive counts them (`whisperlive_connections_rejected_total`); moshi-server does not, so
 //!   its rejections are known only from the slots (a pod with every slot taken refuses the next stream).
 //! - Drain: neither backend drains on a signal (moshi-server just exits on SIGTERM, cutting every stream),
@@ -42,21 +46,27 @@ pub const WHISPER_ACTIVE: &str = "whisperlive_connections_active";
 pub const WHISPER_REJECTED: &str = "whisperlive_connections_rejected_total";
 /// WhisperLive's transcription latency (histogram, seconds).
 pub const WHISPER_LATENCY: &str = "whisperlive_transcription_latency_seconds";
+/// A LiveKit Agents worker's active jobs (gauge).
+pub const AGENT_JOBS: &str = "lk_agents_active_job_count";
 /// Default metrics endpoint of moshi-server in the pod (its HTTP port).
 pub const MOSHI_METRICS_URL: &str = "http://127.0.0.1:8080/metrics";
 /// Default metrics endpoint of WhisperLive in the pod.
 pub const WHISPER_METRICS_URL: &str = "http://127.0.0.1:9091/metrics";
+/// Default metrics endpoint of a transcriber worker in the pod (`PROMETHEUS_PORT`).
+pub const TRANSCRIBER_METRICS_URL: &str = "http://127.0.0.1:8082/metrics";
 
 /// Largest metrics body read.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Most histogram buckets read (a real histogram has a dozen or two).
 const MAX_BUCKETS: usize = 256;
 
-/// Which caption engine.
+/// Which caption process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
     Moshi,
     WhisperLive,
+    /// A transcriber worker (LiveKit Agents): jobs, not streams.
+    Transcriber,
 }
 
 impl Engine {
@@ -64,13 +74,15 @@ impl Engine {
         match self {
             Engine::Moshi => MOSHI_OPEN,
             Engine::WhisperLive => WHISPER_ACTIVE,
+            Engine::Transcriber => AGENT_JOBS,
         }
     }
 
-    fn latency_metric(self) -> &'static str {
+    fn latency_metric(self) -> Option<&'static str> {
         match self {
-            Engine::Moshi => MOSHI_STEP,
-            Engine::WhisperLive => WHISPER_LATENCY,
+            Engine::Moshi => Some(MOSHI_STEP),
+            Engine::WhisperLive => Some(WHISPER_LATENCY),
+            Engine::Transcriber => None,
         }
     }
 }
@@ -96,10 +108,10 @@ pub fn parse_metrics(engine: Engine, text: &str) -> Result<Reading, BackendError
         other => return Err(BackendError::Malformed(format!("{}: {other}", engine.open_metric()))),
     };
     let rejected = match engine {
-        Engine::Moshi => None,
+        Engine::Moshi | Engine::Transcriber => None,
         Engine::WhisperLive => sum_metric(text, WHISPER_REJECTED).known(),
     };
-    Ok(Reading { open, rejected, latency: histogram(text, engine.latency_metric()) })
+    Ok(Reading { open, rejected, latency: engine.latency_metric().and_then(|m| histogram(text, m)) })
 }
 
 /// The cumulative buckets of histogram `name`, summed over its label sets other than `le`. `None` when the
@@ -286,6 +298,18 @@ mod tests {
     }
 
     #[test]
+    fn transcriber_jobs() {
+        let text = "# TYPE lk_agents_active_job_count gauge\n\
+            lk_agents_active_job_count{nodename=\"w-1\"} 3\n\
+            lk_agents_worker_load{nodename=\"w-1\"} 0.41\n";
+        let r = parse_metrics(Engine::Transcriber, text).unwrap();
+        assert_eq!(r, Reading { open: 3, rejected: None, latency: None });
+        let load = Caption::new(Engine::Transcriber, url(), 20).load_of(r);
+        assert_eq!((load.participants, load.rooms, load.capacity, load.step_p95_us), (3, 3, Some(20), None));
+        assert!(parse_metrics(Engine::Transcriber, "lk_agents_worker_load 0.2\n").is_err(), "no job count: unknown");
+    }
+
+    #[test]
     fn nonsense_is_unknown_never_zero() {
         for bad in ["", "asr_open_channels -1\n", "asr_open_channels NaN\n", "asr_open_channels 1.5\n", "garbage"] {
             assert!(parse_metrics(Engine::Moshi, bad).is_err(), "{bad:?}");
@@ -337,6 +361,7 @@ mod tests {
         fn parsing_never_panics(text in "\\PC{0,300}") {
             let _ = parse_metrics(Engine::Moshi, &text);
             let _ = parse_metrics(Engine::WhisperLive, &text);
+            let _ = parse_metrics(Engine::Transcriber, &text);
         }
 
         #[test]

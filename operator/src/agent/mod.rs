@@ -49,6 +49,9 @@ pub enum BackendKind {
     Moshi,
     /// WhisperLive (captions): active and rejected clients from its metrics, no drain of its own.
     Whisperlive,
+    /// A transcriber worker (LiveKit Agents): active jobs from its metrics; it drains by itself on SIGTERM.
+    /// The agent also sets the pod's deletion cost to the jobs, so a scale-down removes the emptiest workers.
+    Transcriber,
 }
 
 impl BackendKind {
@@ -58,6 +61,7 @@ impl BackendKind {
             BackendKind::Livekit => livekit::DEFAULT_METRICS_URL,
             BackendKind::Moshi => captions::MOSHI_METRICS_URL,
             BackendKind::Whisperlive => captions::WHISPER_METRICS_URL,
+            BackendKind::Transcriber => captions::TRANSCRIBER_METRICS_URL,
         }
     }
 
@@ -66,7 +70,7 @@ impl BackendKind {
         match self {
             BackendKind::Livekit => livekit::DEFAULT_PROCESS,
             BackendKind::Moshi => "moshi-server",
-            BackendKind::Whisperlive => "python3",
+            BackendKind::Whisperlive | BackendKind::Transcriber => "python3",
         }
     }
 }
@@ -114,7 +118,7 @@ pub struct AgentArgs {
     #[arg(long, value_parser = clap::value_parser!(i32).range(2..))]
     pub backend_pid: Option<i32>,
     /// Caption backends: the slots one backend process holds (moshi-server's `batch_size`, WhisperLive's
-    /// `--max_clients`), reported as the pod's capacity.
+    /// `--max_clients`); transcribers: the jobs one worker takes. Reported as the pod's capacity.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub slots: Option<u32>,
     /// Instead of running, ask a running agent's endpoint at --health-addr once and exit 0 if it answers
@@ -252,7 +256,8 @@ pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()
     let server = tokio::spawn(health::serve(listener, health.clone()));
 
     let client = kube::Client::try_default().await.map_err(|e| AgentError::Kube(e.to_string()))?;
-    let own_pod = pod::KubePod::new(client, &namespace, &pod_name);
+    let own_pod =
+        pod::KubePod::new(client, &namespace, &pod_name).with_deletion_cost(args.backend == BackendKind::Transcriber);
     let settings = control::Settings { interval: args.interval, min_report_interval: args.min_report_interval };
     tracing::info!(
         pod = %pod_name, namespace = %namespace, backend = ?args.backend, health = %args.health_addr,
@@ -263,14 +268,15 @@ pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()
             let mut backend = livekit::LiveKit::new(config);
             control::run(&own_pod, &mut backend, settings, health, shutdown).await;
         }
-        BackendKind::Moshi | BackendKind::Whisperlive => {
-            let engine = if args.backend == BackendKind::Moshi {
-                captions::Engine::Moshi
-            } else {
-                captions::Engine::WhisperLive
+        BackendKind::Moshi | BackendKind::Whisperlive | BackendKind::Transcriber => {
+            let engine = match args.backend {
+                BackendKind::Moshi => captions::Engine::Moshi,
+                BackendKind::Whisperlive => captions::Engine::WhisperLive,
+                _ => captions::Engine::Transcriber,
             };
-            let slots =
-                args.slots.ok_or_else(|| AgentError::Config("--slots is required for caption backends".into()))?;
+            let slots = args.slots.ok_or_else(|| {
+                AgentError::Config("--slots is required for caption backends and transcribers".into())
+            })?;
             let mut backend = captions::Caption::new(engine, config.metrics_url.clone(), slots);
             control::run(&own_pod, &mut backend, settings, health, shutdown).await;
         }
@@ -386,6 +392,9 @@ mod tests {
         let w =
             parse(&["--pod-name", "p", "--pod-namespace", "n", "--backend", "whisperlive", "--slots", "4"]).unwrap();
         assert_eq!(w.backend, BackendKind::Whisperlive);
+        let t =
+            parse(&["--pod-name", "p", "--pod-namespace", "n", "--backend", "transcriber", "--slots", "20"]).unwrap();
+        assert_eq!(t.backend.default_metrics_url(), "http://127.0.0.1:8082/metrics");
     }
 
     #[test]

@@ -74,18 +74,35 @@ pub trait OwnPod: Send + Sync {
 pub struct KubePod {
     api: Api<Pod>,
     name: String,
+    deletion_cost: bool,
 }
 
 impl KubePod {
     pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
-        Self { api: Api::namespaced(client, namespace), name: name.to_string() }
+        Self { api: Api::namespaced(client, namespace), name: name.to_string(), deletion_cost: false }
+    }
+
+    /// Also sets [`DELETION_COST`] to the load's sessions with each load written (a Deployment's pod).
+    pub fn with_deletion_cost(mut self, on: bool) -> Self {
+        self.deletion_cost = on;
+        self
     }
 }
 
-/// The JSON merge patch that sets (or, with `None`, removes) the load annotation and nothing else.
-pub fn load_patch(load: Option<&Load>) -> serde_json::Value {
+/// The ReplicaSet controller removes the pods with the lowest cost first on a scale-down.
+pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+/// The JSON merge patch that sets (or, with `None`, removes) the load annotation, and with `deletion_cost`
+/// sets [`DELETION_COST`] to the sessions of a known load (an unknown load leaves the cost as it was: the
+/// pod may be busy).
+pub fn load_patch(load: Option<&Load>, deletion_cost: bool) -> serde_json::Value {
     let value = load.map(pod_protocol::render_load);
-    json!({"metadata": {"annotations": {pod_protocol::LOAD: value}}})
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(pod_protocol::LOAD.into(), json!(value));
+    if let Some(l) = load.filter(|_| deletion_cost) {
+        annotations.insert(DELETION_COST.into(), json!(l.rooms.min(i32::MAX as u32).to_string()));
+    }
+    json!({"metadata": {"annotations": annotations}})
 }
 
 impl OwnPod for KubePod {
@@ -107,7 +124,7 @@ impl OwnPod for KubePod {
     }
 
     async fn write_load(&self, load: Option<Load>) -> Result<(), PodError> {
-        let patch = load_patch(load.as_ref());
+        let patch = load_patch(load.as_ref(), self.deletion_cost);
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
         match tokio::time::timeout(WRITE_TIMEOUT, self.api.patch(&self.name, &params, &Patch::Merge(&patch))).await {
             Ok(Ok(_)) => Ok(()),
@@ -142,9 +159,19 @@ mod tests {
     fn patch_touches_one_annotation() {
         let load = Load { participants: 3, rooms: 1, capacity: None, draining: true, ..Load::default() };
         assert_eq!(
-            load_patch(Some(&load)),
+            load_patch(Some(&load), false),
             json!({"metadata": {"annotations": {"visio.io/load": "{\"participants\":3,\"rooms\":1,\"draining\":true}"}}})
         );
-        assert_eq!(load_patch(None), json!({"metadata": {"annotations": {"visio.io/load": null}}}));
+        assert_eq!(load_patch(None, false), json!({"metadata": {"annotations": {"visio.io/load": null}}}));
+    }
+
+    #[test]
+    fn a_worker_sets_its_deletion_cost_to_its_jobs() {
+        let load = Load { participants: 2, rooms: 2, capacity: Some(20), ..Load::default() };
+        let p = load_patch(Some(&load), true);
+        assert_eq!(p["metadata"]["annotations"][DELETION_COST], "2");
+        // Unknown: the load goes, the cost stays as it was.
+        let p = load_patch(None, true);
+        assert_eq!(p, json!({"metadata": {"annotations": {"visio.io/load": null}}}));
     }
 }
