@@ -26,6 +26,7 @@ use super::common::{BucketRef, ReplicaBounds, Scheduling, DURATION_PATTERN, NAME
     printcolumn = r#"{"name":"Slots-Total","type":"integer","jsonPath":".status.slots.total","description":"Caption streams the serving backends can hold"}"#,
     printcolumn = r#"{"name":"Backends","type":"integer","jsonPath":".status.backends.ready","description":"Backend pods serving"}"#,
     printcolumn = r#"{"name":"Draining","type":"integer","jsonPath":".status.backends.draining","priority":1}"#,
+    printcolumn = r#"{"name":"Jobs","type":"integer","jsonPath":".status.transcribers.jobs","priority":1,"description":"Rooms being captioned"}"#,
     printcolumn = r#"{"name":"Rejected","type":"integer","jsonPath":".status.slots.rejected","priority":1,"description":"Streams refused because the backends were full"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -238,6 +239,21 @@ pub struct TranscriberSpec {
     #[serde(default = "default_jobs_per_worker")]
     #[schemars(range(min = 1, max = 1000))]
     pub jobs_per_worker: i32,
+    /// Highest share of the workers' jobs (percent) in use before more workers are added.
+    #[serde(default = "default_target_occupancy")]
+    #[schemars(range(min = 10, max = 100))]
+    pub target_occupancy_percent: i32,
+    /// Free jobs kept ready above the target, so the next room that asks for captions is taken at once.
+    #[serde(default = "default_job_buffer")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub job_buffer: i32,
+    /// How long the jobs must stay under the target before workers are removed (a removed worker
+    /// drains: it takes no new room and finishes its rooms' captions).
+    #[serde(default = "default_scale_down_delay")]
+    #[schemars(extend("pattern" = DURATION_PATTERN, "x-kubernetes-validations" = [
+        {"rule": "duration(self) <= duration('24h')", "message": "spec.transcribers.scaleDownDelay must be at most 24h"}
+    ]))]
+    pub scale_down_delay: String,
     /// Grace period a stopping worker gets to finish its rooms' captions (the 30 s Kubernetes
     /// default cuts captions mid-meeting).
     #[serde(default = "default_transcriber_drain")]
@@ -259,6 +275,9 @@ impl Default for TranscriberSpec {
         Self {
             replicas: default_transcriber_replicas(),
             jobs_per_worker: default_jobs_per_worker(),
+            target_occupancy_percent: default_target_occupancy(),
+            job_buffer: default_job_buffer(),
+            scale_down_delay: default_scale_down_delay(),
             drain_timeout: default_transcriber_drain(),
             image: None,
             resources: None,
@@ -271,6 +290,9 @@ fn default_transcriber_replicas() -> ReplicaBounds {
 }
 fn default_jobs_per_worker() -> i32 {
     20
+}
+fn default_job_buffer() -> i32 {
+    2
 }
 fn default_transcriber_drain() -> String {
     "1h".into()
@@ -347,7 +369,7 @@ pub struct SlotCounts {
     pub rejected: i64,
 }
 
-/// Pod counts of one component.
+/// Transcriber worker counts.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodCounts {
@@ -355,4 +377,8 @@ pub struct PodCounts {
     pub desired: i32,
     /// Pods ready.
     pub ready: i32,
+    /// Active jobs (rooms being captioned) on the workers that report them (`lk_agents_active_job_count`),
+    /// stopping workers left out; absent while no worker reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<i64>,
 }

@@ -67,6 +67,8 @@ pub const TRANSCRIBER_HEALTH_PORT: u16 = 8081;
 /// Port of the transcriber workers' Prometheus metrics (`lk_agents_*`; LiveKit Agents'
 /// `WorkerOptions.prometheus_port`, which the transcriber image reads from `PROMETHEUS_PORT`).
 pub const TRANSCRIBER_METRICS_PORT: u16 = 8082;
+/// Loopback address of the agent's health endpoint in a transcriber pod (the worker has 8081).
+pub const TRANSCRIBER_AGENT_HEALTH: &str = "127.0.0.1:8083";
 /// Name of the container port Prometheus scrapes (the chart's PodMonitors select it by name), wherever
 /// metrics have a port of their own: WhisperLive's and the transcribers'. moshi-server (and a `custom`
 /// backend) serves `/metrics` on its stream port, named [`STREAM_PORT_NAME`].
@@ -506,6 +508,20 @@ fn agent_container(cp: &CaptionPool, agent_image: &str) -> Container {
     )
 }
 
+/// The agent beside a transcriber worker: it reports the worker's active jobs and sets the pod's deletion
+/// cost to them. No readiness probe: the worker's own readiness decides, and a report that lags must not
+/// take a worker out of rotation.
+fn transcriber_agent_container(cp: &CaptionPool, agent_image: &str) -> Container {
+    let metrics = format!("http://127.0.0.1:{TRANSCRIBER_METRICS_PORT}/metrics");
+    let jobs = cp.spec.transcribers.jobs_per_worker.max(1).to_string();
+    let args = ["agent", "--backend", "transcriber", "--metrics-url", &metrics, "--slots", &jobs]
+        .into_iter()
+        .chain(["--health-addr", TRANSCRIBER_AGENT_HEALTH])
+        .map(String::from)
+        .collect();
+    Container { readiness_probe: None, ..sfu_agent_container(agent_image, args, vec![]) }
+}
+
 fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
@@ -711,17 +727,22 @@ pub fn transcriber_deployment(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> R
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![container],
+                    containers: vec![container, transcriber_agent_container(cp, inputs.agent_image)],
                     enable_service_links: Some(false),
+                    // The token is mounted in the agent only (a projected volume), not in the worker.
+                    service_account_name: Some(agent_name(pool)),
                     automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(grace),
                     security_context: Some(pod_security_context()),
                     affinity: Some(spread(cp, TRANSCRIBER_COMPONENT)),
-                    volumes: Some(vec![Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "tmp".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
+                        agent_token_volume(),
+                    ]),
                     ..PodSpec::default()
                 }),
             },
@@ -943,6 +964,26 @@ mod tests {
         assert_eq!(d.template.spec.unwrap().termination_grace_period_seconds, Some(90 * 60 + 60));
         let bad = pool_with(json!({"transcribers": {"drainTimeout": "soon"}}));
         assert_eq!(build_captions(&bad, &inputs()).unwrap_err().label(), "invalid_duration");
+    }
+
+    #[test]
+    fn transcriber_pods_carry_an_agent_that_reports_their_jobs() {
+        let cp = pool_with(json!({"transcribers": {"jobsPerWorker": 12}}));
+        let s = build(&cp);
+        let spec = s.transcribers.spec.unwrap().template.spec.unwrap();
+        let agent = spec.containers.iter().find(|c| c.name == AGENT_CONTAINER).unwrap();
+        let args = agent.args.as_ref().unwrap().join(" ");
+        assert_eq!(
+            args,
+            "agent --backend transcriber --metrics-url http://127.0.0.1:8082/metrics --slots 12 --health-addr 127.0.0.1:8083"
+        );
+        assert!(agent.readiness_probe.is_none());
+        assert_eq!(spec.service_account_name, Some(agent_name(cp.meta().name.as_deref().unwrap())));
+        // The worker gets no token; the agent's comes from the projected volume.
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let worker = spec.containers.iter().find(|c| c.name == TRANSCRIBER_CONTAINER).unwrap();
+        assert!(worker.volume_mounts.as_ref().unwrap().iter().all(|m| m.name != "agent-token"));
+        assert!(spec.volumes.unwrap().iter().any(|v| v.name == "agent-token"));
     }
 
     #[test]

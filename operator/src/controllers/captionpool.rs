@@ -9,6 +9,10 @@
 //! pod = `spec.backend.slotsPerPod`, target utilisation = `targetOccupancyPercent`, buffer = `slotBuffer`.
 //! Scale-down and upgrades drain (the pod leaves the backend Service, its streams go on) and delete a pod
 //! only once it reports no stream, or at `spec.backend.drainTimeout`.
+//!
+//! The transcriber workers are a Deployment whose replica count follows their active jobs
+//! ([`crate::fleet::workers`]): each worker's agent reports its jobs and sets its pod's deletion cost to
+//! them, and a removed worker drains by itself (SIGTERM, then up to its grace period).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +41,7 @@ use crate::builders::captions::{
     self, backend_name, build_captions, key_secret_name, CaptionInputs, CaptionStack, API_KEY, BACKEND_COMPONENT,
 };
 use crate::builders::labels::{COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::fleet::workers::{self, WorkerLoad, WorkerSpec};
 use crate::fleet::{self, FleetSpec, PodPhase, Snapshot};
 
 const CONTROLLER: &str = "captionpool";
@@ -48,6 +53,9 @@ pub struct PoolMemory {
     pub rejected_seen: HashMap<String, u32>,
     /// When a rejection was last seen.
     pub last_rejection_ms: Option<i64>,
+    /// The transcriber replicas last decided: the Deployment in the cache may not show them yet, and
+    /// planning from the older count would undo a scale-down.
+    pub transcriber_replicas: Option<u32>,
 }
 
 /// How long `Degraded` stays `StreamsRejected` after the last rejection seen.
@@ -60,10 +68,13 @@ pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future
     let clusters = super::lenient_watcher::<VisioCluster>(client.clone(), super::watch_config())
         .backoff(super::WatchBackoff::default())
         .applied_objects();
-    // The backend pods, in a cache of our own that also triggers the reconciles: a slot taken or freed is
-    // a pod event, and the planner must read the pod the event was about.
+    // The backend and transcriber pods, in a cache of our own that also triggers the reconciles: a slot or
+    // a job taken or freed is a pod event, and the planners must read the pod the event was about.
     let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={BACKEND_COMPONENT}");
+    let selector = format!(
+        "{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL} in ({BACKEND_COMPONENT},{})",
+        captions::TRANSCRIBER_COMPONENT
+    );
     let pods = watcher(Api::<Pod>::all(client.clone()), super::watch_config().labels(&selector))
         .backoff(super::WatchBackoff::default())
         .modify(|p: &mut Pod| p.managed_fields_mut().clear())
@@ -83,35 +94,39 @@ pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future
         .applied_objects();
     let pools_of_ns = ctrl.store();
     // A pool whose VisioCluster appears or goes must be looked at again.
-    ctrl.owns_stream(super::without_errors(pods))
-        .owns_stream(super::without_errors(transcribers))
-        .watches_stream(super::without_errors(policies), move |rp: crate::api::RetentionPolicy| {
-            let ns = rp.namespace();
-            pools_of_ns
-                .state()
-                .into_iter()
-                .filter(|cp| cp.namespace() == ns)
-                .map(|cp| ObjectRef::from_obj(cp.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches_stream(super::without_errors(clusters), move |vc| {
-            pools
-                .state()
-                .into_iter()
-                .filter(|cp| cp.namespace() == vc.namespace() && cp.spec.cluster_ref.name == vc.name_any())
-                .map(|cp| ObjectRef::from_obj(cp.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .shutdown_on_signal()
-        .run(
-            move |cp, ctx| {
-                let pods = pod_store.clone();
-                async move { reconcile(cp, ctx, pods).await }
-            },
-            super::error_policy,
-            ctx,
-        )
-        .for_each(|_| futures::future::ready(()))
+    // By the pool label: a transcriber pod's owner is its ReplicaSet, not the pool.
+    ctrl.watches_stream(super::without_errors(pods), |pod: Pod| {
+        let pool = pod.labels().get(captions::POOL_LABEL)?.clone();
+        Some(ObjectRef::<CaptionPool>::new(&pool).within(&pod.namespace()?))
+    })
+    .owns_stream(super::without_errors(transcribers))
+    .watches_stream(super::without_errors(policies), move |rp: crate::api::RetentionPolicy| {
+        let ns = rp.namespace();
+        pools_of_ns
+            .state()
+            .into_iter()
+            .filter(|cp| cp.namespace() == ns)
+            .map(|cp| ObjectRef::from_obj(cp.as_ref()))
+            .collect::<Vec<_>>()
+    })
+    .watches_stream(super::without_errors(clusters), move |vc| {
+        pools
+            .state()
+            .into_iter()
+            .filter(|cp| cp.namespace() == vc.namespace() && cp.spec.cluster_ref.name == vc.name_any())
+            .map(|cp| ObjectRef::from_obj(cp.as_ref()))
+            .collect::<Vec<_>>()
+    })
+    .shutdown_on_signal()
+    .run(
+        move |cp, ctx| {
+            let pods = pod_store.clone();
+            async move { reconcile(cp, ctx, pods).await }
+        },
+        super::error_policy,
+        ctx,
+    )
+    .for_each(|_| futures::future::ready(()))
 }
 
 /// Why the pool cannot be deployed, from the reference checks (pure).
@@ -156,14 +171,34 @@ pub fn fleet_spec(cp: &CaptionPool) -> Result<FleetSpec> {
     })
 }
 
-/// Transcriber workers needed for `streams` open streams: each room with captions is one job and holds at
-/// least one stream, so `ceil(streams / jobsPerWorker)` workers are never too few (pure).
-pub fn transcriber_replicas(cp: &CaptionPool, streams: u64) -> i32 {
+/// The worker planner's view of `spec.transcribers`.
+pub fn worker_spec(cp: &CaptionPool) -> Result<WorkerSpec> {
     let t = &cp.spec.transcribers;
-    let per = u64::try_from(t.jobs_per_worker.max(1)).unwrap_or(1);
-    let want = streams.div_ceil(per);
-    let (min, max) = (t.replicas.min.max(0), t.replicas.max.max(t.replicas.min).max(0));
-    i32::try_from(want).unwrap_or(i32::MAX).clamp(min, max)
+    let min = t.replicas.min.max(0) as u32;
+    Ok(WorkerSpec {
+        min,
+        max: (t.replicas.max.max(0) as u32).max(min),
+        jobs_per_worker: t.jobs_per_worker.max(1) as u32,
+        target_percent: t.target_occupancy_percent.clamp(10, 100) as u32,
+        buffer: t.job_buffer.max(0) as u32,
+        scale_down_delay_ms: super::visiocluster::ms(&t.scale_down_delay, "spec.transcribers.scaleDownDelay")?,
+    })
+}
+
+/// The jobs the live transcriber pods report (pods being deleted drain their own jobs and take no new
+/// one, so they count for nothing) (pure).
+pub fn worker_load(workers: &[Arc<Pod>]) -> WorkerLoad {
+    let mut load = WorkerLoad::default();
+    for p in workers.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        match pod_load(p) {
+            Some(l) => {
+                load.jobs += u64::from(l.rooms);
+                load.reporting += 1;
+            }
+            None => load.unknown += 1,
+        }
+    }
+    load
 }
 
 /// Pods the scheduler cannot place, with the scheduler's message (pure).
@@ -339,6 +374,7 @@ async fn report_problem(cp: &CaptionPool, ctx: &Context, reason: &str, message: 
 fn forget(ctx: &Context, key: &str) {
     ctx.captions.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     remember_low_load(ctx, &fleet_key(key), None);
+    remember_low_load(ctx, &format!("{}/transcribers", fleet_key(key)), None);
 }
 
 fn fleet_key(key: &str) -> String {
@@ -403,7 +439,30 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
     let plan = fleet::plan(&spec, &snap);
     remember_low_load(ctx, &fleet_key(&key), plan.low_load_since);
     let mut status = build_status(cp, &stack.backend.hash, &snap, plan.desired, &pods);
-    let replicas = transcriber_replicas(cp, u64::try_from(status.slots.used).unwrap_or(0));
+    let workers: Vec<Arc<Pod>> = pod_store
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|p| {
+            let l = p.labels();
+            l.get(captions::POOL_LABEL) == Some(&name)
+                && l.get(COMPONENT_LABEL).map(String::as_str) == Some(captions::TRANSCRIBER_COMPONENT)
+        })
+        .collect();
+    let load = worker_load(&workers);
+    let deployment_key = ObjectRef::new(&captions::transcriber_name(&name)).within(&ns);
+    let decided = ctx.captions.lock().unwrap_or_else(|p| p.into_inner()).get(&key).and_then(|m| m.transcriber_replicas);
+    let current = decided.or_else(|| {
+        ctx.stores.deployments.get(&deployment_key).and_then(|d| d.spec.as_ref()?.replicas).map(|r| r.max(0) as u32)
+    });
+    let workers_key = format!("{}/transcribers", fleet_key(&key));
+    let low = ctx.low_load_since.lock().unwrap_or_else(|p| p.into_inner()).get(&workers_key).copied();
+    let streams = u64::try_from(status.slots.used).unwrap_or(0);
+    let worker_plan = workers::plan_workers(&worker_spec(cp)?, &load, streams, current, low, now.as_millisecond());
+    remember_low_load(ctx, &workers_key, worker_plan.low_since);
+    ctx.captions.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().transcriber_replicas =
+        Some(worker_plan.replicas);
+    let replicas = i32::try_from(worker_plan.replicas).unwrap_or(i32::MAX);
     if let Some(d) = stack.transcribers.spec.as_mut() {
         d.replicas = Some(replicas);
     }
@@ -419,11 +478,23 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
     };
     execute(ctx, &backends, &pods, &plan.actions, now).await?;
     sync_pod_labels(ctx, &pods).await?;
+    if let Some(c) = current.filter(|c| *c != worker_plan.replicas) {
+        let basis = match worker_plan.basis {
+            workers::Basis::Jobs(j) => format!("{j} active jobs"),
+            workers::Basis::Streams(s) => format!("{s} open streams (no worker reports its jobs)"),
+        };
+        let note = format!(
+            "transcriber workers {c} -> {}: {basis}, {} jobs per worker at {}%",
+            worker_plan.replicas, cp.spec.transcribers.jobs_per_worker, cp.spec.transcribers.target_occupancy_percent
+        );
+        ctx.event(cp, EventType::Normal, "TranscribersScaled", "Scale", note).await;
+    }
 
     // status
     let (new_rejections, recent) = count_rejections(ctx, &key, &pods, now.as_millisecond());
     status.slots.rejected += i64::from(new_rejections);
     status.transcribers = transcriber_counts(ctx, &ns, &captions::transcriber_name(&name), replicas);
+    status.transcribers.jobs = (load.reporting > 0).then(|| i64::try_from(load.jobs).unwrap_or(i64::MAX));
     let stuck = unschedulable(&pods);
     let mut decided = decide(cp, &status, &stuck, recent);
     let old = cp.status.clone().unwrap_or_default();
@@ -472,7 +543,11 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
         ctx.metrics.caption_streams_rejected.with_label_values(&[&ns, &name]).inc_by(u64::from(new_rejections));
     }
     export_metrics(ctx, &ns, &name, &status);
-    let requeue = plan.requeue_after_ms.map(|ms| Duration::from_millis(ms.clamp(1000, 600_000) as u64));
+    let requeue = match (plan.requeue_after_ms, worker_plan.requeue_ms) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let requeue = requeue.map(|ms| Duration::from_millis(ms.clamp(1000, 600_000) as u64));
     let requeue =
         if stuck.is_empty() { requeue } else { Some(requeue.unwrap_or(Duration::MAX).min(Duration::from_secs(30))) };
     Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(600))))
@@ -562,7 +637,7 @@ pub fn rejection_increase(prev: Option<u32>, now: u32) -> u32 {
 fn transcriber_counts(ctx: &Context, ns: &str, name: &str, desired: i32) -> PodCounts {
     let key = ObjectRef::new(name).within(ns);
     let ready = ctx.stores.deployments.get(&key).and_then(|d| d.status.as_ref()?.ready_replicas).unwrap_or(0);
-    PodCounts { desired, ready }
+    PodCounts { desired, ready, jobs: None }
 }
 
 fn set_conditions(status: &mut CaptionPoolStatus, cp: &CaptionPool, decided: &[Decided]) -> bool {
@@ -641,13 +716,34 @@ mod tests {
     }
 
     #[test]
-    fn transcribers_follow_streams_within_bounds() {
-        let cp = pool(json!({"transcribers": {"jobsPerWorker": 10, "replicas": {"min": 1, "max": 4}}}));
-        assert_eq!(transcriber_replicas(&cp, 0), 1);
-        assert_eq!(transcriber_replicas(&cp, 10), 1);
-        assert_eq!(transcriber_replicas(&cp, 11), 2);
-        assert_eq!(transcriber_replicas(&cp, 10_000), 4);
-        assert_eq!(transcriber_replicas(&cp, u64::MAX), 4);
+    fn transcribers_are_planned_on_their_reported_jobs() {
+        let cp = pool(json!({"transcribers": {"jobsPerWorker": 10, "targetOccupancyPercent": 80, "jobBuffer": 3,
+            "scaleDownDelay": "2m", "replicas": {"min": 1, "max": 4}}}));
+        let s = worker_spec(&cp).unwrap();
+        assert_eq!((s.min, s.max, s.jobs_per_worker, s.target_percent, s.buffer), (1, 4, 10, 80, 3));
+        assert_eq!(s.scale_down_delay_ms, 120_000);
+        assert!(worker_spec(&pool(json!({"transcribers": {"scaleDownDelay": "later"}}))).is_err());
+        let worker = |name: &str, load: Option<&str>, deleting: bool| {
+            let mut meta = json!({"name": name});
+            if let Some(l) = load {
+                meta["annotations"] = json!({"visio.io/load": l});
+            }
+            if deleting {
+                meta["deletionTimestamp"] = json!("2026-11-28T10:00:00Z");
+            }
+            let agent = json!({"name": crate::builders::sfu::AGENT_CONTAINER, "image": "a", "imageID": "", "ready": true,
+                "restartCount": 0, "state": {"running": {}}});
+            let pod = json!({"metadata": meta, "status": {"containerStatuses": [agent]}});
+            Arc::new(serde_json::from_value::<Pod>(pod).unwrap())
+        };
+        let pods = [
+            worker("w-0", Some(r#"{"participants":4,"rooms":4,"capacity":10}"#), false),
+            worker("w-1", Some(r#"{"participants":2,"rooms":2,"capacity":10}"#), false),
+            worker("w-2", None, false),
+            worker("w-3", Some(r#"{"participants":9,"rooms":9,"capacity":10}"#), true),
+            worker("w-4", Some("garbage"), false),
+        ];
+        assert_eq!(worker_load(&pods), WorkerLoad { jobs: 6, reporting: 2, unknown: 2 });
     }
 
     #[test]

@@ -51,6 +51,7 @@
 mod drain;
 mod scale;
 mod upgrade;
+pub mod workers;
 
 #[cfg(test)]
 mod props;
