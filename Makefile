@@ -8,7 +8,7 @@ CARGO ?= cargo
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-build: ## Build the operator binary (and livekit-standin, the e2e stand-in for LiveKit)
+build: ## Build the operator binary (and the e2e stand-ins: LiveKit, moshi-server, WhisperLive, transcriber worker)
 	$(CARGO) build -p visio-operator --bins
 
 demo: build ## Run the operator on the embedded local control plane with two sample ministries

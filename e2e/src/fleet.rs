@@ -64,6 +64,8 @@ pub struct Binaries {
     pub moshi_standin: PathBuf,
     /// `whisperlive-standin` (checked when a caption harness starts).
     pub whisperlive_standin: PathBuf,
+    /// `transcriber-standin` (checked when a transcriber harness starts).
+    pub transcriber_standin: PathBuf,
 }
 
 impl Binaries {
@@ -77,6 +79,7 @@ impl Binaries {
             standin: pick("VISIO_E2E_STANDIN_BIN", "livekit-standin"),
             moshi_standin: pick("VISIO_E2E_MOSHI_STANDIN_BIN", "moshi-standin"),
             whisperlive_standin: pick("VISIO_E2E_WHISPERLIVE_STANDIN_BIN", "whisperlive-standin"),
+            transcriber_standin: pick("VISIO_E2E_TRANSCRIBER_STANDIN_BIN", "transcriber-standin"),
         };
         for p in [&b.operator, &b.standin] {
             ensure!(
@@ -344,9 +347,10 @@ pub struct FleetConfig {
     /// Extra flags for every agent.
     pub agent_args: Vec<String>,
     /// `None`: the pods are the VisioCluster's, with the agent beside each stand-in; the operator deletes
-    /// a pod once drained, so a deleted pod's processes stop at once. `Some(grace)`: the chart-style
-    /// baseline ([`crate::baseline`]): the pods are a Deployment's (selected by `baseline_selector`),
-    /// without agent, and a deleted pod's stand-in gets SIGTERM and up to `grace` to exit, as kubelet
+    /// a pod once drained, so a deleted pod's processes stop at once. `Some(grace)`: the pods are a
+    /// Deployment's (selected by `baseline_selector`): the chart-style LiveKit baseline
+    /// ([`crate::baseline`], without agent) or the transcriber workers (with theirs, stopped at the
+    /// deletion), and a deleted pod's stand-in gets SIGTERM and up to `grace` to exit, as kubelet
     /// gives a container its termination grace period (kwok removes the pod object at once; the
     /// harness keeps the process, and counts it as a pod, until it exits or is killed at the end of
     /// the grace period, which cuts its meetings).
@@ -369,6 +373,10 @@ pub enum StandinBackend {
     /// `whisperlive-standin` with `--max_clients` `slots`, key from `<pool>-caption-key` (WhisperLive checks
     /// none), its metrics on a port of their own.
     WhisperLive { slots: u32 },
+    /// `transcriber-standin` taking `jobs` jobs, for the pool's transcriber Deployment (with
+    /// `kubelet_grace`: a deleted worker drains on SIGTERM), with the agent beside it; a "meeting" is one
+    /// room's captioning job.
+    Transcriber { jobs: u32 },
 }
 
 impl StandinBackend {
@@ -378,7 +386,13 @@ impl StandinBackend {
             StandinBackend::Livekit => None,
             StandinBackend::Moshi { slots } => Some((bins.moshi_standin.clone(), "moshi", *slots)),
             StandinBackend::WhisperLive { slots } => Some((bins.whisperlive_standin.clone(), "whisperlive", *slots)),
+            StandinBackend::Transcriber { jobs } => Some((bins.transcriber_standin.clone(), "transcriber", *jobs)),
         }
+    }
+
+    /// The pods run the agent beside the stand-in (all but the chart-style LiveKit baseline).
+    fn with_agent(&self, cfg: &FleetConfig) -> bool {
+        *self != StandinBackend::Livekit || cfg.kubelet_grace.is_none()
     }
 }
 
@@ -532,7 +546,7 @@ impl Fleet {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
         let (name, key_field, secret_field) = match cfg.backend {
             StandinBackend::Livekit => (format!("{}-credentials", cfg.cluster), "apiKey", Some("apiSecret")),
-            StandinBackend::Moshi { .. } | StandinBackend::WhisperLive { .. } => {
+            StandinBackend::Moshi { .. } | StandinBackend::WhisperLive { .. } | StandinBackend::Transcriber { .. } => {
                 (format!("{}-caption-key", cfg.cluster), "apiKey", None)
             }
         };
@@ -620,7 +634,8 @@ impl Fleet {
     pub async fn wait_serving(&self, count: usize, timeout: Duration) -> Result<()> {
         self.wait(&format!("{count} serving SFU pods with their agent reporting"), timeout, |v| {
             // The baseline has no agent: a running stand-in is all there is to wait for.
-            let reported = |p: &PodView| p.load.is_some() || self.shared.cfg.kubelet_grace.is_some();
+            let cfg = &self.shared.cfg;
+            let reported = |p: &PodView| p.load.is_some() || !cfg.backend.with_agent(cfg);
             let ready = v.active().filter(|p| p.serving && reported(p) && v.live.contains(&p.name)).count();
             (ready == count && v.active().count() == count).then_some(())
         })
@@ -949,6 +964,12 @@ async fn kubelet_terminates(shared: &Shared, st: &mut State, gone: &[String], gr
         match (run.terminating_since, run.standin.as_ref().and_then(Child::id)) {
             (None, Some(pid)) => {
                 run.terminating_since = Some(Instant::now());
+                // kubelet stops every container: the agent beside a draining worker exits at once.
+                if let Some(mut agent) = run.agent.take() {
+                    let agent_pid = agent.id();
+                    let _ = agent.start_kill();
+                    forget_pid(shared, agent_pid);
+                }
                 let _ = std::process::Command::new("kill")
                     .args(["-TERM", &pid.to_string()])
                     .stdout(Stdio::null())
@@ -1132,6 +1153,13 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
             c.args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--max_clients", &slots.to_string()]);
             c
         }
+        StandinBackend::Transcriber { jobs } => {
+            let mut c = Command::new(&shared.bins.transcriber_standin);
+            c.args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--jobs", &jobs.to_string()])
+                .args(["--nodename", &v.name])
+                .env_remove("JOBS_PER_WORKER");
+            c
+        }
     };
     let mut standin = standin
         .env_remove("RUST_LOG")
@@ -1158,7 +1186,7 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
     let http: SocketAddr = field("http")?.parse()?;
     let metrics: SocketAddr = field("metrics")?.parse()?;
     ensure!(http.ip().is_loopback() && metrics.ip().is_loopback(), "stand-in not on loopback: {line}");
-    if cfg.kubelet_grace.is_some() {
+    if !cfg.backend.with_agent(cfg) {
         // The chart-style baseline has no agent: LiveKit alone, drained by SIGTERM.
         if let Ok(mut pids) = shared.pids.lock() {
             pids.insert(standin_pid);
@@ -1183,7 +1211,7 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
             .chain(["--backend-pid".to_string(), standin_pid.to_string()])
             .collect(),
         // The agent never signals a caption backend: no process flags.
-        StandinBackend::Moshi { .. } | StandinBackend::WhisperLive { .. } => {
+        StandinBackend::Moshi { .. } | StandinBackend::WhisperLive { .. } | StandinBackend::Transcriber { .. } => {
             let (_, backend, slots) = cfg.backend.caption(&shared.bins).unwrap_or_default();
             ["--backend", backend, "--slots"].into_iter().map(String::from).chain([slots.to_string()]).collect()
         }

@@ -17,7 +17,12 @@
 //!    `whisperlive_connections_rejected_total`) and the real agent with `--backend whisperlive`: a steady
 //!    ramp is never refused, then a burst beyond the pool's `max` is, and the refusals reach the status
 //!    (`slots.rejected`), the `Degraded=StreamsRejected` condition, its Event and the operator's counter;
-//! 3. `bad_input_is_reported`: a pool naming a VisioCluster that does not exist, one asking for a GPU no
+//! 3. `transcribers_scale_on_active_jobs_and_drain_when_removed`: the transcriber workers (a Deployment)
+//!    with the harness's `transcriber-standin` (a LiveKit Agents worker: jobs up to `jobsPerWorker`,
+//!    `lk_agents_active_job_count`, drain on SIGTERM) and the real agent with `--backend transcriber`: a
+//!    steady ramp of rooms is never refused, a scale-down removes the empty workers (the agent's deletion
+//!    cost), and a worker removed with a job drains it to its end;
+//! 4. `bad_input_is_reported`: a pool naming a VisioCluster that does not exist, one asking for a GPU no
 //!    node has (pods Pending, `Unschedulable` quoting the scheduler), and what the schema refuses.
 
 use std::time::{Duration, Instant};
@@ -309,6 +314,163 @@ async fn captions_scale_on_slots_and_never_cut_a_stream() -> Result<()> {
                 outcome.pods_started, outcome.pods_stopped, outcome.peak_pods_all
             ),
             format!("operator writes in 10 s at rest: {idle_writes}"),
+        ],
+    );
+    Ok(())
+}
+
+/// Open jobs on each worker, by the harness's books.
+fn jobs_by_worker(v: &View) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for p in v.active() {
+        out.entry(p.name.clone()).or_default();
+    }
+    for m in v.meetings.values().filter(|m| m.status == visio_e2e::fleet::MeetingStatus::Open) {
+        out.entry(m.pod.clone()).or_default().push(m.name.clone());
+    }
+    out
+}
+
+#[tokio::test]
+async fn transcribers_scale_on_active_jobs_and_drain_when_removed() -> Result<()> {
+    const TX_POOL: &str = "tx";
+    const JOBS: u32 = 4;
+    let _serial = LOAD_SCENARIO.lock().await;
+    let ns = "e2e-captions-tx";
+    let client = client().await?;
+    let _tenant = Tenant::create(&client, ns).await?;
+    apply::<VisioCluster>(&client, ns, "visio", &visiocluster()).await?;
+    // 4 jobs per worker, a 75 % target and 2 free jobs: 10 jobs need 4 workers.
+    let spec = json!({
+        "engine": "whisperlive",
+        "backend": {"gpu": {"count": 0}, "replicas": {"min": 1, "max": 1}},
+        "transcribers": {"replicas": {"min": 1, "max": 5}, "jobsPerWorker": JOBS, "targetOccupancyPercent": 75,
+            "jobBuffer": 2, "scaleDownDelay": "5s", "drainTimeout": "30s"}
+    });
+    apply::<CaptionPool>(&client, ns, TX_POOL, &pool(TX_POOL, spec)).await?;
+    let mut cfg = FleetConfig::new(ns, TX_POOL, &kubeconfig_path()?);
+    cfg.backend = StandinBackend::Transcriber { jobs: JOBS };
+    cfg.component = "transcriber".into();
+    // The workers are a Deployment's pods: a deleted one gets SIGTERM and its grace period (30 s + 1 min).
+    cfg.kubelet_grace = Some(Duration::from_secs(90));
+    cfg.baseline_selector = format!("app.kubernetes.io/instance={TX_POOL},app.kubernetes.io/component=transcriber");
+    cfg.agent_args = ["--interval", "500ms", "--min-report-interval", "1s"].map(String::from).to_vec();
+    let fleet = Fleet::start(client.clone(), cfg).await?;
+    fleet.wait_serving(1, Duration::from_secs(60)).await?;
+
+    // 1. A steady ramp: 10 rooms ask for captions, one every 2 s. Workers are added before the last free
+    // job is taken: no job is refused.
+    let mut workers_at_job = Vec::new();
+    for i in 0..10 {
+        let joined = fleet.open(&format!("room{i}"), 1).await?;
+        ensure!(matches!(joined, Join::Joined(_)), "room{i} found no worker with a free job");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        workers_at_job.push(fleet.view().await.active().count());
+    }
+    let ramp = fleet.view().await;
+    let refused = ramp.outcome.rejected_full + ramp.outcome.no_serving_pod;
+    ensure!(refused == 0, "jobs refused during a steady ramp: {refused}");
+    fleet.wait_serving(4, Duration::from_secs(60)).await?;
+    let st = wait_for("the status to count 10 jobs on 4 workers", Duration::from_secs(30), || async {
+        Ok(status(&client, ns, TX_POOL)
+            .await?
+            .filter(|s| s.transcribers.jobs == Some(10) && s.transcribers.desired == 4))
+    })
+    .await?;
+    let scaled = events(&client, ns, "TranscribersScaled").await?;
+    ensure!(!scaled.is_empty(), "TranscribersScaled Events");
+    // Each worker's deletion cost is its jobs, so the ReplicaSet removes the emptiest first.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let by_worker = jobs_by_worker(&fleet.view().await);
+    wait_for("every worker's deletion cost to be its jobs", Duration::from_secs(20), || {
+        let (pods, by_worker) = (pods.clone(), by_worker.clone());
+        async move {
+            for (worker, jobs) in &by_worker {
+                let p = pods.get(worker).await?;
+                let cost =
+                    p.metadata.annotations.as_ref().and_then(|a| a.get("controller.kubernetes.io/pod-deletion-cost"));
+                if cost.map(String::as_str) != Some(jobs.len().to_string().as_str()) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        }
+    })
+    .await?;
+
+    // 2. Rooms end: keep up to 3 jobs on each of the two busiest workers (they hold 5 or more of the 10, and
+    // 4 to 6 jobs need 2 workers). After the 5 s delay the two others go, and they are the empty ones.
+    let mut busiest: Vec<(usize, String)> = by_worker.iter().map(|(w, j)| (j.len(), w.clone())).collect();
+    busiest.sort_by(|a, b| b.cmp(a));
+    let kept: std::collections::BTreeSet<String> = busiest.iter().take(2).map(|(_, w)| w.clone()).collect();
+    for (worker, jobs) in &by_worker {
+        let keep = if kept.contains(worker) { 3 } else { 0 };
+        for j in jobs.iter().skip(keep) {
+            fleet.close(j).await?;
+        }
+    }
+    let left = fleet
+        .wait("the workers down to 2", Duration::from_secs(60), |v| {
+            let names: std::collections::BTreeSet<String> = v.active().map(|p| p.name.clone()).collect();
+            (names.len() == 2).then_some(names)
+        })
+        .await?;
+    ensure!(left == kept, "the busy workers {kept:?} were kept, not {left:?}");
+
+    // 3. One job left on each: one worker is enough, and the one removed still holds a job. It drains: its
+    // job goes on until the room ends, then the worker exits.
+    let by_worker = jobs_by_worker(&fleet.view().await);
+    for jobs in by_worker.values() {
+        for j in jobs.iter().skip(1) {
+            fleet.close(j).await?;
+        }
+    }
+    let removed = fleet
+        .wait("one worker removed", Duration::from_secs(60), |v| {
+            let active: Vec<String> = v.active().map(|p| p.name.clone()).collect();
+            (active.len() == 1).then(|| kept.iter().find(|w| !active.contains(w)).cloned()).flatten()
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let v = fleet.view().await;
+    let draining_job = v
+        .meetings
+        .values()
+        .find(|m| m.pod == removed && m.status == visio_e2e::fleet::MeetingStatus::Open)
+        .map(|m| m.name.clone())
+        .context("the removed worker's job is still open")?;
+    ensure!(v.lingering == 1, "the removed worker still runs while it drains: {} lingering", v.lingering);
+    let ended = fleet.close(&draining_job).await?;
+    ensure!(ended == visio_e2e::fleet::MeetingStatus::Closed, "the draining worker's job ended as {ended:?}");
+    fleet.wait("the drained worker to exit", Duration::from_secs(20), |v| (v.lingering == 0).then_some(())).await?;
+    let last = wait_for("the status to count 1 job on 1 worker", Duration::from_secs(30), || async {
+        Ok(status(&client, ns, TX_POOL)
+            .await?
+            .filter(|s| s.transcribers.jobs == Some(1) && s.transcribers.desired == 1))
+    })
+    .await?;
+    let outcome = fleet.stop().await;
+    ensure!(outcome.cuts.is_empty(), "jobs cut: {:?}", outcome.cuts);
+    ensure!(outcome.problems.is_empty(), "harness problems: {:?}", outcome.problems);
+    summary(
+        "transcribers on active jobs",
+        &[
+            format!("ramp: 10 rooms, one every 2 s, {JOBS} jobs per worker, target 75 %, 2 free jobs"),
+            format!("jobs refused during the ramp: {refused}; workers after each job: {workers_at_job:?}"),
+            format!(
+                "status at the peak: {} jobs, {} workers wanted",
+                st.transcribers.jobs.unwrap_or(0),
+                st.transcribers.desired
+            ),
+            format!("scale-down kept the busiest workers {kept:?}; then {removed} was removed with 1 job and drained"),
+            format!(
+                "at the end: {:?} job(s), {} worker(s); jobs opened {}, closed {}, cut {}",
+                last.transcribers.jobs,
+                last.transcribers.desired,
+                outcome.opened,
+                outcome.closed,
+                outcome.cuts.len()
+            ),
         ],
     );
     Ok(())

@@ -1,6 +1,7 @@
 //! What the loopback stand-ins of the test harnesses share (`livekit-standin`, `moshi-standin`,
-//! `whisperlive-standin`): a tiny HTTP/1 server whose handler answers a status and a body, a poison-tolerant
-//! lock, and for the caption backends their slots, a histogram and the process's life.
+//! `whisperlive-standin`, `transcriber-standin`): a tiny HTTP/1 server whose handler answers a status and a
+//! body, a poison-tolerant lock, and for the caption processes their slots, a histogram and the process's
+//! life.
 
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
@@ -204,10 +205,19 @@ pub type Handler = std::sync::Arc<
     dyn Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn Future<Output = (StatusCode, String)> + Send>> + Send + Sync,
 >;
 
+/// How a stand-in that drains stops on SIGTERM (a LiveKit Agents worker): `begin` once (it takes no new
+/// work), then the process exits as soon as `idle` says it holds none. A second signal exits at once.
+pub struct Drain {
+    pub begin: Box<dyn FnOnce() + Send>,
+    pub idle: Box<dyn Fn() -> bool + Send>,
+}
+
 /// The life of a caption stand-in process: refuses any address that is not loopback, binds `addr` (and
 /// `metrics_addr` when the backend has a metrics port of its own, else metrics are on `addr`), prints
 /// `<program> http=<addr> metrics=<addr> pid=<pid>`, serves, calls `tick` every `period`, and on SIGTERM or
-/// SIGINT exits at once (a caption backend has no drain) after printing `on_stop()` to stderr.
+/// SIGINT exits, after printing `on_stop()` to stderr: at once (a caption backend has no drain), or with
+/// `drain` once it holds no more work.
+#[allow(clippy::too_many_arguments)]
 pub fn run_caption_standin(
     program: &str,
     addr: std::net::SocketAddr,
@@ -215,6 +225,7 @@ pub fn run_caption_standin(
     handler: Handler,
     period: Duration,
     tick: impl FnMut() + Send + 'static,
+    drain: Option<Drain>,
     on_stop: impl FnOnce() -> String,
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
@@ -281,6 +292,16 @@ pub fn run_caption_standin(
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+        }
+        if let Some(drain) = drain {
+            (drain.begin)();
+            while !(drain.idle)() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                }
+            }
         }
         0
     });

@@ -88,6 +88,7 @@ fn main() -> std::process::ExitCode {
         // One model step every 80 ms while a stream is open, as moshi-server batches them.
         Duration::from_millis(80),
         move || step(&t),
+        None,
         // moshi-server has no drain: a stop signal ends the process and every stream with it.
         move || format!("stop signal: exiting at once with {} open stream(s)", lock(&s).slots.streams.len()),
     )

@@ -102,6 +102,8 @@ fn main() -> std::process::ExitCode {
         }),
         Duration::from_millis(500),
         move || transcribe(&t),
+        // WhisperLive has no drain.
+        None,
         move || format!("stop signal: exiting at once with {} open stream(s)", lock(&s).slots.streams.len()),
     )
 }
