@@ -581,7 +581,10 @@ async fn apply_children(
     super::fleet_pods::ensure_agent_access(ctx, agent).await?;
     apply::ensure(ctx, &s.services, stack.service.clone()).await?;
     apply::ensure(ctx, &s.pdbs, stack.pdb.clone()).await?;
-    apply::ensure(ctx, &s.deployments, stack.transcribers.clone()).await?;
+    let mut transcribers = stack.transcribers.clone();
+    let current = s.deployments.get(&ObjectRef::from_obj(&transcribers));
+    keep_running_agent_image(&mut transcribers, current.as_deref())?;
+    apply::ensure(ctx, &s.deployments, transcribers).await?;
     let secret_orphans = if ctx.secrets.is_ready(ns) {
         apply::delete_orphans(ctx, ctx.secrets.store(), ns, name, uid, &apply::names(&secrets)).await?
     } else {
@@ -598,6 +601,44 @@ async fn apply_children(
     if pruned > 0 {
         let note = format!("deleted {pruned} objects the spec no longer asks for");
         ctx.event(cp, EventType::Normal, "ChildrenPruned", "Prune", note).await;
+    }
+    Ok(())
+}
+
+/// The agent image in a pod template, if it has the agent.
+fn agent_image_mut(d: &mut Deployment) -> Option<&mut Option<String>> {
+    let spec = d.spec.as_mut()?.template.spec.as_mut()?;
+    Some(&mut spec.containers.iter_mut().find(|c| c.name == crate::builders::sfu::AGENT_CONTAINER)?.image)
+}
+
+/// An operator upgrade alone must not replace the transcriber workers (each would drain for up to an hour
+/// while a new one starts): when `current` was applied from this very template but for the agent image
+/// (and the replica count, which the planner changes), its agent image is kept. Workers created later get
+/// the new agent with the next real template change (pure).
+pub fn keep_running_agent_image(desired: &mut Deployment, current: Option<&Deployment>) -> Result<()> {
+    let Some(current) = current else { return Ok(()) };
+    let Some(applied) = current.annotations().get(apply::APPLIED_HASH) else { return Ok(()) };
+    let Some(running) = current
+        .clone()
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.into_iter().find(|c| c.name == crate::builders::sfu::AGENT_CONTAINER))
+        .and_then(|c| c.image)
+    else {
+        return Ok(());
+    };
+    let mut as_applied = desired.clone();
+    if let Some(image) = agent_image_mut(&mut as_applied) {
+        *image = Some(running.clone());
+    }
+    if let Some(spec) = as_applied.spec.as_mut() {
+        spec.replicas = current.spec.as_ref().and_then(|s| s.replicas);
+    }
+    // Hashed as `apply::ensure` stamps what it applies.
+    if &apply::stamp(&mut as_applied)? == applied {
+        if let Some(image) = agent_image_mut(desired) {
+            *image = Some(running);
+        }
     }
     Ok(())
 }
@@ -744,6 +785,37 @@ mod tests {
             worker("w-4", Some("garbage"), false),
         ];
         assert_eq!(worker_load(&pods), WorkerLoad { jobs: 6, reporting: 2, unknown: 2 });
+    }
+
+    #[test]
+    fn an_operator_upgrade_keeps_the_workers_agent_image() {
+        let cp = pool(json!({}));
+        let build = |agent_image: &str, replicas: i32| {
+            let inputs = CaptionInputs {
+                api_key: "k",
+                livekit_keys_secret: "visio-credentials",
+                agent_image,
+                transcriber_replicas: replicas,
+            };
+            build_captions(&cp, &inputs).unwrap().transcribers
+        };
+        let image = |d: &Deployment| agent_image_mut(&mut d.clone()).and_then(|i| i.clone());
+        let mut old = build("agent:1", 2);
+        apply::stamp(&mut old).unwrap();
+        // Same template, new agent image, new replica count: the running image stays.
+        let mut next = build("agent:2", 3);
+        keep_running_agent_image(&mut next, Some(&old)).unwrap();
+        assert_eq!(image(&next).as_deref(), Some("agent:1"));
+        assert_eq!(next.spec.as_ref().unwrap().replicas, Some(3));
+        // Another change to the template: the workers roll anyway, with the new agent.
+        let mut changed = build("agent:2", 2);
+        changed.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image = Some("worker:2".into());
+        keep_running_agent_image(&mut changed, Some(&old)).unwrap();
+        assert_eq!(image(&changed).as_deref(), Some("agent:2"));
+        // Nothing applied yet: the new image.
+        let mut fresh = build("agent:2", 1);
+        keep_running_agent_image(&mut fresh, None).unwrap();
+        assert_eq!(image(&fresh).as_deref(), Some("agent:2"));
     }
 
     #[test]
