@@ -359,6 +359,7 @@ fn wrong_values_fail_naming_the_key() -> Result<()> {
         ("image.pullPolicy=Sometimes", "/image/pullPolicy'"),
         ("image.digest=latest", "/image/digest'"),
         ("logFormat=xml", "/logFormat'"),
+        ("maxConcurrentReconciles=-1", "/maxConcurrentReconciles': minimum"),
         ("metrics.port=80", "/metrics/port': minimum"),
         ("resources.requests.cpu=lots", "/resources/requests/cpu'"),
         ("resources.request.cpu=1", "additional properties 'request' not allowed"),
@@ -414,6 +415,7 @@ fn default_values_render_the_operator_and_nothing_optional() -> Result<()> {
             "--metrics-addr=0.0.0.0:8080".into(),
             "--log-format=json".into(),
             "--log-level=info".into(),
+            "--max-concurrent-reconciles=16".into(),
             format!("--agent-image={image}"),
         ]
     );
@@ -449,6 +451,7 @@ fn non_default_values_render_what_they_ask() -> Result<()> {
         digest_set.as_str(),
         "logLevel=visio_operator=debug",
         "logFormat=text",
+        "maxConcurrentReconciles=4",
         "metrics.port=9090",
         "resources.requests.cpu=200m",
         "resources.limits.memory=1Gi",
@@ -482,6 +485,7 @@ fn non_default_values_render_what_they_ask() -> Result<()> {
         "--metrics-addr=0.0.0.0:9090".to_string(),
         "--log-format=text".into(),
         "--log-level=visio_operator=debug".into(),
+        "--max-concurrent-reconciles=4".into(),
         format!("--agent-image={image}"),
     ] {
         assert!(args.contains(&a), "{a} in {args:?}");

@@ -44,6 +44,9 @@ enum Command {
         /// Namespace of the leader Lease (the operator's own namespace in a cluster).
         #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
         leader_election_namespace: String,
+        /// Reconciles each controller runs at once (0: no limit).
+        #[arg(long, env = "VISIO_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+        max_concurrent_reconciles: u16,
         /// Seconds a leader's Lease stays valid without renewal: the longest a standby waits after the leader dies.
         #[arg(long, env = "VISIO_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=300))]
         lease_duration: u64,
@@ -70,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             leader_election,
             leader_election_namespace,
             lease_duration,
+            max_concurrent_reconciles,
         } => {
             telemetry::init_logging(&log_level, log_format);
             let election = leader_election.then(|| Election {
@@ -77,7 +81,7 @@ fn main() -> anyhow::Result<()> {
                 timing: leader::Timing { duration: lease_duration, grace: (lease_duration / 3).max(2) },
             });
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(run(metrics_addr, controllers::Config { agent_image, instance }, election))?;
+            rt.block_on(run(metrics_addr, controllers::Config { agent_image, instance, max_concurrent_reconciles }, election))?;
         }
         Command::Agent(args) => visio_operator::agent::main(args)?,
     }

@@ -63,7 +63,7 @@ const REJECTION_MEMORY_MS: i64 = 5 * 60 * 1000;
 
 pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future<Output = ()> {
     // Lenient watches: one stored object we cannot read must not stop the others.
-    let ctrl = super::lenient_controller::<CaptionPool>(&client, super::watch_config());
+    let ctrl = super::lenient_controller::<CaptionPool>(&client, super::watch_config(), &ctx.config);
     let pools = ctrl.store();
     let clusters = super::lenient_watcher::<VisioCluster>(client.clone(), super::watch_config())
         .backoff(super::WatchBackoff::default())

@@ -43,6 +43,9 @@ pub struct Config {
     pub agent_image: String,
     /// Reporting identity for Events (the operator pod's name).
     pub instance: String,
+    /// Reconciles each controller runs at once (0: no limit). A bound keeps the peak memory and the load on
+    /// the apiserver flat when hundreds of objects need work at once (an operator start, a mass apply).
+    pub max_concurrent_reconciles: u16,
 }
 
 /// Caches of the children, fed by the watches that also trigger reconciles.
@@ -274,8 +277,9 @@ where
     })
 }
 
-/// A controller of `K` fed by [`lenient_watcher`] instead of kube-runtime's typed watcher.
-pub fn lenient_controller<K>(client: &Client, cfg: watcher::Config) -> Controller<K>
+/// A controller of `K` fed by [`lenient_watcher`] instead of kube-runtime's typed watcher, running at most
+/// `config.max_concurrent_reconciles` reconciles at once.
+pub fn lenient_controller<K>(client: &Client, cfg: watcher::Config, config: &Config) -> Controller<K>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -283,7 +287,9 @@ where
     let objects = without_errors(
         lenient_watcher::<K>(client.clone(), cfg).backoff(WatchBackoff::default()).reflect(writer).applied_objects(),
     );
-    Controller::for_stream(objects, reader).trigger_backoff(WatchBackoff::default())
+    Controller::for_stream(objects, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.max_concurrent_reconciles))
+        .trigger_backoff(WatchBackoff::default())
 }
 
 /// Runs the three controllers until one stops (which only happens on shutdown).

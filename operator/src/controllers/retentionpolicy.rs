@@ -57,7 +57,7 @@ impl Drop for RunGuard {
 
 pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future<Output = ()> {
     // Lenient watch: one stored policy we cannot read must not stop the others.
-    super::lenient_controller::<RetentionPolicy>(&client, super::watch_config())
+    super::lenient_controller::<RetentionPolicy>(&client, super::watch_config(), &ctx.config)
         .shutdown_on_signal()
         .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

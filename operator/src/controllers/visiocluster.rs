@@ -62,7 +62,7 @@ pub struct ChildStreams {
 /// The controller future.
 pub fn controller(client: Client, ctx: Arc<Context>, streams: ChildStreams) -> impl std::future::Future<Output = ()> {
     // Not Controller::new: one stored VisioCluster we cannot read must not stop the others.
-    let controller = super::lenient_controller::<VisioCluster>(&client, super::watch_config());
+    let controller = super::lenient_controller::<VisioCluster>(&client, super::watch_config(), &ctx.config);
     let clusters = controller.store();
     controller
         // A RetentionPolicy that appears, changes or goes re-decides every VisioCluster of its namespace.
