@@ -57,6 +57,14 @@ pub struct Figures {
     pub reconcile_p95_ms: BTreeMap<String, f64>,
     pub captionpools_ready: usize,
     pub retentionpolicies_ready: usize,
+    /// The operator's writes the apiserver refused while converging, by `resource VERB code` (each is
+    /// counted in `writes` too: a refused write is a retry the minimum does not have).
+    #[serde(default)]
+    pub refused_by_kind: BTreeMap<String, f64>,
+    /// Events written while idle, by `reporting component: reason` (the apiserver's counter cannot say
+    /// whose they are; the Events themselves can).
+    #[serde(default)]
+    pub idle_events_by_source: BTreeMap<String, f64>,
 }
 
 fn tenant_objects(i: usize, s3: &visio_e2e::s3::S3) -> Vec<Value> {
@@ -92,8 +100,8 @@ async fn create(client: &Client, obj: Value) -> Result<()> {
     }
 }
 
-/// `apiserver_request_total` samples: (verb, group, resource, subresource) -> count.
-type Requests = BTreeMap<(String, String, String, String), f64>;
+/// `apiserver_request_total` samples: (verb, group, resource, subresource, code) -> count.
+type Requests = BTreeMap<(String, String, String, String, String), f64>;
 
 fn requests() -> Result<Requests> {
     let text = kubectl(&["get", "--raw", "/metrics"], None)?;
@@ -103,7 +111,8 @@ fn requests() -> Result<Requests> {
             line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
         };
         let v: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *out.entry((label("verb"), label("group"), label("resource"), label("subresource"))).or_insert(0.0) += v;
+        let key = (label("verb"), label("group"), label("resource"), label("subresource"), label("code"));
+        *out.entry(key).or_insert(0.0) += v;
     }
     Ok(out)
 }
@@ -111,14 +120,16 @@ fn requests() -> Result<Requests> {
 /// The operator's writes between two snapshots, by `resource[/subresource] VERB`, plus Events and Leases.
 struct Writes {
     ours: BTreeMap<String, f64>,
+    /// Ours that the apiserver answered with an error, by `resource VERB code`.
+    refused: BTreeMap<String, f64>,
     pod_posts: f64,
     events: f64,
     leases: f64,
 }
 
 fn delta(before: &Requests, after: &Requests) -> Writes {
-    let mut w = Writes { ours: BTreeMap::new(), pod_posts: 0.0, events: 0.0, leases: 0.0 };
-    for (key @ (verb, _group, resource, sub), v) in after {
+    let mut w = Writes { ours: BTreeMap::new(), refused: BTreeMap::new(), pod_posts: 0.0, events: 0.0, leases: 0.0 };
+    for (key @ (verb, _group, resource, sub, code), v) in after {
         let d = v - before.get(key).copied().unwrap_or(0.0);
         if d <= 0.0 || !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
             continue;
@@ -128,6 +139,9 @@ fn delta(before: &Requests, after: &Requests) -> Writes {
             (_, "events", _) => w.events += d,
             (_, "leases", _) => w.leases += d,
             ("APPLY", _, _) | ("PATCH", "pods", "") | ("DELETE", "pods", "") => {
+                if !code.starts_with('2') {
+                    *w.refused.entry(format!("{name} {code}")).or_insert(0.0) += d;
+                }
                 *w.ours.entry(name).or_insert(0.0) += d;
             }
             ("POST", "pods", "") => w.pod_posts += d,
@@ -184,6 +198,28 @@ async fn children(client: &Client) -> Result<(BTreeMap<String, usize>, usize)> {
     }
     out.insert("Pod".into(), own);
     Ok((out, sfu))
+}
+
+/// Events of the tenants' namespaces created or repeated since `since`, by `reporting component: reason`.
+async fn events_since(client: &Client, since: k8s_openapi::jiff::Timestamp) -> Result<BTreeMap<String, f64>> {
+    use k8s_openapi::api::core::v1::Event;
+    let events: Api<Event> = Api::all(client.clone());
+    let mut out = BTreeMap::new();
+    for e in events.list(&ListParams::default()).await?.items {
+        let last = e.last_timestamp.as_ref().map(|t| t.0).or(e.event_time.as_ref().map(|t| t.0));
+        if last.is_none_or(|t| t < since) || !e.namespace().is_some_and(|n| n.starts_with('t')) {
+            continue;
+        }
+        let source = e
+            .reporting_component
+            .clone()
+            .filter(|c| !c.is_empty())
+            .or_else(|| e.source.as_ref().and_then(|s| s.component.clone()))
+            .unwrap_or_else(|| "?".into());
+        let key = format!("{source}: {}", e.reason.clone().unwrap_or_default());
+        *out.entry(key).or_insert(0.0) += 1.0;
+    }
+    Ok(out)
 }
 
 /// (peak RSS MiB, CPU seconds) of a process, from /proc.
@@ -370,8 +406,10 @@ pub async fn run(n: usize, idle: Duration, operator_pid: u32) -> Result<Figures>
     // Idle.
     eprintln!("bench tenants {n}: idle for {} s", idle.as_secs());
     let idle_before = requests()?;
+    let idle_started = k8s_openapi::jiff::Timestamp::now();
     tokio::time::sleep(idle).await;
     let idle_after = requests()?;
+    let idle_events_by_source = events_since(&client, idle_started).await.unwrap_or_default();
     let iw = delta(&idle_before, &idle_after);
     let idle_writes = iw.ours.values().sum::<f64>() + iw.pod_posts + iw.events;
     let mut idle_by_kind = iw.ours.clone();
@@ -403,6 +441,8 @@ pub async fn run(n: usize, idle: Duration, operator_pid: u32) -> Result<Figures>
         cpu_seconds: cpu,
         reconcile_p50_ms: reconcile_percentiles(&metrics, 0.5),
         reconcile_p95_ms: reconcile_percentiles(&metrics, 0.95),
+        refused_by_kind: w.refused.clone(),
+        idle_events_by_source,
         captionpools_ready: count_ready(&client, "CaptionPool", "captionpools").await,
         retentionpolicies_ready: count_ready(&client, "RetentionPolicy", "retentionpolicies").await,
     };
@@ -461,6 +501,7 @@ pub fn report(file: &str) -> Result<()> {
         println!("\nN={}: writes by kind {:?}; idle writes by kind {:?}; Lease renewals while idle {} (leader election); Events while converging (all components) {}",
             r.tenants, r.writes_by_kind, r.idle_by_kind, r.idle_lease_writes, r.events);
         println!("N={}: reconcile p50 {:?} ms, p95 {:?} ms", r.tenants, r.reconcile_p50_ms, r.reconcile_p95_ms);
+        println!("N={}: writes the apiserver refused {:?}; Events while idle by source {:?}", r.tenants, r.refused_by_kind, r.idle_events_by_source);
     }
     Ok(())
 }
