@@ -81,7 +81,11 @@ fn main() -> anyhow::Result<()> {
                 timing: leader::Timing { duration: lease_duration, grace: (lease_duration / 3).max(2) },
             });
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(run(metrics_addr, controllers::Config { agent_image, instance, max_concurrent_reconciles }, election))?;
+            rt.block_on(run(
+                metrics_addr,
+                controllers::Config { agent_image, instance, max_concurrent_reconciles },
+                election,
+            ))?;
         }
         Command::Agent(args) => visio_operator::agent::main(args)?,
     }

@@ -501,7 +501,10 @@ pub fn report(file: &str) -> Result<()> {
         println!("\nN={}: writes by kind {:?}; idle writes by kind {:?}; Lease renewals while idle {} (leader election); Events while converging (all components) {}",
             r.tenants, r.writes_by_kind, r.idle_by_kind, r.idle_lease_writes, r.events);
         println!("N={}: reconcile p50 {:?} ms, p95 {:?} ms", r.tenants, r.reconcile_p50_ms, r.reconcile_p95_ms);
-        println!("N={}: writes the apiserver refused {:?}; Events while idle by source {:?}", r.tenants, r.refused_by_kind, r.idle_events_by_source);
+        println!(
+            "N={}: writes the apiserver refused {:?}; Events while idle by source {:?}",
+            r.tenants, r.refused_by_kind, r.idle_events_by_source
+        );
     }
     Ok(())
 }
