@@ -77,7 +77,7 @@ pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future
     );
     let pods = watcher(Api::<Pod>::all(client.clone()), super::watch_config().labels(&selector))
         .backoff(super::WatchBackoff::default())
-        .modify(|p: &mut Pod| p.managed_fields_mut().clear())
+        .modify(super::trim::Trim::trim)
         .reflect(pod_writer)
         .touched_objects();
     // The transcriber Deployments (their status feeds the pool's); read from the shared cache.

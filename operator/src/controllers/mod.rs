@@ -12,6 +12,7 @@ pub mod fleet_pods;
 pub mod recent;
 pub mod retentionpolicy;
 pub mod secrets;
+pub mod trim;
 pub mod visiocluster;
 
 use std::collections::HashMap;
@@ -203,23 +204,18 @@ pub fn watch_config() -> watcher::Config {
 }
 
 /// A watch of `K` objects labelled as ours that fills `writer` and yields touched objects.
-/// Managed fields are dropped to keep the cache small.
+/// Each object is trimmed to what the reconciles read before it is cached (see [`trim`]).
 fn child_stream<K>(
     client: &Client,
     writer: reflector::store::Writer<K>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + trim::Trim + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let api: Api<K> = Api::all(client.clone());
     let cfg = watch_config().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let stream = watcher(api, cfg)
-        .backoff(WatchBackoff::default())
-        .modify(|o: &mut K| {
-            o.managed_fields_mut().clear();
-        })
-        .reflect(writer)
-        .touched_objects();
+    let stream =
+        watcher(api, cfg).backoff(WatchBackoff::default()).modify(trim::Trim::trim).reflect(writer).touched_objects();
     without_errors(stream)
 }
 
