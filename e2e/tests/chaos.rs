@@ -238,6 +238,13 @@ impl Cluster {
                     eprintln!("{l}");
                 }
             }
+            // The apiserver's errors too: a scenario may fail on the control plane, not the operator.
+            let log = std::fs::read_to_string(self.state.join("logs/kube-apiserver.log")).unwrap_or_default();
+            let errors: Vec<&str> = log.lines().filter(|l| l.starts_with('E')).collect();
+            eprintln!("--- last errors of kube-apiserver ---");
+            for l in errors.iter().rev().take(25).rev() {
+                eprintln!("{l}");
+            }
         }
     }
 }
@@ -642,11 +649,21 @@ async fn missing_crds(c: &mut Cluster) -> Result<()> {
     args.extend(CRDS);
     c.kubectl(&args, None)?;
     let c_ = &*c;
-    poll("the CRDs deleted", Duration::from_secs(120), Duration::from_millis(500), || async move {
+    // A timeout names what the apiserver's CRD finalizer reports (the Terminating condition).
+    poll("the CRDs deleted", Duration::from_secs(180), Duration::from_millis(500), || async move {
         let left: Value = serde_json::from_str(&c_.kubectl(&["get", "crd", "-o", "json"], None)?)?;
-        let names: Vec<&str> =
-            left["items"].as_array().into_iter().flatten().filter_map(|c| c["metadata"]["name"].as_str()).collect();
-        Ok(names.iter().all(|n| !CRDS.contains(n)).then_some(()))
+        let ours: Vec<&Value> = left["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["metadata"]["name"].as_str().is_some_and(|n| CRDS.contains(&n)))
+            .collect();
+        if ours.is_empty() {
+            return Ok(Some(()));
+        }
+        let states: Vec<String> =
+            ours.iter().map(|c| format!("{}: {}", c["metadata"]["name"], c["status"]["conditions"])).collect();
+        Err(anyhow::anyhow!("still there: {}", states.join("; ")))
     })
     .await?;
     let op = c.start("no-crds")?;
