@@ -11,6 +11,9 @@
 //!   SFU pod (the drain protocol's one write per pod);
 //! - writes during an idle period (the goal is 0);
 //! - the operator's peak RSS (`VmHWM`) and CPU seconds, from /proc;
+//! - the CPU seconds each process of the control plane (and the operator) spent while the tenants
+//!   converged, against what the machine's cores could give in that time: the share that says which
+//!   process bounds the time to Ready;
 //! - the operator's own reconcile latency histogram, as percentiles per controller.
 //!
 //! Attribution: the bench creates its objects with POST, and only the operator uses server-side apply,
@@ -65,6 +68,13 @@ pub struct Figures {
     /// whose they are; the Events themselves can).
     #[serde(default)]
     pub idle_events_by_source: BTreeMap<String, f64>,
+    /// CPU seconds each process spent from the first tenant's creation until every tenant was Ready
+    /// (the control plane's processes by name, and `visio-operator`).
+    #[serde(default)]
+    pub converge_cpu_by_process: BTreeMap<String, f64>,
+    /// The machine's cores (the CPU seconds available while converging are cores x `all_ready_s`).
+    #[serde(default)]
+    pub cores: usize,
 }
 
 fn tenant_objects(i: usize, s3: &visio_e2e::s3::S3) -> Vec<Value> {
@@ -231,6 +241,11 @@ fn footprint(pid: u32) -> Result<(f64, f64)> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .context("VmHWM")?;
+    Ok((hwm_kib / 1024.0, cpu_seconds(pid)?))
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
@@ -244,7 +259,30 @@ fn footprint(pid: u32) -> Result<(f64, f64)> {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0);
-    Ok((hwm_kib / 1024.0, ticks / hz))
+    Ok(ticks / hz)
+}
+
+/// CPU seconds so far of the control plane's processes (their pid files in `$VISIO_E2E_STATE/pids`,
+/// by component name) and of the operator.
+fn cpu_by_process(operator_pid: u32) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let dir = std::env::var("VISIO_E2E_STATE").map(|s| std::path::PathBuf::from(s).join("pids"));
+    for entry in dir.ok().and_then(|d| std::fs::read_dir(d).ok()).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().trim_end_matches(".pid").to_string();
+        let pid = std::fs::read_to_string(entry.path()).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        if let Some(cpu) = pid.and_then(|p| cpu_seconds(p).ok()) {
+            out.insert(name, cpu);
+        }
+    }
+    if let Ok(cpu) = cpu_seconds(operator_pid) {
+        out.insert("visio-operator".into(), cpu);
+    }
+    out
+}
+
+/// What each process spent between two [`cpu_by_process`] readings.
+fn cpu_spent(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).collect()
 }
 
 /// Percentiles per controller from the operator's `visio_reconcile_duration_seconds` histogram
@@ -340,6 +378,7 @@ pub async fn run(n: usize, idle: Duration, operator_pid: u32) -> Result<Figures>
         }
     });
 
+    let cpu_before = cpu_by_process(operator_pid);
     let t0 = Instant::now();
     let mut created_at = BTreeMap::new();
     let tenants: Vec<usize> = (0..n).collect();
@@ -383,6 +422,7 @@ pub async fn run(n: usize, idle: Duration, operator_pid: u32) -> Result<Figures>
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let all_ready = t0.elapsed();
+    let converge_cpu_by_process = cpu_spent(&cpu_before, &cpu_by_process(operator_pid));
     watch.abort();
     let ready = ready_at.lock().map(|m| m.clone()).unwrap_or_default();
     let mut lat: Vec<f64> = ready
@@ -443,6 +483,8 @@ pub async fn run(n: usize, idle: Duration, operator_pid: u32) -> Result<Figures>
         reconcile_p95_ms: reconcile_percentiles(&metrics, 0.95),
         refused_by_kind: w.refused.clone(),
         idle_events_by_source,
+        converge_cpu_by_process,
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         captionpools_ready: count_ready(&client, "CaptionPool", "captionpools").await,
         retentionpolicies_ready: count_ready(&client, "RetentionPolicy", "retentionpolicies").await,
     };
@@ -505,13 +547,51 @@ pub fn report(file: &str) -> Result<()> {
             "N={}: writes the apiserver refused {:?}; Events while idle by source {:?}",
             r.tenants, r.refused_by_kind, r.idle_events_by_source
         );
+        if !r.converge_cpu_by_process.is_empty() {
+            println!("N={}: {}", r.tenants, cpu_share_line(r));
+        }
     }
     Ok(())
+}
+
+/// "CPU while converging: ..." with each process's seconds and share of what the cores could give.
+fn cpu_share_line(r: &Figures) -> String {
+    let available = r.cores.max(1) as f64 * r.all_ready_s;
+    let mut by: Vec<(&String, &f64)> = r.converge_cpu_by_process.iter().collect();
+    by.sort_by(|a, b| b.1.total_cmp(a.1));
+    let spent: f64 = by.iter().map(|(_, v)| **v).sum();
+    let parts: Vec<String> =
+        by.iter().map(|(k, v)| format!("{k} {:.0} s ({:.0}%)", v, 100.0 * **v / available.max(f64::EPSILON))).collect();
+    format!(
+        "CPU while converging, of {:.0} core-seconds ({} cores x {:.1} s): {}; all of them {:.0}%",
+        available,
+        r.cores,
+        r.all_ready_s,
+        parts.join(", "),
+        100.0 * spent / available.max(f64::EPSILON)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_share_line_ranks_processes_by_what_they_spent() {
+        let r = Figures {
+            cores: 2,
+            all_ready_s: 100.0,
+            converge_cpu_by_process: [("kube-apiserver".to_string(), 120.0), ("visio-operator".to_string(), 20.0)]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            cpu_share_line(&r),
+            "CPU while converging, of 200 core-seconds (2 cores x 100.0 s): kube-apiserver 120 s (60%), \
+             visio-operator 20 s (10%); all of them 70%"
+        );
+    }
 
     #[test]
     fn percentiles_of_a_histogram_interpolate_inside_the_bucket() {
