@@ -178,7 +178,8 @@ pub async fn owned_secret<K: Resource>(
     let ours = |s: &Secret| {
         s.namespace().as_deref() == Some(ns.as_str()) && s.name_any() == name && is_child_of(s, &instance, &uid)
     };
-    if let Some(s) = ctx.secrets.store().state().into_iter().find(|s| ours(s)) {
+    // By key, not by a scan of every cached Secret (thousands at ministry scale).
+    if let Some(s) = ctx.secrets.store().get(&ObjectRef::new(name).within(&ns)).filter(|s| ours(s)) {
         return Ok(Some(s));
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
