@@ -156,13 +156,49 @@ impl OwnCluster {
         self.operator.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// Prints the end of the operator's log (for a failed test).
+    /// Prints the end of the operator's log and what the control plane shows (for a failed test):
+    /// the pods and nodes as the API has them, and the last errors of the scheduler, kwok and the
+    /// controller manager. The guard purges their logs when it drops, so this is all that is left.
     pub fn print_log_tail(&self, lines: usize) {
         let log = std::fs::read_to_string(self.log()).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(lines).collect();
         eprintln!("--- last lines of the operator log ({}) ---", self.log().display());
         for l in tail.iter().rev() {
             eprintln!("{l}");
+        }
+        self.print_cluster_state();
+    }
+
+    fn print_cluster_state(&self) {
+        for args in [
+            &["get", "nodes", "-o", "wide"][..],
+            &["get", "pods", "-A", "-o", "wide", "--request-timeout=10s"][..],
+            &["get", "events", "-A", "--field-selector", "type=Warning", "--request-timeout=10s"][..],
+        ] {
+            let Some(bin) = std::env::var_os("VISIO_E2E_BIN").map(PathBuf::from) else { return };
+            let out = Command::new(bin.join("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(args)
+                .stdin(Stdio::null())
+                .output();
+            eprintln!("--- kubectl {} ---", args.join(" "));
+            match out {
+                Ok(o) => eprintln!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+                Err(e) => eprintln!("{e}"),
+            }
+        }
+        for name in ["kube-scheduler", "kwok", "kube-controller-manager"] {
+            let log = std::fs::read_to_string(self.state.join(format!("logs/{name}.log"))).unwrap_or_default();
+            // klog's error lines start with E; kwok logs with level=ERROR.
+            let errors: Vec<&str> = log
+                .lines()
+                .filter(|l| l.starts_with('E') || l.contains("level=ERROR") || l.contains("level=WARN"))
+                .collect();
+            eprintln!("--- {name}.log: {} error lines, the last 15 ---", errors.len());
+            for l in &errors[errors.len().saturating_sub(15)..] {
+                eprintln!("{}", l.chars().take(400).collect::<String>());
+            }
         }
     }
 }
