@@ -1,7 +1,7 @@
 //! Issue #9: upgrading the operator itself restarts no pod.
 //!
 //! On a control plane of its own, the previous release (`VISIO_PREVIOUS_RELEASE` in versions.env,
-//! built from its git tag by `e2e/previous-operator`) brings a tenant to Ready; then it is stopped as a
+//! built from its commit by `e2e/previous-operator`) brings a tenant to Ready; then it is stopped as a
 //! Deployment rollout stops it (SIGTERM) and this build of the operator takes over. Every pod the
 //! previous release created must still be there, the same pod (same UID), not deleted, not replaced:
 //! an operator upgrade alone must never restart an SFU, Redis or caption pod. The objects the new
