@@ -53,6 +53,9 @@ pub struct PoolMemory {
     pub rejected_seen: HashMap<String, u32>,
     /// When a rejection was last seen.
     pub last_rejection_ms: Option<i64>,
+    /// The `status.slots.rejected` this process last computed, with the pool's UID: the pool in the
+    /// cache may predate that status write, and adding new rejections to its older total would lose them.
+    pub rejected_total: Option<(String, i64)>,
     /// The transcriber replicas last decided: the Deployment in the cache may not show them yet, and
     /// planning from the older count would undo a scale-down.
     pub transcriber_replicas: Option<u32>,
@@ -492,7 +495,7 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
 
     // status
     let (new_rejections, recent) = count_rejections(ctx, &key, &pods, now.as_millisecond());
-    status.slots.rejected += i64::from(new_rejections);
+    status.slots.rejected = remember_rejected_total(ctx, &key, &uid, status.slots.rejected, new_rejections);
     status.transcribers = transcriber_counts(ctx, &ns, &captions::transcriber_name(&name), replicas);
     status.transcribers.jobs = (load.reporting > 0).then(|| i64::try_from(load.jobs).unwrap_or(i64::MAX));
     let stuck = unschedulable(&pods);
@@ -664,6 +667,23 @@ fn count_rejections(ctx: &Context, key: &str, pods: &[Arc<Pod>], now_ms: i64) ->
     (new, recent)
 }
 
+/// The pool's rejection total after `new` more: added to the larger of the total in the cached status
+/// (`cached`) and the one this process last computed for the same pool, which the cache may not show
+/// yet. Both only grow, so the larger is the newer.
+fn remember_rejected_total(ctx: &Context, key: &str, uid: &str, cached: i64, new: u32) -> i64 {
+    let mut all = ctx.captions.lock().unwrap_or_else(|p| p.into_inner());
+    let mem = all.entry(key.to_string()).or_default();
+    let remembered = mem.rejected_total.as_ref().filter(|(u, _)| u == uid).map(|(_, t)| *t);
+    let total = rejected_total(cached, remembered, new);
+    mem.rejected_total = Some((uid.to_string(), total));
+    total
+}
+
+/// `status.slots.rejected` after `new` rejections (pure): see [`remember_rejected_total`].
+pub fn rejected_total(cached: i64, remembered: Option<i64>, new: u32) -> i64 {
+    cached.max(remembered.unwrap_or(0)).saturating_add(i64::from(new))
+}
+
 /// Rejections to count when a pod's counter goes from `prev` (`None`: first seen by this process) to `now`
 /// (pure). A first sighting is a baseline (it may have been counted before a restart); a counter that went
 /// down belongs to a restarted backend and counts whole.
@@ -824,6 +844,39 @@ mod tests {
         assert_eq!(rejection_increase(Some(7), 9), 2);
         assert_eq!(rejection_increase(Some(9), 9), 0);
         assert_eq!(rejection_increase(Some(9), 2), 2, "restarted backend");
+    }
+
+    #[test]
+    fn a_stale_cached_status_loses_no_rejection() {
+        // Reconcile 1 counts 6 and writes 6; reconcile 2 runs on a cache that still shows 0.
+        let first = rejected_total(0, None, 6);
+        assert_eq!(first, 6);
+        assert_eq!(rejected_total(0, Some(first), 0), 6, "the older cached total must not win");
+        assert_eq!(rejected_total(6, Some(first), 2), 8);
+        // After a restart the cached status is all there is.
+        assert_eq!(rejected_total(8, None, 0), 8);
+    }
+
+    proptest::proptest! {
+        /// Whatever order the cache shows our writes in, the total never goes down and counts every
+        /// rejection once.
+        #[test]
+        fn rejection_totals_count_each_rejection_once(
+            steps in proptest::collection::vec((0u32..5, 0usize..4), 1..40)
+        ) {
+            let mut written: Vec<i64> = vec![0];
+            let mut remembered = None;
+            let mut counted = 0i64;
+            for (new, lag) in steps {
+                // The cache shows one of the last few totals we wrote.
+                let cached = written[written.len().saturating_sub(1 + lag)];
+                let total = rejected_total(cached, remembered, new);
+                counted += i64::from(new);
+                proptest::prop_assert_eq!(total, counted);
+                written.push(total);
+                remembered = Some(total);
+            }
+        }
     }
 
     #[test]
