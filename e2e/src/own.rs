@@ -170,12 +170,12 @@ impl OwnCluster {
     }
 
     fn print_cluster_state(&self) {
+        let Some(bin) = std::env::var_os("VISIO_E2E_BIN").map(PathBuf::from) else { return };
         for args in [
-            &["get", "nodes", "-o", "wide"][..],
+            &["get", "nodes", "-o", "wide", "--request-timeout=10s"][..],
             &["get", "pods", "-A", "-o", "wide", "--request-timeout=10s"][..],
             &["get", "events", "-A", "--field-selector", "type=Warning", "--request-timeout=10s"][..],
         ] {
-            let Some(bin) = std::env::var_os("VISIO_E2E_BIN").map(PathBuf::from) else { return };
             let out = Command::new(bin.join("kubectl"))
                 .arg("--kubeconfig")
                 .arg(&self.kubeconfig)

@@ -175,9 +175,8 @@ pub async fn owned_secret<K: Resource>(
     use k8s_openapi::api::core::v1::Secret;
     let ns = owner.namespace().unwrap_or_default();
     let (instance, uid) = (owner.name_any(), owner.uid().unwrap_or_default());
-    let ours = |s: &Secret| {
-        s.namespace().as_deref() == Some(ns.as_str()) && s.name_any() == name && is_child_of(s, &instance, &uid)
-    };
+    // Both lookups below are by namespace and name: what is left to check is that the Secret is ours.
+    let ours = |s: &Secret| is_child_of(s, &instance, &uid);
     // By key, not by a scan of every cached Secret (thousands at ministry scale).
     if let Some(s) = ctx.secrets.store().get(&ObjectRef::new(name).within(&ns)).filter(|s| ours(s)) {
         return Ok(Some(s));

@@ -494,8 +494,9 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
     }
 
     // status
-    let (new_rejections, recent) = count_rejections(ctx, &key, &pods, now.as_millisecond());
-    status.slots.rejected = remember_rejected_total(ctx, &key, &uid, status.slots.rejected, new_rejections);
+    let (new_rejections, recent, total) =
+        count_rejections(ctx, &key, &uid, status.slots.rejected, &pods, now.as_millisecond());
+    status.slots.rejected = total;
     status.transcribers = transcriber_counts(ctx, &ns, &captions::transcriber_name(&name), replicas);
     status.transcribers.jobs = (load.reporting > 0).then(|| i64::try_from(load.jobs).unwrap_or(i64::MAX));
     let stuck = unschedulable(&pods);
@@ -646,9 +647,18 @@ pub fn keep_running_agent_image(desired: &mut Deployment, current: Option<&Deplo
     Ok(())
 }
 
-/// New rejections since the last reconcile (per pod counters; a pod first seen sets its baseline), and
-/// whether one was seen in the last [`REJECTION_MEMORY_MS`].
-fn count_rejections(ctx: &Context, key: &str, pods: &[Arc<Pod>], now_ms: i64) -> (u32, bool) {
+/// New rejections since the last reconcile (per pod counters; a pod first seen sets its baseline),
+/// whether one was seen in the last [`REJECTION_MEMORY_MS`], and the pool's total: the new ones added
+/// to the larger of the total in the cached status (`cached`) and the one this process last computed
+/// for the same pool, which the cache may not show yet (both only grow, so the larger is the newer).
+fn count_rejections(
+    ctx: &Context,
+    key: &str,
+    pool_uid: &str,
+    cached: i64,
+    pods: &[Arc<Pod>],
+    now_ms: i64,
+) -> (u32, bool, i64) {
     let mut all = ctx.captions.lock().unwrap_or_else(|p| p.into_inner());
     let mem = all.entry(key.to_string()).or_default();
     let mut new = 0u32;
@@ -664,22 +674,13 @@ fn count_rejections(ctx: &Context, key: &str, pods: &[Arc<Pod>], now_ms: i64) ->
         mem.last_rejection_ms = Some(now_ms);
     }
     let recent = mem.last_rejection_ms.is_some_and(|t| now_ms.saturating_sub(t) < REJECTION_MEMORY_MS);
-    (new, recent)
-}
-
-/// The pool's rejection total after `new` more: added to the larger of the total in the cached status
-/// (`cached`) and the one this process last computed for the same pool, which the cache may not show
-/// yet. Both only grow, so the larger is the newer.
-fn remember_rejected_total(ctx: &Context, key: &str, uid: &str, cached: i64, new: u32) -> i64 {
-    let mut all = ctx.captions.lock().unwrap_or_else(|p| p.into_inner());
-    let mem = all.entry(key.to_string()).or_default();
-    let remembered = mem.rejected_total.as_ref().filter(|(u, _)| u == uid).map(|(_, t)| *t);
+    let remembered = mem.rejected_total.as_ref().filter(|(u, _)| u == pool_uid).map(|(_, t)| *t);
     let total = rejected_total(cached, remembered, new);
-    mem.rejected_total = Some((uid.to_string(), total));
-    total
+    mem.rejected_total = Some((pool_uid.to_string(), total));
+    (new, recent, total)
 }
 
-/// `status.slots.rejected` after `new` rejections (pure): see [`remember_rejected_total`].
+/// `status.slots.rejected` after `new` rejections (pure): see [`count_rejections`].
 pub fn rejected_total(cached: i64, remembered: Option<i64>, new: u32) -> i64 {
     cached.max(remembered.unwrap_or(0)).saturating_add(i64::from(new))
 }
