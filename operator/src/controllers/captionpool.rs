@@ -415,6 +415,23 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
     }
     let vc =
         vc.ok_or_else(|| Error::Reference { reason: "cluster_missing", message: "VisioCluster vanished".into() })?;
+    // Our Secret rights in this namespace come from the cluster's binding, which the VisioCluster's
+    // reconcile writes. A pool applied with its cluster would race that write into a 403 (seen in
+    // CI), so while the binding or the cluster is new, read no Secret until the namespace's Secret
+    // cache has listed, which proves the binding is in force at the apiserver's authorizer, not only
+    // written. Past 30 s the reads below go ahead, and a 403 then (the ClusterRole missing) is
+    // logged and retried with backoff, not waited on in silence.
+    if let (Some(me), false) = (&ctx.operator, ctx.secrets.is_ready(&ns)) {
+        let binding = crate::builders::tenant::operator_secrets_binding(&vc, me)?;
+        let cached = ctx.stores.role_bindings.get(&ObjectRef::from_obj(&binding));
+        if cached.is_some() {
+            ctx.secrets.watch(&ns);
+        }
+        let since = cached.as_ref().and_then(|b| b.creation_timestamp()).or_else(|| vc.creation_timestamp());
+        if since.is_none_or(|t| Timestamp::now().as_second() - t.0.as_second() < 30) {
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
+    }
     let livekit_keys = match &vc.spec.keys {
         Some(k) => k.secret_name.clone(),
         None => crate::builders::labels::credentials_secret_name(&vc.name_any()),
