@@ -199,7 +199,12 @@ where
                     pod.metadata.generate_name = None;
                     pod.metadata.namespace = Some(ns.clone());
                     pod.metadata.owner_references = Some(vec![owner.controller_owner_ref(&()).unwrap_or_default()]);
-                    pod.metadata.labels.get_or_insert_with(Default::default).insert(SERVING.into(), "true".into());
+                    // Born serving and in use: no load is known yet, and unknown load counts as in use
+                    // (`sync_pod_labels`), so the disruption budget covers the pod from its first
+                    // meeting on, and no label patch follows its creation.
+                    let labels = pod.metadata.labels.get_or_insert_with(Default::default);
+                    labels.insert(SERVING.into(), "true".into());
+                    labels.insert(IN_USE.into(), "true".into());
                     match apply::create(ctx, &pod).await {
                         Ok(true) => tracing::info!(pod = %name, "created {noun}"),
                         Ok(false) => {}
