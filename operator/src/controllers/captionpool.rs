@@ -557,9 +557,8 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
             ctx.event(cp, EventType::Warning, "Unschedulable", "Schedule", msg).await;
         }
     }
-    if cp.status.as_ref() != Some(&status) {
-        write_status(ctx, cp, &status).await?;
-    }
+    let status_wait =
+        if cp.status.as_ref() != Some(&status) { write_status(ctx, cp, &status).await? } else { None };
     if new_rejections > 0 {
         ctx.metrics.caption_streams_rejected.with_label_values(&[&ns, &name]).inc_by(u64::from(new_rejections));
     }
@@ -571,6 +570,7 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
     let requeue = requeue.map(|ms| Duration::from_millis(ms.clamp(1000, 600_000) as u64));
     let requeue =
         if stuck.is_empty() { requeue } else { Some(requeue.unwrap_or(Duration::MAX).min(Duration::from_secs(30))) };
+    let requeue = [requeue, status_wait].into_iter().flatten().min();
     Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(600))))
 }
 
@@ -723,8 +723,12 @@ fn set_conditions(status: &mut CaptionPoolStatus, cp: &CaptionPool, decided: &[D
     conditions::set(&mut status.conditions, &mut status.observed_generation, decided, cp.metadata.generation)
 }
 
-async fn write_status(ctx: &Context, cp: &CaptionPool, status: &CaptionPoolStatus) -> Result<()> {
-    super::write_status(ctx, cp, status).await
+/// Writes the pool's status; a count-only change may wait (see `status_pace`), and then the wait is
+/// returned for the reconcile to come back after it.
+async fn write_status(ctx: &Context, cp: &CaptionPool, status: &CaptionPoolStatus) -> Result<Option<Duration>> {
+    let old = cp.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation));
+    let urgent = super::status_pace::urgent(old, (&status.conditions, status.observed_generation));
+    super::write_status(ctx, cp, status, urgent).await
 }
 
 fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &CaptionPoolStatus) {

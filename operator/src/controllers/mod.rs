@@ -12,6 +12,7 @@ pub mod fleet_pods;
 pub mod recent;
 pub mod retentionpolicy;
 pub mod secrets;
+pub mod status_pace;
 pub mod trim;
 pub mod visiocluster;
 
@@ -93,6 +94,8 @@ pub struct Context {
     pub operator: Option<Subject>,
     /// Our writes the caches may not show yet (see `recent`).
     pub recent: recent::RecentWrites,
+    /// When each status was last written (count-only changes wait, see `status_pace`).
+    pub status_pace: status_pace::StatusPace,
 }
 
 impl Context {
@@ -341,6 +344,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         secrets: secret_caches.clone(),
         operator,
         recent: recent::RecentWrites::default(),
+        status_pace: status_pace::StatusPace::default(),
     });
 
     let vc = visiocluster::controller(
@@ -443,7 +447,15 @@ pub fn error_policy<K: Resource>(
 }
 
 /// Server-side applies `status` as the status of `obj` (one field manager), and counts the write.
-pub async fn write_status<K>(ctx: &Context, obj: &K, status: &impl serde::Serialize) -> error::Result<()>
+/// A change that is not `urgent` (see [`status_pace::urgent`]) waits out the object's
+/// [`status_pace::COUNTS_INTERVAL`]: then nothing is written and the wait is returned, for the
+/// caller to requeue after it.
+pub async fn write_status<K>(
+    ctx: &Context,
+    obj: &K,
+    status: &impl serde::Serialize,
+    urgent: bool,
+) -> error::Result<Option<Duration>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -456,15 +468,19 @@ where
     let hash = recent::status_hash(&serde_json::to_value(status)?);
     let version = obj.meta().resource_version.as_deref();
     if ctx.recent.in_flight(&key, &hash, version) {
-        return Ok(());
+        return Ok(None);
+    }
+    if let Some(wait) = ctx.status_pace.wait(&key).filter(|_| !urgent) {
+        return Ok(Some(wait));
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     let pp = kube::api::PatchParams::apply(crate::builders::labels::FIELD_MANAGER).force();
     api.patch_status(&obj.name_any(), &pp, &kube::api::Patch::Apply(&patch)).await?;
     ctx.recent.wrote(&key, &hash, version);
+    ctx.status_pace.wrote(&key);
     ctx.metrics.child_writes.with_label_values(&[K::kind(&()).as_ref(), "status"]).inc();
-    Ok(())
+    Ok(None)
 }
 
 /// `namespace/name` of an object, for keys and logs.

@@ -243,11 +243,10 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
     ));
     next = VisioClusterStatus { conditions: old_conditions, ..status };
     set_conditions(&mut next, vc, &decided);
-    if vc.status.as_ref() != Some(&next) {
-        write_status(ctx, vc, &next).await?;
-    }
+    let status_wait = if vc.status.as_ref() != Some(&next) { write_status(ctx, vc, &next).await? } else { None };
     export_metrics(ctx, &ns, &name, &next, &spec, &snapshot);
     let requeue = plan.requeue_after_ms.map(|ms| Duration::from_millis(ms.clamp(1000, 600_000) as u64));
+    let requeue = [requeue, status_wait].into_iter().flatten().min();
     Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(600))))
 }
 
@@ -531,8 +530,12 @@ fn set_conditions(status: &mut VisioClusterStatus, vc: &VisioCluster, decided: &
     conditions::set(&mut status.conditions, &mut status.observed_generation, decided, vc.metadata.generation)
 }
 
-async fn write_status(ctx: &Context, vc: &VisioCluster, status: &VisioClusterStatus) -> Result<()> {
-    super::write_status(ctx, vc, status).await
+/// Writes the cluster's status; a count-only change may wait (see `status_pace`), and then the wait
+/// is returned for the reconcile to come back after it.
+async fn write_status(ctx: &Context, vc: &VisioCluster, status: &VisioClusterStatus) -> Result<Option<Duration>> {
+    let old = vc.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation));
+    let urgent = super::status_pace::urgent(old, (&status.conditions, status.observed_generation));
+    super::write_status(ctx, vc, status, urgent).await
 }
 
 /// The tenant's series: pod counts and load from the status, and the figures the alerts compare
