@@ -557,8 +557,7 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pod_store: &Store<Pod>)
             ctx.event(cp, EventType::Warning, "Unschedulable", "Schedule", msg).await;
         }
     }
-    let status_wait =
-        if cp.status.as_ref() != Some(&status) { write_status(ctx, cp, &status).await? } else { None };
+    let status_wait = if cp.status.as_ref() != Some(&status) { write_status(ctx, cp, &status).await? } else { None };
     if new_rejections > 0 {
         ctx.metrics.caption_streams_rejected.with_label_values(&[&ns, &name]).inc_by(u64::from(new_rejections));
     }
