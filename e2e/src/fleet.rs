@@ -94,13 +94,18 @@ impl Binaries {
 
 /// A client for the control plane behind `kubeconfig`, refused unless it is on loopback.
 pub async fn client_at(kubeconfig: &Path) -> Result<Client> {
+    Ok(Client::try_from(config_at(kubeconfig).await?)?)
+}
+
+/// The client configuration of a kubeconfig, on loopback only (see [`client_at`]).
+pub async fn config_at(kubeconfig: &Path) -> Result<kube::Config> {
     let kc = Kubeconfig::read_from(kubeconfig).with_context(|| format!("reading {}", kubeconfig.display()))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     let host = cfg.cluster_url.host().unwrap_or_default().to_string();
     if host != "127.0.0.1" && host != "localhost" && host != "[::1]" {
         bail!("refusing to test against {host}: the e2e suite only talks to loopback");
     }
-    Ok(Client::try_from(cfg)?)
+    Ok(cfg)
 }
 
 /// A free TCP port on loopback (bound then released).

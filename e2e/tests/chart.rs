@@ -97,6 +97,12 @@ const ALLOWED: &[Grant] = &[
               apply::delete() of drained pods; get: held so the operator may write the agent Role \
               (builders/sfu.rs agent_access(): pods get/list/watch/patch), RBAC's escalation check",
     ),
+    cluster(
+        "",
+        "nodes",
+        &["list", "watch"],
+        "controllers/nodes.rs CordonChanges::run(): a pod on a cordoned node is replaced and drained",
+    ),
     Grant {
         scope: Scope::Tenant,
         group: "",

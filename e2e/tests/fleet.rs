@@ -12,7 +12,10 @@
 //!    meeting cut, the upgrade completes, the pod count stays within desired + maxSurge;
 //! 4. a meeting that never ends: warned, then ended at the drain deadline, and the upgrade completes;
 //! 5. the operator SIGKILLed in the middle of an upgrade (in a control plane of its own, with its own
-//!    operator process): the restarted operator finishes it without cutting a meeting.
+//!    operator process): the restarted operator finishes it without cutting a meeting;
+//! 6. the API server, then etcd, down for 30 s in the middle of an upgrade: no meeting cut;
+//! 7. a node drain (own control plane): the idle pod is evicted, the busy pod's evictions are
+//!    refused, and the operator moves it off the cordoned node by its own drain.
 //!
 //! Each scenario has its own namespace, deleted (and waited for) at the end so no drain of this file
 //! is still running when the next test binary counts the operator's writes (`idle.rs`).
@@ -28,8 +31,8 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 use visio_e2e::fleet::{
-    client_at, unix_ms, visiocluster, Binaries, Churn, Fleet, FleetConfig, Join, View, Workload, NEW_VERSION as NEW,
-    OLD_VERSION as OLD, VC_NAME as VC,
+    client_at, unix_ms, visiocluster, Binaries, Churn, Fleet, FleetConfig, Join, MeetingStatus, View, Workload,
+    NEW_VERSION as NEW, OLD_VERSION as OLD, VC_NAME as VC,
 };
 use visio_e2e::own::{OwnCluster, Ports};
 use visio_e2e::{client, events, kubeconfig_path, namespace, Tenant};
@@ -713,5 +716,140 @@ async fn outages_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) ->
     ensure!(outcome.cuts.is_empty(), "meetings cut: {:#?}", outcome.cuts);
     ensure!(outcome.problems.is_empty(), "harness problems: {:#?}", outcome.problems);
     ensure!(forced == 0, "no meeting was ended by force");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. A node drain: `kubectl drain` cordons the node, then evicts its pods through the eviction
+// API, which the disruption budget answers. An idle SFU pod is evicted at once (and replaced); a
+// busy one is refused however often the drain retries, and the operator, seeing the node
+// cordoned, replaces it elsewhere and drains it, so the drain finishes once its meeting ends.
+// Own control plane: cordoning a node of the shared one would starve the other scenarios.
+
+const NODE_DRAIN_PORTS: Ports =
+    Ports { api: 16498, etcd: 23782, etcd_peer: 23783, kcm: 10447, scheduler: 10449, kwok: 10347, nodes: 5 };
+
+#[tokio::test]
+async fn a_node_drain_evicts_idle_pods_and_moves_busy_ones_without_cutting_a_meeting() -> Result<()> {
+    let mut cluster = OwnCluster::up("node-drain", NODE_DRAIN_PORTS)?;
+    cluster.start_operator(&Binaries::find()?.operator, "node-drain")?;
+    let result = node_drain(&cluster, "e2e-fleet-node-drain").await;
+    if result.is_err() {
+        cluster.print_log_tail(30);
+    }
+    result
+}
+
+async fn node_drain(cluster: &OwnCluster, ns: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::EvictParams;
+    // Two pods, one replaced at a time; a drain deadline far beyond the test (the meeting must end
+    // by itself, not be ended for the drain).
+    let client = client_at(&cluster.kubeconfig).await?;
+    namespace(&client, ns).await?;
+    let vc = visiocluster(
+        "Ministère des Armées",
+        json!({"sfu": {"replicas": {"min": 2, "max": 2}},
+               "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 100, "scaleDownDelay": "0s"},
+               "upgrade": {"maxSurge": 1, "maxDraining": 0, "drainTimeout": "30m", "warnBefore": "5m"}}),
+    );
+    apply(&client, ns, &vc).await?;
+    let fleet =
+        Fleet::start(client.clone(), FleetConfig { seed: 7, ..FleetConfig::new(ns, VC, &cluster.kubeconfig) }).await?;
+    fleet.wait_serving(2, Duration::from_secs(120)).await?;
+    const MEETING: &str = "conseil-de-defense";
+    let busy = match fleet.open(MEETING, 6).await? {
+        Join::Joined(pod) => pod,
+        Join::NoServingPod => anyhow::bail!("no serving pod took the meeting"),
+    };
+    // Pods are born `in-use=true` (no load known yet); the agents' reports turn the idle one to false.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    // Evictions as `kubectl drain` sends them: one request each (kube's client would retry a 429
+    // itself, for up to minutes), the drain retrying every few seconds.
+    let mut cfg = visio_e2e::fleet::config_at(&cluster.kubeconfig).await?;
+    cfg.default_retry = false;
+    let evictions: Api<Pod> = Api::namespaced(Client::try_from(cfg)?, ns);
+    let in_use = |p: &Pod| p.labels().get(pod_protocol::IN_USE).cloned();
+    let (idle, idle_uid) =
+        visio_e2e::wait_for("the busy pod in use, the idle one not", Duration::from_secs(60), || {
+            let (pods, busy) = (pods.clone(), busy.clone());
+            async move {
+                let list = pods.list(&Default::default()).await?;
+                let busy_in_use =
+                    list.items.iter().any(|p| p.name_any() == busy && in_use(p).as_deref() == Some("true"));
+                let idle = list.items.iter().find(|p| {
+                    p.name_any() != busy
+                        && p.metadata.deletion_timestamp.is_none()
+                        && in_use(p).as_deref() == Some("false")
+                });
+                Ok(idle.filter(|_| busy_in_use).map(|p| (p.name_any(), p.uid().unwrap_or_default())))
+            }
+        })
+        .await?;
+    let node_of = |p: Option<Pod>| p.and_then(|p| p.spec?.node_name);
+    let node = node_of(pods.get_opt(&busy).await?).context("the busy pod has no node")?;
+
+    // `kubectl drain`, step 1: cordon.
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes.patch(&node, &PatchParams::default(), &Patch::Merge(json!({"spec": {"unschedulable": true}}))).await?;
+    let cordoned = Instant::now();
+    // Step 2: evictions. The busy pod's are refused (429), however often they are retried.
+    let mut refusals = 0;
+    for _ in 0..5 {
+        match evictions.evict(&busy, &EvictParams::default()).await {
+            Err(kube::Error::Api(s)) if s.code == 429 => refusals += 1,
+            other => anyhow::bail!("evicting busy pod {busy}: expected 429 from the disruption budget, got {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The idle pod goes at once.
+    evictions.evict(&idle, &EvictParams::default()).await.with_context(|| format!("evicting idle pod {idle}"))?;
+
+    // The operator: replacements serve elsewhere, and the busy pod drains (its meeting goes on).
+    let busy_uid = fleet.view().await.pods.get(&busy).map(|p| p.uid.clone()).context("busy pod not listed")?;
+    fleet
+        .wait("two serving replacements and the busy pod draining", Duration::from_secs(90), |v| {
+            let fresh = v.active().filter(|p| p.serving && p.uid != idle_uid && p.uid != busy_uid).count();
+            let draining = v.active().any(|p| p.uid == busy_uid && p.drain_since.is_some() && !p.serving);
+            (fresh == 2 && draining).then_some(())
+        })
+        .await?;
+    let moved = cordoned.elapsed();
+    let view = fleet.view().await;
+    for p in view.active().filter(|p| p.uid != busy_uid) {
+        let on = node_of(pods.get_opt(&p.name).await?);
+        ensure!(on.as_deref() != Some(node.as_str()), "replacement {} placed on the cordoned node {node}", p.name);
+    }
+    let notes: Vec<String> = events(&client, ns, "DrainStarted").await?.into_iter().filter_map(|e| e.message).collect();
+    ensure!(
+        notes.iter().any(|n| n.contains(&busy) && n.contains("NodeCordoned")),
+        "no DrainStarted event naming {busy} and the cordon: {notes:#?}"
+    );
+    ensure!(
+        view.meetings.get(MEETING).is_some_and(|m| m.pod == busy && m.status == MeetingStatus::Open),
+        "the meeting did not stay where it was"
+    );
+
+    // The meeting ends by itself; the operator deletes the emptied pod: the node is empty.
+    let ended = fleet.close(MEETING).await?;
+    fleet
+        .wait("the drained pod gone", Duration::from_secs(60), |v| v.active().all(|p| p.uid != busy_uid).then_some(()))
+        .await?;
+    let outcome = fleet.stop().await;
+    summary(
+        "node drain (cordon, then the eviction API)",
+        &[
+            format!("busy pod {busy}: {refusals} of {refusals} evictions refused (429) while its meeting ran"),
+            format!("idle pod {idle}: evicted at once"),
+            format!(
+                "{:.1} s after the cordon: two serving pods on other nodes, {busy} draining; deleted once its meeting ended",
+                moved.as_secs_f64()
+            ),
+            format!("meetings: {} opened, {} closed, {} cut", outcome.opened, outcome.closed, outcome.cuts.len()),
+        ],
+    );
+    ensure!(ended == MeetingStatus::Closed, "the meeting ended as {ended:?}, not closed by its participants");
+    ensure!(outcome.cuts.is_empty(), "meetings cut: {:#?}", outcome.cuts);
+    ensure!(outcome.problems.is_empty(), "harness problems: {:#?}", outcome.problems);
     Ok(())
 }

@@ -650,6 +650,7 @@ mod tests {
             sessions: load,
             warned: false,
             created: 0,
+            evacuate: false,
         }
     }
 

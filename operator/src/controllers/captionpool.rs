@@ -64,7 +64,12 @@ pub struct PoolMemory {
 /// How long `Degraded` stays `StreamsRejected` after the last rejection seen.
 const REJECTION_MEMORY_MS: i64 = 5 * 60 * 1000;
 
-pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future<Output = ()> {
+/// The controller future. `cordons`: Nodes whose cordon changed (`nodes::CordonChanges`).
+pub fn controller(
+    client: Client,
+    ctx: Arc<Context>,
+    cordons: futures::stream::BoxStream<'static, std::result::Result<k8s_openapi::api::core::v1::Node, watcher::Error>>,
+) -> impl std::future::Future<Output = ()> {
     // Lenient watches: one stored object we cannot read must not stop the others.
     let ctrl = super::lenient_controller::<CaptionPool>(&client, super::watch_config(), &ctx.config);
     let pools = ctrl.store();
@@ -98,11 +103,19 @@ pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future
     let pools_of_ns = ctrl.store();
     // A pool whose VisioCluster appears or goes must be looked at again.
     // By the pool label: a transcriber pod's owner is its ReplicaSet, not the pool.
+    let pods_on_node = pod_store.clone();
     ctrl.watches_stream(super::without_errors(pods), |pod: Pod| {
         let pool = pod.labels().get(captions::POOL_LABEL)?.clone();
         Some(ObjectRef::<CaptionPool>::new(&pool).within(&pod.namespace()?))
     })
     .owns_stream(super::without_errors(transcribers))
+    // A node cordoned or uncordoned re-decides the pools with backend pods on it.
+    .watches_stream(cordons, move |node| {
+        super::nodes::owners_on_node(&pods_on_node.state(), &node.name_any(), "CaptionPool")
+            .into_iter()
+            .map(|(ns, name)| ObjectRef::<CaptionPool>::new(&name).within(&ns))
+            .collect::<Vec<_>>()
+    })
     .watches_stream(super::without_errors(policies), move |rp: crate::api::RetentionPolicy| {
         let ns = rp.namespace();
         pools_of_ns
@@ -771,6 +784,7 @@ mod tests {
             sessions: Some(0),
             warned: false,
             created: 0,
+            evacuate: false,
         }
     }
 

@@ -95,14 +95,21 @@ pub fn pod_snapshot(p: &Pod, was_ready: bool) -> PodSnapshot {
         sessions: load.map(|l| l.rooms),
         warned: annotation(p, WARN_DEADLINE).is_some(),
         created: p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_millisecond()).unwrap_or(0),
+        // Set by `snapshot`, which knows the nodes.
+        evacuate: false,
     }
 }
 
 pub fn snapshot(ctx: &Context, key: &str, target_hash: &str, pods: &[Arc<Pod>], now: Timestamp) -> Snapshot {
     let low = ctx.low_load_since.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied();
     let seen = remember_ready(ctx, key, pods);
-    let mut pods: Vec<PodSnapshot> =
-        pods.iter().map(|p| pod_snapshot(p, seen.contains(p.uid().as_deref().unwrap_or_default()))).collect();
+    let mut pods: Vec<PodSnapshot> = pods
+        .iter()
+        .map(|p| PodSnapshot {
+            evacuate: super::nodes::on_cordoned_node(&ctx.stores.nodes, p),
+            ..pod_snapshot(p, seen.contains(p.uid().as_deref().unwrap_or_default()))
+        })
+        .collect();
     pods.sort_by(|a, b| a.name.cmp(&b.name));
     Snapshot { now: now.as_millisecond(), target_hash: target_hash.to_string(), pods, low_load_since: low }
 }

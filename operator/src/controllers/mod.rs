@@ -9,6 +9,7 @@ pub mod captionpool;
 pub mod conditions;
 pub mod error;
 pub mod fleet_pods;
+pub mod nodes;
 pub mod recent;
 pub mod retentionpolicy;
 pub mod secrets;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{LimitRange, Pod, ResourceQuota, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{LimitRange, Node, Pod, ResourceQuota, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, Subject};
@@ -67,6 +68,9 @@ pub struct Stores {
     pub limit_ranges: Store<LimitRange>,
     /// Every RetentionPolicy, for the `RetentionPolicyMissing` governance condition.
     pub retention_policies: Store<crate::api::RetentionPolicy>,
+    /// Every Node, trimmed to its cordon (`nodes`). Not awaited at start: without the rights to
+    /// list Nodes it stays empty, and no node reads as cordoned.
+    pub nodes: Store<Node>,
 }
 
 /// What every reconcile gets.
@@ -305,6 +309,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
     let (resource_quotas, resource_quotas_w) = reflector::store();
     let (limit_ranges, limit_ranges_w) = reflector::store();
     let (retention_policies, retention_policies_w) = reflector::store();
+    let (nodes, nodes_w) = reflector::store();
     let stores = Stores {
         pods,
         services,
@@ -318,6 +323,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         resource_quotas,
         limit_ranges,
         retention_policies,
+        nodes,
     };
     let reporter = Reporter { controller: "visio-operator".into(), instance: Some(config.instance.clone()) };
     let operator = match secrets::whoami(&client).await {
@@ -347,6 +353,9 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
         status_pace: status_pace::StatusPace::default(),
     });
 
+    // Subscribed before the Node watch starts, so no cordon change is missed.
+    let cordons = nodes::CordonChanges::new();
+    let (vc_cordons, cp_cordons) = (cordons.subscribe(), cordons.subscribe());
     let vc = visiocluster::controller(
         client.clone(),
         ctx.clone(),
@@ -368,9 +377,11 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
                 .reflect(retention_policies_w)
                 .touched_objects()
                 .boxed(),
+            nodes: vc_cordons.boxed(),
         },
     );
-    let cp = captionpool::controller(client.clone(), ctx.clone());
+    let cp = captionpool::controller(client.clone(), ctx.clone(), cp_cordons.boxed());
+    tokio::spawn(cordons.run(client.clone(), nodes_w));
     let rp = retentionpolicy::controller(client.clone(), ctx.clone());
 
     // Ready once every child cache has its first full list (the controllers drive the watches).

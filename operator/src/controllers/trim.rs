@@ -9,9 +9,11 @@
 //!   references, deletion and creation timestamps), without `managedFields`;
 //! - Pods: `status.phase`, `status.conditions` (Ready, and PodScheduled's reason and message for the
 //!   Unschedulable report) and each container's name, readiness and state (the agent must run for its
-//!   load to count); not the spec;
+//!   load to count); of the spec only `nodeName` (a pod on a cordoned node is replaced);
 //! - Deployments: `spec.replicas`, each template container's name and image (an operator upgrade keeps
 //!   the transcribers' running agent image, see `captionpool::keep_running_agent_image`), and the status;
+//! - Nodes: the name, resourceVersion and uid, `spec.unschedulable` and the taints (what says a node is
+//!   cordoned, see `nodes::cordoned`); not their labels, annotations or status (images, conditions);
 //! - the other kinds: the metadata alone.
 //!
 //! A new reconcile that reads another field of a cached child must keep it here; the tests below list
@@ -19,8 +21,8 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerStatus, LimitRange, Pod, PodSpec, PodStatus, PodTemplateSpec, ResourceQuota, Service,
-    ServiceAccount,
+    Container, ContainerStatus, LimitRange, Node, NodeSpec, Pod, PodSpec, PodStatus, PodTemplateSpec, ResourceQuota,
+    Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -39,7 +41,8 @@ fn trim_meta(m: &mut ObjectMeta) {
 impl Trim for Pod {
     fn trim(&mut self) {
         trim_meta(&mut self.metadata);
-        self.spec = None;
+        let node_name = self.spec.take().and_then(|s| s.node_name);
+        self.spec = node_name.map(|n| PodSpec { node_name: Some(n), ..Default::default() });
         if let Some(s) = self.status.take() {
             self.status = Some(PodStatus {
                 phase: s.phase,
@@ -52,6 +55,20 @@ impl Trim for Pod {
                 ..Default::default()
             });
         }
+    }
+}
+
+impl Trim for Node {
+    fn trim(&mut self) {
+        let m = std::mem::take(&mut self.metadata);
+        self.metadata =
+            ObjectMeta { name: m.name, resource_version: m.resource_version, uid: m.uid, ..Default::default() };
+        self.spec = self.spec.take().map(|s| NodeSpec {
+            unschedulable: s.unschedulable,
+            taints: s.taints,
+            ..Default::default()
+        });
+        self.status = None;
     }
 }
 
@@ -173,7 +190,7 @@ mod tests {
         let m = want["metadata"].as_object_mut().unwrap();
         m.remove("managedFields");
         assert_eq!(v["metadata"], want["metadata"]);
-        assert!(v.get("spec").is_none());
+        assert_eq!(v["spec"], json!({"containers": [], "nodeName": "n1"}));
         assert_eq!(
             v["status"],
             json!({
@@ -194,6 +211,28 @@ mod tests {
         assert_eq!(agent_running(&p), agent_running(&full));
         assert_eq!(pod_ready(&p), pod_ready(&full));
         assert_eq!(format!("{:?}", pod_snapshot(&p, true)), format!("{:?}", pod_snapshot(&full, true)));
+    }
+
+    #[test]
+    fn a_node_keeps_what_says_it_is_cordoned() {
+        let mut n: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "uid": "u", "resourceVersion": "9", "labels": {"zone": "a"},
+                         "annotations": {"a": "b"}, "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"unschedulable": true, "podCIDR": "10.0.0.0/24", "providerID": "kwok://n1",
+                     "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]},
+            "status": {"capacity": {"cpu": "64"}, "images": [{"names": ["livekit"], "sizeBytes": 1}]}
+        }))
+        .unwrap();
+        let cordoned = crate::controllers::nodes::cordoned(&n);
+        n.trim();
+        assert_eq!(
+            fields(&n),
+            json!({
+                "metadata": {"name": "n1", "uid": "u", "resourceVersion": "9"},
+                "spec": {"unschedulable": true, "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}
+            })
+        );
+        assert!(cordoned && crate::controllers::nodes::cordoned(&n));
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct ChildStreams {
     pub limit_ranges: BoxStream<'static, Result<LimitRange, watcher::Error>>,
     /// RetentionPolicies (they decide the `RetentionPolicyMissing` condition).
     pub retention_policies: BoxStream<'static, Result<RetentionPolicy, watcher::Error>>,
+    /// Nodes whose cordon changed (`nodes::CordonChanges`): their SFU pods are moved off.
+    pub nodes: BoxStream<'static, Result<k8s_openapi::api::core::v1::Node, watcher::Error>>,
 }
 
 /// The controller future.
@@ -64,6 +66,7 @@ pub fn controller(client: Client, ctx: Arc<Context>, streams: ChildStreams) -> i
     // Not Controller::new: one stored VisioCluster we cannot read must not stop the others.
     let controller = super::lenient_controller::<VisioCluster>(&client, super::watch_config(), &ctx.config);
     let clusters = controller.store();
+    let pods_store = ctx.stores.pods.clone();
     controller
         // A RetentionPolicy that appears, changes or goes re-decides every VisioCluster of its namespace.
         .watches_stream(super::without_errors(streams.retention_policies), move |rp: RetentionPolicy| {
@@ -73,6 +76,14 @@ pub fn controller(client: Client, ctx: Arc<Context>, streams: ChildStreams) -> i
                 .into_iter()
                 .filter(|vc| vc.namespace() == ns)
                 .map(|vc| ObjectRef::from_obj(vc.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        // A node cordoned or uncordoned re-decides the clusters with SFU pods on it.
+        .watches_stream(streams.nodes, move |node| {
+            let pods = pods_store.state();
+            super::nodes::owners_on_node(&pods, &node.name_any(), "VisioCluster")
+                .into_iter()
+                .map(|(ns, name)| ObjectRef::<VisioCluster>::new(&name).within(&ns))
                 .collect::<Vec<_>>()
         })
         .owns_stream(streams.pods)

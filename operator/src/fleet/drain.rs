@@ -127,6 +127,7 @@ mod tests {
             sessions,
             warned,
             created: 0,
+            evacuate: false,
         }
     }
 

@@ -17,10 +17,13 @@
 //!    nothing and get no action.
 //! 2. Draining pods follow their drain clock ([`drain`]): deleted once empty, warned once before
 //!    the deadline, their sessions ended at the deadline, deleted [`FORCE_END_GRACE_MS`] later.
-//! 3. Pending pods of an outdated template are deleted (`Delete{Stale}`): they never became ready,
-//!    so they hold nothing, and waiting for them only to drain them would slow the upgrade.
+//! 3. Pending pods of an outdated template, or on a cordoned node, are deleted (`Delete{Stale}`):
+//!    they never became ready, so they hold nothing, and waiting for them only to drain them would
+//!    slow the upgrade.
 //! 4. The desired serving count comes from the reported load on Serving pods ([`scale`]).
-//! 5. Outdated Serving pods are drained within `max_draining` and the capacity floor ([`upgrade`]).
+//! 5. Outdated Serving pods (another template, or on a cordoned node: `PodSnapshot::evacuate`) are
+//!    drained within `max_draining` and the capacity floor ([`upgrade`]); pods replacing them are
+//!    created first, within `max_surge`, as for an upgrade.
 //! 6. Surplus pods of the target template are removed once the load has stayed low for
 //!    `scale_down_delay_ms` ([`scale`]): surplus Pending pods first, then the emptiest Serving pods.
 //! 7. New pods (always of the target template) are created for the demand and for the upgrade.
@@ -128,6 +131,10 @@ pub struct PodSnapshot {
     /// The sessions were already warned of the drain deadline.
     pub warned: bool,
     pub created: Millis,
+    /// Its node is cordoned (what `kubectl drain` does before it evicts): the pod is replaced like
+    /// one of an outdated template (a new pod first, then a drain within `max_draining` and the
+    /// capacity floor), so the node empties by itself without cutting a meeting.
+    pub evacuate: bool,
 }
 
 /// Everything `plan` reads.
@@ -146,6 +153,8 @@ pub struct Snapshot {
 pub enum DrainReason {
     ScaleDown,
     Upgrade,
+    /// The pod's node is cordoned.
+    NodeCordoned,
 }
 
 /// Why a pod is deleted.
@@ -285,7 +294,8 @@ fn count(n: usize) -> u32 {
 pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
     let spec = spec.normalized();
     let now = snap.now;
-    let outdated = |p: &PodSnapshot| p.template_hash != snap.target_hash;
+    // A pod on a cordoned node is replaced as if its template were outdated.
+    let outdated = |p: &PodSnapshot| p.template_hash != snap.target_hash || p.evacuate;
     // Sorting once makes every later choice deterministic: ties are broken by name.
     let mut pods: Vec<&PodSnapshot> = snap.pods.iter().collect();
     pods.sort_by(|a, b| a.name.cmp(&b.name));
@@ -335,7 +345,8 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
     // 5. Upgrade drains.
     let outdated_serving: Vec<&PodSnapshot> = serving.iter().copied().filter(|p| outdated(p)).collect();
     for p in upgrade::drains(&spec, desired, floor, &outdated_serving, &mut serving_left) {
-        actions.push(Action::Drain { pod: p.name.clone(), reason: DrainReason::Upgrade });
+        let reason = if p.template_hash != snap.target_hash { DrainReason::Upgrade } else { DrainReason::NodeCordoned };
+        actions.push(Action::Drain { pod: p.name.clone(), reason });
         draining_left += 1;
         outdated_draining_left += 1;
     }

@@ -61,7 +61,8 @@ fn snapshot(spec: &FleetSpec) -> impl Strategy<Value = Snapshot> {
     ];
     let load = prop_oneof![3 => Just(Some(0)), 4 => (0..=cap / 2).prop_map(Some), 2 => (0..=cap + cap / 5).prop_map(Some), 1 => Just(None)];
     let sessions = prop_oneof![3 => Just(Some(0)), 3 => (0u32..=5).prop_map(Some), 1 => Just(None)];
-    let pod = (phase, prop::bool::weighted(0.7), load, sessions, any::<bool>(), 0i64..=1000);
+    let pod =
+        (phase, prop::bool::weighted(0.7), load, sessions, any::<bool>(), 0i64..=1000, prop::bool::weighted(0.15));
     let low = prop::option::weighted(0.6, 0..=spec.scale_down_delay_ms + 2 * MINUTE);
     (prop::collection::vec(pod, 0..=14), low).prop_map(|(pods, low)| Snapshot {
         now: NOW,
@@ -69,7 +70,7 @@ fn snapshot(spec: &FleetSpec) -> impl Strategy<Value = Snapshot> {
         pods: pods
             .into_iter()
             .enumerate()
-            .map(|(i, (phase, current, load, sessions, warned, created))| PodSnapshot {
+            .map(|(i, (phase, current, load, sessions, warned, created, evacuate))| PodSnapshot {
                 name: format!("p{i:02}"),
                 template_hash: if current { "new" } else { "old" }.into(),
                 phase,
@@ -77,6 +78,7 @@ fn snapshot(spec: &FleetSpec) -> impl Strategy<Value = Snapshot> {
                 sessions,
                 warned,
                 created: NOW - created * MINUTE,
+                evacuate,
             })
             .collect(),
         low_load_since: low.map(|ago| NOW - ago),
@@ -317,6 +319,30 @@ proptest! {
         let mut steps = 0;
         while sim.outdated() > 0 {
             prop_assert!(steps < bound, "upgrade not done in {bound} steps: {} outdated", sim.outdated());
+            sim.step().map_err(TestCaseError::fail)?;
+            prop_assert!(placed_pods(&sim) <= ceiling, "{} pods above {ceiling}", placed_pods(&sim));
+            steps += 1;
+        }
+    }
+
+    /// Cordoned nodes empty like an upgrade: the pods on them (already of the target template) are
+    /// replaced within the surge and drained, every plan on the way keeps the invariants (no pod
+    /// with sessions deleted before its deadline), and none is left within the same bound.
+    #[test]
+    fn cordoned_nodes_empty((spec, pods) in upgrade_case(), cordoned in prop::collection::vec(any::<bool>(), 10)) {
+        let n = pods.len() as i64;
+        let pods: Vec<SimPod> = pods
+            .into_iter()
+            .zip(cordoned)
+            .map(|(p, evacuate)| SimPod { hash: "new".into(), evacuate, ..p })
+            .collect();
+        let mut sim = Sim::new(spec.clone(), NOW, "new", pods);
+        let bound = 120 + (spec.drain_timeout_ms + FORCE_END_GRACE_MS) / MINUTE + 6 * (n + i64::from(spec.max) + 3);
+        let start = plan(&spec, &sim.snapshot()).desired.max(placed_pods(&sim));
+        let ceiling = start + spec.max_surge;
+        let mut steps = 0;
+        while sim.evacuating() > 0 {
+            prop_assert!(steps < bound, "nodes not empty in {bound} steps: {} pods left", sim.evacuating());
             sim.step().map_err(TestCaseError::fail)?;
             prop_assert!(placed_pods(&sim) <= ceiling, "{} pods above {ceiling}", placed_pods(&sim));
             steps += 1;

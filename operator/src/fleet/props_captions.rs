@@ -168,6 +168,7 @@ proptest! {
                 sessions: Some(*used.min(&spec.capacity_per_pod)),
                 warned: false,
                 created: NOW - MINUTE,
+                evacuate: false,
             })
             .collect();
         let snap = Snapshot { now: NOW, target_hash: "new".into(), pods, low_load_since: None };

@@ -49,11 +49,22 @@ pub(crate) struct SimPod {
     pub reports: bool,
     pub warned: bool,
     pub created: Millis,
+    /// Its node is cordoned (pods the simulation creates land on other nodes).
+    pub evacuate: bool,
 }
 
 impl SimPod {
     pub fn new(name: impl Into<String>, hash: &str, phase: PodPhase, meetings: Vec<Meeting>) -> SimPod {
-        SimPod { name: name.into(), hash: hash.into(), phase, meetings, reports: true, warned: false, created: 0 }
+        SimPod {
+            name: name.into(),
+            hash: hash.into(),
+            phase,
+            meetings,
+            reports: true,
+            warned: false,
+            created: 0,
+            evacuate: false,
+        }
     }
 
     pub fn snapshot(&self) -> PodSnapshot {
@@ -66,6 +77,7 @@ impl SimPod {
             sessions: self.reports.then_some(count(self.meetings.len())),
             warned: self.warned,
             created: self.created,
+            evacuate: self.evacuate,
         }
     }
 }
@@ -174,6 +186,11 @@ impl Sim {
     pub fn outdated(&self) -> usize {
         self.pods.iter().filter(|p| p.hash != self.target_hash).count()
     }
+
+    /// Pods still on a cordoned node.
+    pub fn evacuating(&self) -> usize {
+        self.pods.iter().filter(|p| p.evacuate).count()
+    }
 }
 
 /// A plan with nothing to do and nothing waiting on time.
@@ -231,7 +248,11 @@ pub(crate) fn check_plan(spec: &FleetSpec, snap: &Snapshot, plan: &Plan) -> Resu
                         pod.template_hash != snap.target_hash
                     }
                     DrainReason::ScaleDown => {
-                        scale_down_due && pod.load.is_some() && pod.template_hash == snap.target_hash
+                        scale_down_due && pod.load.is_some() && pod.template_hash == snap.target_hash && !pod.evacuate
+                    }
+                    DrainReason::NodeCordoned => {
+                        upgrade_drains += 1;
+                        pod.evacuate && pod.template_hash == snap.target_hash
                     }
                 }
             }
@@ -244,7 +265,8 @@ pub(crate) fn check_plan(spec: &FleetSpec, snap: &Snapshot, plan: &Plan) -> Resu
                 match (reason, phase, clock) {
                     (DeleteReason::Failed, PodPhase::Failed, _) => true,
                     (DeleteReason::Stale, PodPhase::Pending, _) => {
-                        !pod.reports_activity() && (pod.template_hash != snap.target_hash || scale_down_due)
+                        !pod.reports_activity()
+                            && (pod.template_hash != snap.target_hash || pod.evacuate || scale_down_due)
                     }
                     (DeleteReason::Empty, _, Some(_)) => pod.is_known_empty(),
                     (DeleteReason::DeadlinePassed, _, Some(c)) => now >= c.delete_at,

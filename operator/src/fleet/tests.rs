@@ -32,6 +32,7 @@ fn pod(name: &str, phase: PodPhase, load: Option<u32>) -> PodSnapshot {
         sessions: load.map(|l| l.div_ceil(50)),
         warned: false,
         created: T0 - 60 * MINUTE,
+        evacuate: false,
     }
 }
 
@@ -439,6 +440,30 @@ fn upgrade_surges_first_then_drains() {
     // Ready: the two emptiest outdated pods drain; the surge is used up, so no create.
     let plan = run(&s, &snap([olds(), vec![serving("n0", 0), serving("n1", 0)]].concat()));
     assert_eq!(plan.actions, vec![drain("o3", DrainReason::Upgrade), drain("o2", DrainReason::Upgrade)]);
+}
+
+#[test]
+fn a_pod_on_a_cordoned_node_is_replaced_first_then_drained() {
+    let s = FleetSpec { min: 2, max_surge: 1, max_draining: 0, ..spec() };
+    let cordoned = |p: PodSnapshot| PodSnapshot { evacuate: true, ..p };
+    let busy = || cordoned(serving("a", 40));
+    // The busy pod's node is cordoned: a replacement first (no dip allowed), and no upgrade shown.
+    let plan = run(&s, &snap(vec![busy(), serving("b", 10)]));
+    assert_eq!(plan.actions, vec![create(1)]);
+    assert_eq!(plan.upgrade, None);
+    // The replacement serves: the pod drains (its meetings go on), for the cordon.
+    let plan = run(&s, &snap(vec![busy(), serving("b", 10), serving("c", 0)]));
+    assert_eq!(plan.actions, vec![drain("a", DrainReason::NodeCordoned)]);
+    // Drained and empty: deleted, and nothing more is created.
+    let emptied = cordoned(draining("a", T0 - MINUTE, Some(0)));
+    let plan = run(&s, &snap(vec![PodSnapshot { sessions: Some(0), ..emptied }, serving("b", 10), serving("c", 0)]));
+    assert_eq!(plan.actions, vec![delete("a", DeleteReason::Empty)]);
+    // A pod that never became ready on a cordoned node holds nothing: deleted at once.
+    let plan = run(&s, &snap(vec![cordoned(pending("p")), serving("b", 10), serving("c", 0)]));
+    assert_eq!(plan.actions, vec![delete("p", DeleteReason::Stale)]);
+    // Uncordoned before the drain: nothing to do (the surplus waits for the scale-down delay).
+    let plan = run(&s, &snap(vec![serving("a", 40), serving("b", 10), serving("c", 0)]));
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
 }
 
 #[test]
