@@ -90,7 +90,7 @@ impl CordonChanges {
                         subs.retain(|tx| tx.send(node.clone()).is_ok());
                     }
                 }
-                Err(e) if forbidden(&e) && !refused_said => {
+                Err(e) if super::secrets::forbidden(&e) && !refused_said => {
                     refused_said = true;
                     tracing::warn!(error = %e, "cannot watch Nodes (the operator's ClusterRole lacks nodes list/watch): \
                         pods on cordoned nodes are not moved off them; their meetings are still protected by the disruption budget");
@@ -98,16 +98,6 @@ impl CordonChanges {
                 Err(e) => tracing::debug!(error = %e, "Node watch error (it retries by itself)"),
             }
         }
-    }
-}
-
-fn forbidden(e: &watcher::Error) -> bool {
-    match e {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 403,
-        watcher::Error::WatchError(s) => s.code == 403,
-        _ => false,
     }
 }
 

@@ -168,7 +168,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn forbidden(e: &watcher::Error) -> bool {
+/// Whether a watch failed because RBAC refuses it (the Node watch uses it too).
+pub(super) fn forbidden(e: &watcher::Error) -> bool {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
