@@ -8,6 +8,7 @@ pub mod apply;
 pub mod captionpool;
 pub mod conditions;
 pub mod error;
+pub mod fanout;
 pub mod fleet_pods;
 pub mod nodes;
 pub mod recent;

@@ -15,14 +15,13 @@
 //! fleets plan as if no node were cordoned.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::mpsc;
 
 use super::{watch_config, WatchBackoff};
 
@@ -43,16 +42,21 @@ pub fn cordoned(n: &Node) -> bool {
             .any(|t| t.effect == "NoSchedule" && NO_NEW_PODS_TAINTS.contains(&t.key.as_str()))
 }
 
+/// The node `p` is bound to, if any.
+fn node_of(p: &Pod) -> Option<&str> {
+    p.spec.as_ref()?.node_name.as_deref()
+}
+
 /// Whether `p` runs on a node the cache knows as cordoned (an unknown node is not).
 pub fn on_cordoned_node(nodes: &Store<Node>, p: &Pod) -> bool {
-    let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else { return false };
+    let Some(node) = node_of(p) else { return false };
     nodes.get(&ObjectRef::new(node)).is_some_and(|n| cordoned(&n))
 }
 
 /// The cache of Nodes and the subscribers to their cordon changes.
 #[derive(Default)]
 pub struct CordonChanges {
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<Node>>>,
+    changed: super::fanout::Fanout<Node>,
 }
 
 impl CordonChanges {
@@ -63,9 +67,7 @@ impl CordonChanges {
     /// A stream of every Node whose cordon state changes (or that is first seen cordoned), for a
     /// controller's `watches_stream`. Subscribe before [`CordonChanges::run`] starts.
     pub fn subscribe(&self) -> impl futures::Stream<Item = std::result::Result<Node, watcher::Error>> + Send + 'static {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|n| (Ok(n), rx)) })
+        self.changed.subscribe()
     }
 
     /// Watches every Node into `writer`'s store and tells the subscribers of each cordon change.
@@ -86,8 +88,7 @@ impl CordonChanges {
                     let now = cordoned(&node);
                     if last.insert(node.name_any(), now).unwrap_or(false) != now {
                         tracing::info!(node = %node.name_any(), cordoned = now, "node cordon changed: re-deciding the fleets on it");
-                        let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-                        subs.retain(|tx| tx.send(node.clone()).is_ok());
+                        self.changed.send(std::slice::from_ref(&node));
                     }
                 }
                 Err(e) if super::secrets::forbidden(&e) && !refused_said => {
@@ -105,7 +106,7 @@ impl CordonChanges {
 pub fn owners_on_node(pods: &[Arc<Pod>], node: &str, kind: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = pods
         .iter()
-        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+        .filter(|p| node_of(p) == Some(node))
         .filter_map(|p| {
             let owner = p.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == kind)?;
             Some((p.namespace()?, owner.name.clone()))

@@ -25,7 +25,6 @@ use k8s_openapi::api::rbac::v1::Subject;
 use kube::runtime::reflector::{store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::mpsc;
 
 use super::error::Result;
 use super::{watch_config, Context, WatchBackoff};
@@ -40,7 +39,7 @@ pub struct SecretCaches {
     writer: Mutex<Writer<Secret>>,
     store: Store<Secret>,
     watched: Mutex<Watched>,
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<Secret>>>,
+    touched: super::fanout::Fanout<Secret>,
 }
 
 impl SecretCaches {
@@ -55,7 +54,7 @@ impl SecretCaches {
             writer: Mutex::new(writer),
             store,
             watched: Mutex::new(HashMap::new()),
-            subscribers: Mutex::new(Vec::new()),
+            touched: Default::default(),
         })
     }
 
@@ -68,9 +67,7 @@ impl SecretCaches {
     pub fn subscribe(
         &self,
     ) -> impl futures::Stream<Item = std::result::Result<Secret, watcher::Error>> + Send + 'static {
-        let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.subscribers).push(tx);
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|s| (Ok(s), rx)) })
+        self.touched.subscribe()
     }
 
     /// Whether the cache holds `ns` in full.
@@ -158,8 +155,7 @@ impl SecretCaches {
             }
         }
         if !touched.is_empty() {
-            let mut subs = lock(&self.subscribers);
-            subs.retain(|tx| touched.iter().all(|s| tx.send(s.clone()).is_ok()));
+            self.touched.send(&touched);
         }
     }
 }

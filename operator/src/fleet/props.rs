@@ -237,6 +237,25 @@ fn placed_pods(sim: &Sim) -> u32 {
     sim.pods.iter().filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Failed)).count() as u32
 }
 
+/// Steps `pods` until `left` counts none (pods to replace: outdated, or on a cordoned node), within a
+/// bound, every plan checked against the invariants and the pods never above the surge on top of
+/// the fleet it started from (meetings only end, so the replacement needs no more).
+fn replace_all(spec: FleetSpec, pods: Vec<SimPod>, what: &str, left: fn(&Sim) -> usize) -> Result<(), TestCaseError> {
+    let n = pods.len() as i64;
+    let mut sim = Sim::new(spec.clone(), NOW, "new", pods);
+    let bound = 120 + (spec.drain_timeout_ms + FORCE_END_GRACE_MS) / MINUTE + 6 * (n + i64::from(spec.max) + 3);
+    let start = plan(&spec, &sim.snapshot()).desired.max(placed_pods(&sim));
+    let ceiling = start + spec.max_surge;
+    let mut steps = 0;
+    while left(&sim) > 0 {
+        prop_assert!(steps < bound, "not done in {bound} steps: {} pods {what}", left(&sim));
+        sim.step().map_err(TestCaseError::fail)?;
+        prop_assert!(placed_pods(&sim) <= ceiling, "{} pods above {ceiling}", placed_pods(&sim));
+        steps += 1;
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
@@ -309,20 +328,7 @@ proptest! {
     /// sessions deleted before its deadline).
     #[test]
     fn upgrades_finish((spec, pods) in upgrade_case()) {
-        let n = pods.len() as i64;
-        let mut sim = Sim::new(spec.clone(), NOW, "new", pods);
-        let bound = 120 + (spec.drain_timeout_ms + FORCE_END_GRACE_MS) / MINUTE + 6 * (n + i64::from(spec.max) + 3);
-        // Meetings only end, so the upgrade itself never needs more than the surge on top of
-        // the fleet it started from.
-        let start = plan(&spec, &sim.snapshot()).desired.max(placed_pods(&sim));
-        let ceiling = start + spec.max_surge;
-        let mut steps = 0;
-        while sim.outdated() > 0 {
-            prop_assert!(steps < bound, "upgrade not done in {bound} steps: {} outdated", sim.outdated());
-            sim.step().map_err(TestCaseError::fail)?;
-            prop_assert!(placed_pods(&sim) <= ceiling, "{} pods above {ceiling}", placed_pods(&sim));
-            steps += 1;
-        }
+        replace_all(spec, pods, "outdated", Sim::outdated)?;
     }
 
     /// Cordoned nodes empty like an upgrade: the pods on them (already of the target template) are
@@ -330,22 +336,11 @@ proptest! {
     /// with sessions deleted before its deadline), and none is left within the same bound.
     #[test]
     fn cordoned_nodes_empty((spec, pods) in upgrade_case(), cordoned in prop::collection::vec(any::<bool>(), 10)) {
-        let n = pods.len() as i64;
         let pods: Vec<SimPod> = pods
             .into_iter()
             .zip(cordoned)
             .map(|(p, evacuate)| SimPod { hash: "new".into(), evacuate, ..p })
             .collect();
-        let mut sim = Sim::new(spec.clone(), NOW, "new", pods);
-        let bound = 120 + (spec.drain_timeout_ms + FORCE_END_GRACE_MS) / MINUTE + 6 * (n + i64::from(spec.max) + 3);
-        let start = plan(&spec, &sim.snapshot()).desired.max(placed_pods(&sim));
-        let ceiling = start + spec.max_surge;
-        let mut steps = 0;
-        while sim.evacuating() > 0 {
-            prop_assert!(steps < bound, "nodes not empty in {bound} steps: {} pods left", sim.evacuating());
-            sim.step().map_err(TestCaseError::fail)?;
-            prop_assert!(placed_pods(&sim) <= ceiling, "{} pods above {ceiling}", placed_pods(&sim));
-            steps += 1;
-        }
+        replace_all(spec, pods, "on a cordoned node", Sim::evacuating)?;
     }
 }
