@@ -14,6 +14,13 @@ pub const DRAIN_SINCE: &str = "visio.io/drain-since";
 pub const WARN_DEADLINE: &str = "visio.io/warn-deadline";
 /// Annotation the operator writes when the drain deadline passed: the agent ends the sessions left.
 pub const END_SESSIONS: &str = "visio.io/end-sessions";
+/// Annotation on SFU pods whose agent ends only the rooms hosted on its own pod (`"own-rooms"`, from 0.2 on).
+/// Pods made by earlier releases lack it: their agent ended every room LiveKit listed, which with Redis is
+/// every room of the tenant, so the operator never asks them to end sessions (see
+/// `controllers::fleet_pods::ends_own_sessions`).
+pub const AGENT_ENDS: &str = "visio.io/agent-ends";
+/// The value of [`AGENT_ENDS`].
+pub const AGENT_ENDS_OWN_ROOMS: &str = "own-rooms";
 /// Label: `"true"` while the pod takes new sessions (the signalling Service selects on it).
 pub const SERVING: &str = "visio.io/serving";
 /// Label: `"true"` while the pod holds sessions (the PodDisruptionBudget protects those pods).

@@ -1,8 +1,10 @@
 //! The LiveKit backend: load from its Prometheus endpoint, drain by SIGTERM, warnings and forced ends
 //! through its RoomService (Twirp, JSON) — all on loopback.
 //!
-//! - Load: `livekit_participant_total` and `livekit_room_total`, summed over their label sets. A missing
-//!   or unusable metric is an error (load unknown).
+//! - Load: the rooms this node hosts (`livekit_room_total`) and their participants. With Redis the
+//!   participants are those ListRooms reports for the rooms [`placement`](super::placement) finds mapped to
+//!   this node (`livekit_participant_total` also counts participants whose room is elsewhere); without
+//!   Redis, `livekit_participant_total`. A missing or unusable figure is an error (load unknown).
 //! - Drain: LiveKit drains on its first SIGTERM (no new rooms, existing ones continue, exit when no
 //!   participant is left). Each LiveKit process is signalled once; a process that comes back (the
 //!   container restarted after its drain) is a new process and is signalled too, so it never serves again.
@@ -11,10 +13,11 @@
 //!   is left, with its empty rooms still counted and possibly before the agent's next reading, so without
 //!   this the operator would never read a drained pod empty. The rule needs a process the agent did
 //!   signal (so `/proc` is visible to it): an agent that cannot see processes never reports zero this way.
-//! - Warnings: `ListRooms`, then `SendData` to each room (reliable, topic `visio.system`, payload
+//! - Warnings: `ListRooms` (kept to the rooms hosted here), then `SendData` to each room (reliable, topic `visio.system`, payload
 //!   `{"type":"visio.drain-warning","deadline":"<RFC 3339>"}`), each room once.
-//! - End sessions: `ListRooms`, then `DeleteRoom` for each: participants are disconnected and reconnect to
-//!   a serving node.
+//! - End sessions: `ListRooms` (kept to the rooms hosted here), then `DeleteRoom` for each: participants
+//!   are disconnected and reconnect to a serving node. A room hosted elsewhere is never touched; when the
+//!   agent cannot tell where rooms are (Redis unreachable), it touches none and retries.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -31,6 +34,7 @@ use serde_json::json;
 use super::backend::{Backend, BackendError, DrainStatus};
 use super::http::{self, LoopbackUrl};
 use super::jwt::{ApiCredentials, VideoGrant};
+use super::placement::{self, Placement, RoomMap};
 use super::process::{self, Scope, Selection};
 use super::prometheus::{sum_metric, Sum};
 use crate::pod_protocol::Load;
@@ -67,8 +71,10 @@ pub struct LiveKitConfig {
     pub scope: Scope,
     /// Where processes are listed (`/proc`).
     pub proc_root: PathBuf,
-    /// Deadline of each call to LiveKit.
+    /// Deadline of each call to LiveKit (and to Redis).
     pub timeout: Duration,
+    /// How rooms are placed on nodes (LiveKit's own config decides).
+    pub placement: Placement,
 }
 
 impl LiveKitConfig {
@@ -82,6 +88,7 @@ impl LiveKitConfig {
             scope: Scope::Any,
             proc_root: PathBuf::from("/proc"),
             timeout: Duration::from_secs(2),
+            placement: Placement::Local,
         }
     }
 }
@@ -118,11 +125,24 @@ pub struct LiveKit {
     signalled: BTreeSet<i32>,
     /// Rooms already warned.
     warned: BTreeSet<String>,
+    /// LiveKit's room-to-node map, when rooms are placed through Redis.
+    room_map: Option<RoomMap>,
 }
 
 impl LiveKit {
-    pub fn new(config: LiveKitConfig) -> Self {
-        Self { config, own_pid: std::process::id() as i32, signalled: BTreeSet::new(), warned: BTreeSet::new() }
+    /// Fails only on a Redis address that cannot be a connection (checked already by [`Placement`]).
+    pub fn new(config: LiveKitConfig) -> Result<Self, String> {
+        let room_map = match &config.placement {
+            Placement::Local => None,
+            Placement::Redis(redis) => Some(RoomMap::new(redis, config.timeout)?),
+        };
+        Ok(Self {
+            config,
+            own_pid: std::process::id() as i32,
+            signalled: BTreeSet::new(),
+            warned: BTreeSet::new(),
+            room_map,
+        })
     }
 
     /// The rooms warned so far.
@@ -135,7 +155,7 @@ impl LiveKit {
         process::select(&entries, &self.config.process_name, self.own_pid, self.config.scope)
     }
 
-    async fn read_metrics(&self) -> Result<Load, BackendError> {
+    async fn metrics_text(&self) -> Result<String, BackendError> {
         let url = &self.config.metrics_url;
         let resp = http::call(Method::GET, url, &[], Bytes::new(), self.config.timeout, MAX_BODY)
             .await
@@ -147,17 +167,48 @@ impl LiveKit {
                 message: snippet(&resp.body),
             });
         }
-        let text = String::from_utf8_lossy(&resp.body);
-        match (sum_metric(&text, PARTICIPANTS_METRIC), sum_metric(&text, ROOMS_METRIC)) {
-            (Sum::Known(participants), Sum::Known(rooms)) => Ok(Load {
-                participants,
-                rooms,
-                capacity: None,
-                draining: !self.signalled.is_empty(),
-                ..Load::default()
-            }),
-            (p, r) => Err(BackendError::Malformed(format!("{PARTICIPANTS_METRIC} {p}, {ROOMS_METRIC} {r}"))),
-        }
+        Ok(String::from_utf8_lossy(&resp.body).into_owned())
+    }
+
+    async fn read_metrics(&mut self) -> Result<Load, BackendError> {
+        let text = self.metrics_text().await?;
+        let rooms = match sum_metric(&text, ROOMS_METRIC) {
+            Sum::Known(rooms) => rooms,
+            other => return Err(BackendError::Malformed(format!("{ROOMS_METRIC} {other}"))),
+        };
+        let participants = if self.room_map.is_none() {
+            match sum_metric(&text, PARTICIPANTS_METRIC) {
+                Sum::Known(p) => p,
+                other => return Err(BackendError::Malformed(format!("{PARTICIPANTS_METRIC} {other}"))),
+            }
+        } else if rooms == 0 {
+            // No room hosted here: whatever participant_total says is signalling for rooms elsewhere.
+            0
+        } else {
+            let hosted = self.hosted_rooms(&text).await?;
+            hosted.iter().fold(0u32, |sum, r| sum.saturating_add(r.num_participants))
+        };
+        Ok(Load { participants, rooms, capacity: None, draining: !self.signalled.is_empty(), ..Load::default() })
+    }
+
+    /// The rooms this node hosts, as ListRooms reports them. `metrics` gives the node's id when rooms are
+    /// placed through Redis; `None` reads them.
+    async fn hosted_rooms(&mut self, metrics: &str) -> Result<Vec<Room>, BackendError> {
+        let listed = self.list_rooms().await?;
+        let Some(map) = self.room_map.as_mut() else { return Ok(listed) };
+        let node = placement::node_id(metrics, ROOMS_METRIC)?
+            .ok_or_else(|| BackendError::Malformed(format!("{ROOMS_METRIC} has no node_id label")))?;
+        let own = placement::rooms_on(&map.read().await?, &node);
+        Ok(listed.into_iter().filter(|r| own.contains(&r.name)).collect())
+    }
+
+    /// [`Self::hosted_rooms`], reading the metrics for the node id first.
+    async fn rooms_here(&mut self) -> Result<Vec<Room>, BackendError> {
+        let metrics = match self.room_map {
+            Some(_) => self.metrics_text().await?,
+            None => String::new(),
+        };
+        self.hosted_rooms(&metrics).await
     }
 
     /// Calls one RoomService method and returns its JSON answer.
@@ -194,7 +245,7 @@ impl LiveKit {
         Err(BackendError::Status { call: method, status: resp.status.as_u16(), message })
     }
 
-    /// The rooms on this node.
+    /// Every room ListRooms returns: with Redis, the rooms of every node of the deployment.
     pub async fn list_rooms(&self) -> Result<Vec<Room>, BackendError> {
         let value = self.twirp("ListRooms", VideoGrant::list(), json!({})).await?;
         let resp: ListRoomsResponse =
@@ -262,7 +313,7 @@ impl Backend for LiveKit {
     }
 
     async fn warn(&mut self, deadline: Timestamp) -> Result<bool, BackendError> {
-        let rooms = self.list_rooms().await?;
+        let rooms = self.rooms_here().await?;
         let payload = drain_warning(deadline);
         let mut first_error = None;
         let pending: Vec<&Room> = rooms.iter().filter(|r| !self.warned.contains(&r.name)).collect();
@@ -284,7 +335,7 @@ impl Backend for LiveKit {
     }
 
     async fn end_sessions(&mut self) -> Result<usize, BackendError> {
-        let rooms = self.list_rooms().await?;
+        let rooms = self.rooms_here().await?;
         let mut first_error = None;
         for room in &rooms {
             if let Err(e) = self.delete_room(&room.name).await {
@@ -337,7 +388,7 @@ mod tests {
         let url = LoopbackUrl::parse(&format!("http://127.0.0.1:{port}/metrics")).unwrap();
         let mut config = LiveKitConfig::new(url.clone(), url, None);
         config.process_name = "no-such-process-visio".into();
-        let mut lk = LiveKit::new(config);
+        let mut lk = LiveKit::new(config).unwrap();
         assert!(matches!(lk.read_load().await, Err(BackendError::Unreachable(_))));
         // Gone, but never told to drain (or the agent cannot see processes): unknown.
         assert_eq!(lk.drain().unwrap(), DrainStatus::NotFound);
@@ -351,7 +402,7 @@ mod tests {
         let url = LoopbackUrl::parse(&format!("http://127.0.0.1:{port}/metrics")).unwrap();
         let mut config = LiveKitConfig::new(url.clone(), url, None);
         config.process_name = "no-such-process-visio".into();
-        let mut lk = LiveKit::new(config);
+        let mut lk = LiveKit::new(config).unwrap();
         lk.signalled.insert(12345);
         assert_eq!(
             lk.read_load().await.unwrap(),

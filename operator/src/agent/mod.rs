@@ -19,6 +19,7 @@ pub mod health;
 pub mod http;
 pub mod jwt;
 pub mod livekit;
+pub mod placement;
 pub mod pod;
 pub mod process;
 pub mod prometheus;
@@ -95,6 +96,11 @@ pub struct AgentArgs {
     /// The backend's API (LiveKit's HTTP port, for RoomService calls); loopback only.
     #[arg(long, value_parser = LoopbackUrl::parse, default_value = livekit::DEFAULT_API_URL)]
     pub api_url: LoopbackUrl,
+    /// LiveKit's config file (the one the SFU reads): its `redis` section tells the agent where LiveKit
+    /// places rooms, so that it counts, warns and ends only the rooms hosted on its own node. Without it the
+    /// agent takes every room LiveKit lists as its own, which is right only for a LiveKit without Redis.
+    #[arg(long)]
+    pub livekit_config: Option<std::path::PathBuf>,
     /// This pod's name.
     #[arg(long, env = "POD_NAME", required_unless_present = "probe")]
     pub pod_name: Option<String>,
@@ -248,6 +254,9 @@ pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()
     if let Some(pid) = args.backend_pid {
         config.scope = process::Scope::Pid(pid);
     }
+    if let Some(path) = &args.livekit_config {
+        config.placement = placement::Placement::from_config_file(path).map_err(AgentError::Config)?;
+    }
 
     let health = health::Health::default();
     let listener = health::bind(args.health_addr)
@@ -265,7 +274,7 @@ pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()
     );
     match args.backend {
         BackendKind::Livekit => {
-            let mut backend = livekit::LiveKit::new(config);
+            let mut backend = livekit::LiveKit::new(config).map_err(AgentError::Config)?;
             control::run(&own_pod, &mut backend, settings, health, shutdown).await;
         }
         BackendKind::Moshi | BackendKind::Whisperlive | BackendKind::Transcriber => {

@@ -30,6 +30,7 @@ use super::livekit_config::{listeners, CONFIG_DIR, CONFIG_FILE, METRICS_PORT, SI
 use super::{duration_seconds, short_hash, BuildError};
 use crate::api::visiocluster::{NetworkMode, LIVEKIT_IMAGE};
 use crate::api::VisioCluster;
+use crate::pod_protocol;
 
 /// Name of the LiveKit container.
 pub const LIVEKIT_CONTAINER: &str = "livekit";
@@ -165,7 +166,7 @@ pub fn sfu_template(
     // NODE_IP is LiveKit's `--node-ip` flag: the address it falls back to when external IP discovery fails.
     // Nothing else goes into LiveKit's env, since it reads other variables (REDIS_HOST, UDP_PORT, ...) as
     // flags that override the config.
-    let env = host_network.then(|| vec![field_env("NODE_IP", "status.hostIP")]);
+    let env = spec.sfu.network.advertises_node_address().then(|| vec![field_env("NODE_IP", "status.hostIP")]);
 
     let livekit = Container {
         name: LIVEKIT_CONTAINER.into(),
@@ -206,12 +207,13 @@ pub fn sfu_template(
         ..Container::default()
     };
 
-    let agent = agent_container(
+    let mut agent = agent_container(
         agent_image,
         ["agent", "--backend", "livekit", "--metrics-url"]
             .map(String::from)
             .into_iter()
             .chain([format!("http://127.0.0.1:{METRICS_PORT}/metrics")])
+            .chain(agent_placement_args())
             .collect(),
         vec![
             // The agent warns participants and ends sessions through LiveKit's API on loopback.
@@ -219,6 +221,9 @@ pub fn sfu_template(
             secret_env("LIVEKIT_API_SECRET", keys_secret, "apiSecret"),
         ],
     );
+    // LiveKit's own config, so the agent finds the Redis where LiveKit maps rooms to nodes and touches only
+    // the rooms hosted on this pod (docs/agent.md, "Which rooms are this pod's").
+    agent.volume_mounts.get_or_insert_with(Vec::new).push(agent_config_mount());
 
     let host_ports_below_1024 = listeners.iter().any(|l| l.port < 1024);
     let scheduling = &spec.sfu.scheduling;
@@ -267,7 +272,10 @@ pub fn sfu_template(
         generate_name: Some(format!("{}-", sfu_name(cluster))),
         namespace: Some(cluster_namespace(vc)?.to_string()),
         labels: Some(labels),
-        annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())])),
+        annotations: Some(BTreeMap::from([
+            (CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string()),
+            (pod_protocol::AGENT_ENDS.to_string(), pod_protocol::AGENT_ENDS_OWN_ROOMS.to_string()),
+        ])),
         owner_references: Some(vec![owner_reference(vc)?]),
         ..ObjectMeta::default()
     };
@@ -315,13 +323,35 @@ pub(crate) fn agent_container(agent_image: &str, args: Vec<String>, env: Vec<Env
     }
 }
 
+/// The agent's flag naming LiveKit's config file.
+const AGENT_CONFIG_FLAG: &str = "--livekit-config";
+
+fn agent_placement_args() -> [String; 2] {
+    [AGENT_CONFIG_FLAG.into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]
+}
+
+fn agent_config_mount() -> VolumeMount {
+    VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() }
+}
+
 /// The template hash: SHA-256 over the serialized pod spec and the config hash, first 10 hex characters.
-/// The agent image is left out on purpose: upgrading the operator must not drain every SFU pod of every
-/// tenant; pods created afterwards get the new agent, existing ones keep theirs until replaced.
+/// The agent's image and its view of LiveKit's config (flag and mount, added in 0.2) are left out on
+/// purpose: upgrading the operator must not drain every SFU pod of every tenant; pods created afterwards
+/// get the new agent, existing ones keep theirs until replaced. Leaving them out keeps the hashes of pods
+/// made by earlier releases valid.
 fn template_hash(spec: &PodSpec, config_hash: &str) -> Result<String, BuildError> {
     let mut hashed = spec.clone();
+    let placement_args = agent_placement_args();
     for c in hashed.containers.iter_mut().filter(|c| c.name == AGENT_CONTAINER) {
         c.image = None;
+        if let Some(args) = c.args.as_mut() {
+            if let Some(i) = args.windows(2).position(|w| w == placement_args) {
+                args.drain(i..i + 2);
+            }
+        }
+        if let Some(mounts) = c.volume_mounts.as_mut() {
+            mounts.retain(|m| *m != agent_config_mount());
+        }
     }
     let mut bytes = serde_json::to_vec(&hashed)
         .map_err(|e| BuildError::Serialization { what: "SFU pod spec", message: e.to_string() })?;
@@ -675,6 +705,16 @@ mod tests {
     }
 
     #[test]
+    fn node_ip_only_when_the_pod_advertises_its_nodes_address() {
+        let has_node_ip =
+            |vc: &VisioCluster| container(&template(vc), "livekit").env.iter().flatten().any(|e| e.name == "NODE_IP");
+        assert!(has_node_ip(&test_cluster()));
+        // LiveKit's --node-ip flag (from NODE_IP) would override the fixed address and the STUN answer.
+        assert!(!has_node_ip(&cluster_with(json!({"sfu": {"network": {"externalAddress": "203.0.113.10"}}}))));
+        assert!(!has_node_ip(&cluster_with(json!({"sfu": {"network": {"stunServers": ["stun.gouv.fr:3478"]}}}))));
+    }
+
+    #[test]
     fn pod_network_mode() {
         let t = template(&pod_network());
         let s = spec(&t);
@@ -790,7 +830,15 @@ mod tests {
         assert_eq!(a.image.as_deref(), Some(AGENT_IMAGE));
         assert_eq!(
             a.args.as_ref().unwrap(),
-            &["agent", "--backend", "livekit", "--metrics-url", "http://127.0.0.1:6789/metrics"]
+            &[
+                "agent",
+                "--backend",
+                "livekit",
+                "--metrics-url",
+                "http://127.0.0.1:6789/metrics",
+                "--livekit-config",
+                "/etc/livekit/livekit.yaml"
+            ]
         );
         let env = a.env.as_ref().unwrap();
         let field = |n: &str| {
@@ -879,6 +927,7 @@ mod tests {
         assert!(!labels.contains_key("visio.io/serving"), "the controller owns the serving label");
         assert!(!labels.contains_key("visio.io/in-use"), "the controller owns the in-use label");
         assert_eq!(meta.annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION], "cafe0123456789ab");
+        assert_eq!(meta.annotations.as_ref().unwrap()[pod_protocol::AGENT_ENDS], "own-rooms");
     }
 
     #[test]
@@ -920,6 +969,33 @@ mod tests {
         assert_ne!(other_secret.hash, base);
         let other_config = sfu_template(&test_cluster(), "visio-livekit-config", "0000", AGENT_IMAGE).unwrap();
         assert_ne!(other_config.hash, base);
+    }
+
+    #[test]
+    fn the_agent_reads_livekits_own_config_for_room_placement() {
+        let t = template(&test_cluster());
+        let agent = container(&t, AGENT_CONTAINER);
+        let args = agent.args.as_ref().unwrap();
+        let at = args.iter().position(|a| a == "--livekit-config").expect("--livekit-config");
+        assert_eq!(args[at + 1], "/etc/livekit/livekit.yaml");
+        let mount = agent.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "config").unwrap();
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/livekit", Some(true)));
+    }
+
+    #[test]
+    fn hash_is_that_of_the_pods_earlier_releases_made() {
+        // The hash of a template without the agent's view of LiveKit's config (as 0.1 built it) is the same:
+        // an operator upgrade replaces no SFU pod.
+        let t = template(&test_cluster());
+        let mut old = spec(&t).clone();
+        for c in old.containers.iter_mut().filter(|c| c.name == AGENT_CONTAINER) {
+            let args = c.args.as_mut().unwrap();
+            let at = args.iter().position(|a| a == "--livekit-config").unwrap();
+            args.drain(at..at + 2);
+            c.volume_mounts.as_mut().unwrap().retain(|m| m.name != "config");
+        }
+        assert_ne!(&old, spec(&t));
+        assert_eq!(template_hash(&old, "cfg").unwrap(), template_hash(spec(&t), "cfg").unwrap());
     }
 
     #[test]

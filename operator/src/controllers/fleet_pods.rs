@@ -149,6 +149,17 @@ pub fn free_names(prefix: &str, pods: &[Arc<Pod>], count: u32) -> Vec<String> {
     (0..).map(|i| format!("{prefix}-{i}")).filter(|n| !used.contains(n)).take(count as usize).collect()
 }
 
+/// Whether `pod`'s agent can be asked to end the sessions left on it: always, unless the fleet's template
+/// says its agents end only their own rooms ([`pod_protocol::AGENT_ENDS`]) and this pod, made by an earlier
+/// release, does not.
+pub fn ends_own_sessions(pod: &Pod, template: &Pod) -> bool {
+    let ends = |p: &Pod| annotation(p, pod_protocol::AGENT_ENDS).map(str::to_owned);
+    match ends(template) {
+        None => true,
+        Some(required) => ends(pod).as_deref() == Some(required.as_str()),
+    }
+}
+
 pub async fn patch_pod_meta(ctx: &Context, ns: &str, name: &str, patch: serde_json::Value) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     ctx.metrics.child_writes.with_label_values(&["Pod", "patch"]).inc();
@@ -264,6 +275,21 @@ where
                 .await;
             }
             FleetAction::ForceEnd { pod } => {
+                if let Some(p) = find(pod).filter(|p| !ends_own_sessions(p, fleet.template)) {
+                    // An agent from before 0.2 would end every room of the tenant. Deleting the pod ends
+                    // only its own: kubelet's SIGTERM is the second one for the draining LiveKit, which
+                    // then disconnects its own participants and exits.
+                    apply::delete(ctx, p.as_ref(), Some(30)).await?;
+                    ctx.event(
+                        owner,
+                        EventType::Warning,
+                        "DrainDeadlinePassed",
+                        "Delete",
+                        format!("{noun} {pod} passed its drain deadline; its agent predates 0.2: deleting the pod ends its {holds}"),
+                    )
+                    .await;
+                    continue;
+                }
                 // The planner repeats ForceEnd until the pod is empty; the mark is written once.
                 if find(pod).is_some_and(|p| annotation(p, END_SESSIONS) == Some("true")) {
                     continue;
@@ -341,6 +367,20 @@ mod tests {
             }
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn an_agent_from_before_0_2_is_never_asked_to_end_sessions() {
+        let sfu_template = pod(json!({pod_protocol::AGENT_ENDS: pod_protocol::AGENT_ENDS_OWN_ROOMS}));
+        let current = pod(json!({pod_protocol::AGENT_ENDS: "own-rooms", DRAIN_SINCE: "2026-11-27T10:00:00Z"}));
+        let earlier = pod(json!({DRAIN_SINCE: "2026-11-27T10:00:00Z"}));
+        let unknown_kind = pod(json!({pod_protocol::AGENT_ENDS: "every-room"}));
+        assert!(ends_own_sessions(&current, &sfu_template));
+        assert!(!ends_own_sessions(&earlier, &sfu_template));
+        assert!(!ends_own_sessions(&unknown_kind, &sfu_template));
+        // Fleets whose template does not say (caption backends) are asked as before.
+        let caption_template = pod(json!({}));
+        assert!(ends_own_sessions(&earlier, &caption_template));
     }
 
     #[test]
