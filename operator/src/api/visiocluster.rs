@@ -292,7 +292,8 @@ pub enum NetworkMode {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.mode == oldSelf.mode", "message": "spec.sfu.network.mode is immutable: create a new VisioCluster to change it"},
-    {"rule": "self.udpPort != self.tcpPort", "message": "spec.sfu.network.udpPort and tcpPort must differ", "fieldPath": ".tcpPort"}
+    {"rule": "self.udpPort != self.tcpPort", "message": "spec.sfu.network.udpPort and tcpPort must differ", "fieldPath": ".tcpPort"},
+    {"rule": "!has(self.externalAddress) || !has(self.stunServers) || size(self.stunServers) == 0", "message": "spec.sfu.network: set externalAddress or stunServers, not both", "fieldPath": ".stunServers"}
 ]))]
 pub struct SfuNetwork {
     /// `hostNetwork` (default, LiveKit's production recommendation) or `podNetwork`.
@@ -306,11 +307,44 @@ pub struct SfuNetwork {
     #[serde(default = "default_tcp_port")]
     #[schemars(range(min = 1024, max = 65535))]
     pub tcp_port: i32,
+    /// The address LiveKit gives clients for media (its ICE candidates, LiveKit `rtc.node_ip`), the same
+    /// for every SFU pod: the media LoadBalancer's address in `podNetwork` mode, or the public address of
+    /// a single node behind 1:1 NAT. Unset: in `hostNetwork` mode each pod advertises its node's address
+    /// (`status.hostIP`); in `podNetwork` mode LiveKit advertises the pod's own address, reachable only
+    /// from inside the cluster network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "isIP(self)", "message": "spec.sfu.network.externalAddress must be an IP address"}
+    ]))]
+    pub external_address: Option<String>,
+    /// STUN servers (`host:port`) LiveKit asks for the node's public address at start (LiveKit
+    /// `rtc.use_external_ip`), for nodes behind 1:1 NAT. Only these are asked, never LiveKit's built-in
+    /// public defaults. LiveKit refuses to start when none answers (and exits with code 0: the container
+    /// restarts, the pod shows CrashLoopBackOff). Unset: no STUN, the address comes from `externalAddress`
+    /// or the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[schemars(extend("items" = {"type": "string", "maxLength": 253, "pattern": "^[A-Za-z0-9.-]+:[0-9]{1,5}$"}))]
+    pub stun_servers: Vec<String>,
 }
 
 impl Default for SfuNetwork {
     fn default() -> Self {
-        Self { mode: NetworkMode::default(), udp_port: default_udp_port(), tcp_port: default_tcp_port() }
+        Self {
+            mode: NetworkMode::default(),
+            udp_port: default_udp_port(),
+            tcp_port: default_tcp_port(),
+            external_address: None,
+            stun_servers: Vec::new(),
+        }
+    }
+}
+
+impl SfuNetwork {
+    /// Each pod advertises its node's address (from the `NODE_IP` variable, LiveKit's `--node-ip`):
+    /// host network mode with neither a fixed address nor STUN.
+    pub fn advertises_node_address(&self) -> bool {
+        self.mode == NetworkMode::HostNetwork && self.external_address.is_none() && self.stun_servers.is_empty()
     }
 }
 

@@ -67,8 +67,16 @@ pub struct RtcConfig {
     pub udp_port: u16,
     /// ICE over TCP port.
     pub tcp_port: u16,
-    /// Discover and advertise the node's public IP (host network mode).
+    /// Ask STUN servers for the node's public address (`spec.sfu.network.stunServers`). Off otherwise: with
+    /// it on and no STUN server reachable, LiveKit refuses to start (`rtcconfig.determineIP`).
     pub use_external_ip: bool,
+    /// The address advertised to clients (`spec.sfu.network.externalAddress`); in host network mode without
+    /// it, LiveKit's `--node-ip` flag from the pod's `NODE_IP` (the node's address) wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_ip: Option<String>,
+    /// The only STUN servers asked (LiveKit's public defaults never are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stun_servers: Vec<String>,
 }
 
 /// `redis.*`
@@ -251,7 +259,9 @@ pub fn config(vc: &VisioCluster, creds: &super::Credentials, redis_address: &str
     let rtc = RtcConfig {
         udp_port: port("spec.sfu.network.udpPort", spec.sfu.network.udp_port)?,
         tcp_port: port("spec.sfu.network.tcpPort", spec.sfu.network.tcp_port)?,
-        use_external_ip: spec.sfu.network.mode == NetworkMode::HostNetwork,
+        use_external_ip: !spec.sfu.network.stun_servers.is_empty(),
+        node_ip: spec.sfu.network.external_address.clone(),
+        stun_servers: spec.sfu.network.stun_servers.clone(),
     };
     Ok(LiveKitConfig {
         port: SIGNALING_PORT,
@@ -343,7 +353,9 @@ mod tests {
         assert_eq!(y["port"], 7880);
         assert_eq!(y["rtc"]["udp_port"], 7882);
         assert_eq!(y["rtc"]["tcp_port"], 7881);
-        assert_eq!(y["rtc"]["use_external_ip"], true);
+        // No STUN by default: an offline ministry network has none, and LiveKit would refuse to start.
+        assert_eq!(y["rtc"]["use_external_ip"], false);
+        assert!(y["rtc"].get("node_ip").is_none() && y["rtc"].get("stun_servers").is_none());
         assert_eq!(y["redis"]["address"], "visio-redis.mininterieur.svc:6379");
         assert_eq!(y["redis"]["password"], "r3dis-password-0123456789");
         assert_eq!(y["keys"]["APIkey123"], "s3cr3t-api-secret-0123456789abcdef");
@@ -423,6 +435,27 @@ mod tests {
     fn negative_max_participants_is_refused() {
         let err = render(&cluster_with(json!({"rooms": {"maxParticipants": -1}})), &creds(), "r:1").unwrap_err();
         assert!(err.to_string().starts_with("spec.rooms.maxParticipants: "));
+    }
+
+    #[test]
+    fn a_fixed_external_address_is_advertised() {
+        let y = parsed(&cluster_with(
+            json!({"sfu": {"network": {"mode": "podNetwork", "externalAddress": "203.0.113.10"}}}),
+        ));
+        assert_eq!(y["rtc"]["node_ip"], "203.0.113.10");
+        assert_eq!(y["rtc"]["use_external_ip"], false);
+    }
+
+    #[test]
+    fn stun_only_with_the_servers_the_tenant_names() {
+        let y = parsed(&cluster_with(json!({"sfu": {"network": {"stunServers": ["stun.interieur.gouv.fr:3478"]}}})));
+        assert_eq!(y["rtc"]["use_external_ip"], true);
+        assert_eq!(y["rtc"]["stun_servers"], json_to_yaml(json!(["stun.interieur.gouv.fr:3478"])));
+        assert!(y["rtc"].get("node_ip").is_none());
+    }
+
+    fn json_to_yaml(v: serde_json::Value) -> serde_yaml::Value {
+        serde_yaml::to_value(v).unwrap()
     }
 
     #[test]
