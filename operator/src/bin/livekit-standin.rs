@@ -1,14 +1,22 @@
 //! `livekit-standin`: a stand-in for LiveKit server, for the agent's tests. Loopback only.
 //!
-//! It follows LiveKit's documented behaviour where the agent depends on it:
+//! It plays one livekit-server v1.9.11 node **without Redis** (so ListRooms and DeleteRoom are the node's
+//! own, as on a lone node), where the agent depends on it; `e2e/tests/livekit.rs` runs the same script
+//! against it and the real server and fails when they disagree. Each behaviour and the upstream file it
+//! follows:
 //! - `/metrics` (on `--metrics-addr`): `livekit_room_total` and `livekit_participant_total` with `node_id`
-//!   and `node_type` labels, among other series;
-//! - `GET /` answers `OK`; the RoomService over Twirp with JSON (`ListRooms`, `SendData`, `DeleteRoom`),
-//!   each checking the Bearer token (HS256 with the API secret, `iss` = API key, LiveKit's grants:
-//!   `roomList`, `roomAdmin` on the room, `roomCreate`);
+//!   and `node_type` labels, 0 from the start (`pkg/telemetry/prometheus/rooms.go`, `node.go`);
+//! - `GET /` answers `OK` (`LivekitServer.defaultHandler`, `pkg/service/server.go`);
+//! - the RoomService over Twirp with JSON (`ListRooms`, `SendData`, `DeleteRoom`), each checking the
+//!   Bearer token (HS256 with the API secret, `iss` = API key, `exp` required: `pkg/service/auth.go`);
+//!   a token without the grant the method needs (`roomList`, `roomAdmin` on the room, `roomCreate`) is
+//!   401 `unauthenticated` (`twirpAuthError`, `pkg/service/roomservice.go`); `DeleteRoom` of a missing
+//!   room is 404 `not_found`; `SendData` to a missing room answers 503 `unavailable` after about 3.1 s
+//!   (the real server waits for a node to answer for the room: measured on the binary);
 //! - drain: the first SIGTERM (or SIGINT) makes it refuse new rooms, keep the existing ones (which still
 //!   admit participants), and exit (code 0) once no participant is left, checked every
-//!   `--drain-poll-interval` (5 s like LiveKit); a second signal exits at once (code 1).
+//!   `--drain-poll-interval` (5 s like LiveKit, `LivekitServer.Stop`); a second signal disconnects
+//!   everyone and exits at once, code 0 like LiveKit's (`cmd/server/main.go`).
 //!
 //! The test harness drives it with a control API: `POST /standin/rooms` `{"name","participants"}` opens a
 //! room or sets its participants (409 for a new room while draining), `DELETE /standin/rooms/<name>` ends
@@ -194,8 +202,11 @@ fn forced(server: &Shared) -> u8 {
     lock(server).signals += 1;
     eprintln!("livekit-standin: second signal, exiting at once");
     print_final(server);
-    1
+    0
 }
+
+/// How long the real server takes to answer `SendData` for a room no node hosts (measured: about 3.1 s).
+const SEND_DATA_MISSING_ROOM: Duration = Duration::from_millis(3100);
 
 /// The last stdout line: the final state (`{"final": <state>}`), so whoever watches the process learns
 /// which rooms were deleted through the API even when it exits between two of its polls.
@@ -267,14 +278,18 @@ async fn route(req: Request<Incoming>, server: &Shared) -> (StatusCode, String) 
                 Ok(v @ Value::Object(_)) => v,
                 _ => return twirp_error(StatusCode::BAD_REQUEST, "malformed", "body is not a JSON object"),
             };
-            twirp(server, &p["/twirp/livekit.RoomService/".len()..], &claims.video, &request)
+            let answer = twirp(server, &p["/twirp/livekit.RoomService/".len()..], &claims.video, &request);
+            if answer.0 == StatusCode::SERVICE_UNAVAILABLE {
+                tokio::time::sleep(SEND_DATA_MISSING_ROOM).await;
+            }
+            answer
         }
         _ => (StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
 
 fn twirp(server: &Shared, method: &str, grant: &VideoGrant, req: &Value) -> (StatusCode, String) {
-    let denied = || twirp_error(StatusCode::FORBIDDEN, "permission_denied", "permissions denied");
+    let denied = || twirp_error(StatusCode::UNAUTHORIZED, "unauthenticated", "permissions denied");
     let room_name = req.get("room").and_then(Value::as_str).unwrap_or_default().to_string();
     match method {
         "ListRooms" => {
@@ -328,7 +343,8 @@ fn twirp(server: &Shared, method: &str, grant: &VideoGrant, req: &Value) -> (Sta
             }
             let mut s = lock(server);
             if !s.rooms.contains_key(&room_name) {
-                return twirp_error(StatusCode::NOT_FOUND, "not_found", "requested room does not exist");
+                // `route` holds this answer back for SEND_DATA_MISSING_ROOM, as the real server does.
+                return twirp_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no node answered for the room");
             }
             s.warnings.push(DataPacket {
                 room: room_name,
