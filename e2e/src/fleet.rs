@@ -20,7 +20,16 @@
 //! - its room disappeared: deleted by the agent's end of sessions when the scenario did not expect
 //!   a drain deadline, or gone for any other reason.
 //!
-//! Nothing here dials anything but 127.0.0.1, and every wait and loop is bounded.
+//! With [`StandinBackend::RealLivekit`] the pods run the real `livekit-server` instead, with the config
+//! the operator wrote into `<cluster>-livekit-config` (bound to a loopback address of its own, see
+//! [`crate::livekit::adapt_config`]) and one Redis for the harness, and a meeting is a room of real
+//! participants (LiveKit's Go SDK): the room is created on the pod the harness picks (as the signalling
+//! Service would send its first participant there), and a meeting is **cut** when any of its
+//! participants is disconnected without asking (the reason is LiveKit's), or when its pod is deleted or
+//! its LiveKit exits with it open. A room the agent deleted at the drain deadline (`ROOM_DELETED`) is an
+//! expected end in scenarios that expect one.
+//!
+//! Nothing here dials anything but 127.0.0.0/8, and every wait and loop is bounded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -373,6 +382,9 @@ pub struct FleetConfig {
 pub enum StandinBackend {
     /// `livekit-standin`, credentials from `<cluster>-credentials`.
     Livekit,
+    /// The real `livekit-server` (built by `e2e/livekit`), with the operator's config and keys, one Redis
+    /// for the harness, and meetings of real participants.
+    RealLivekit,
     /// `moshi-standin` with `slots` slots, key from `<pool>-caption-key` (`cluster` is the pool's name).
     Moshi { slots: u32 },
     /// `whisperlive-standin` with `--max_clients` `slots`, key from `<pool>-caption-key` (WhisperLive checks
@@ -388,7 +400,7 @@ impl StandinBackend {
     /// The caption backend's binary and the agent's `--backend`, `None` for LiveKit.
     fn caption(&self, bins: &Binaries) -> Option<(PathBuf, &'static str, u32)> {
         match self {
-            StandinBackend::Livekit => None,
+            StandinBackend::Livekit | StandinBackend::RealLivekit => None,
             StandinBackend::Moshi { slots } => Some((bins.moshi_standin.clone(), "moshi", *slots)),
             StandinBackend::WhisperLive { slots } => Some((bins.whisperlive_standin.clone(), "whisperlive", *slots)),
             StandinBackend::Transcriber { jobs } => Some((bins.transcriber_standin.clone(), "transcriber", *jobs)),
@@ -397,7 +409,11 @@ impl StandinBackend {
 
     /// The pods run the agent beside the stand-in (all but the chart-style LiveKit baseline).
     fn with_agent(&self, cfg: &FleetConfig) -> bool {
-        *self != StandinBackend::Livekit || cfg.kubelet_grace.is_none()
+        !self.is_livekit() || cfg.kubelet_grace.is_none()
+    }
+
+    fn is_livekit(&self) -> bool {
+        matches!(self, StandinBackend::Livekit | StandinBackend::RealLivekit)
     }
 }
 
@@ -432,6 +448,8 @@ struct Run {
     draining: bool,
     /// Baseline only: when its pod was deleted and the stand-in got SIGTERM (kubelet's role).
     terminating_since: Option<Instant>,
+    /// The real LiveKit node of this pod ([`StandinBackend::RealLivekit`]).
+    real: Option<crate::livekit::RealNode>,
 }
 
 #[derive(Default)]
@@ -446,6 +464,8 @@ struct State {
     outcome: Outcome,
     last_load: BTreeMap<String, Load>,
     rng: Option<Rng>,
+    /// Real LiveKit: meetings whose drain warning was recorded (every participant receives it).
+    warned_meetings: BTreeSet<String>,
 }
 
 /// The stand-in's `GET /standin/state`, as far as the harness reads it.
@@ -486,6 +506,8 @@ struct Shared {
     state: tokio::sync::Mutex<State>,
     /// Pids of every running child, so that a drop can kill them even while the state is locked.
     pids: std::sync::Mutex<BTreeSet<u32>>,
+    /// The real-LiveKit parts ([`StandinBackend::RealLivekit`]).
+    real: Option<crate::livekit::RealFleet>,
 }
 
 /// The harness of one VisioCluster. Stop it with [`Fleet::stop`]; dropping it kills everything too.
@@ -550,7 +572,9 @@ impl Fleet {
         }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
         let (name, key_field, secret_field) = match cfg.backend {
-            StandinBackend::Livekit => (format!("{}-credentials", cfg.cluster), "apiKey", Some("apiSecret")),
+            StandinBackend::Livekit | StandinBackend::RealLivekit => {
+                (format!("{}-credentials", cfg.cluster), "apiKey", Some("apiSecret"))
+            }
             StandinBackend::Moshi { .. } | StandinBackend::WhisperLive { .. } | StandinBackend::Transcriber { .. } => {
                 (format!("{}-caption-key", cfg.cluster), "apiKey", None)
             }
@@ -568,15 +592,25 @@ impl Fleet {
         let log_dir = std::env::temp_dir().join("visio-e2e-fleet").join(&cfg.namespace);
         let _ = std::fs::remove_dir_all(&log_dir);
         std::fs::create_dir_all(&log_dir)?;
+        let (api_key, api_secret) = (field(key_field)?, secret_field.map(field).transpose()?.unwrap_or_default());
+        let real = match cfg.backend {
+            StandinBackend::RealLivekit => {
+                let config = operator_livekit_config(&secrets, &cfg.cluster).await?;
+                Some(crate::livekit::RealFleet::start(config, api_key.clone(), api_secret.clone(), &log_dir).await?)
+            }
+            _ => None,
+        };
+        let pids = real.as_ref().map(|r| r.pids().into_iter().collect()).unwrap_or_default();
         let shared = Arc::new(Shared {
             pods: Api::namespaced(client, &cfg.namespace),
-            api_key: field(key_field)?,
-            api_secret: secret_field.map(field).transpose()?.unwrap_or_default(),
+            api_key,
+            api_secret,
+            real,
             state: tokio::sync::Mutex::new(State { rng: Some(Rng::new(cfg.seed)), ..State::default() }),
             cfg,
             bins,
             log_dir,
-            pids: std::sync::Mutex::new(BTreeSet::new()),
+            pids: std::sync::Mutex::new(pids),
         });
         let monitor = tokio::spawn(monitor(shared.clone()));
         Ok(Fleet { shared, monitor: Some(monitor) })
@@ -668,6 +702,27 @@ impl Fleet {
         candidates.sort();
         for (_, _, uid) in candidates.into_iter().take(3) {
             let Some(run) = st.runs.get(&uid) else { continue };
+            if let (Some(real), Some(node)) = (&self.shared.real, &run.real) {
+                let pod = run.pod.clone();
+                if real.open(node, name, participants).await? {
+                    st.meetings.insert(
+                        name.to_string(),
+                        Meeting {
+                            name: name.to_string(),
+                            pod: pod.clone(),
+                            uid: uid.clone(),
+                            participants,
+                            opened_ms: unix_ms(),
+                            ended_ms: None,
+                            status: MeetingStatus::Open,
+                        },
+                    );
+                    st.outcome.opened += 1;
+                    return Ok(Join::Joined(pod));
+                }
+                st.outcome.refused_joins += 1;
+                continue;
+            }
             let body = json!({"name": name, "participants": participants});
             let key = format!("kyutai-api-key: {}\r\n", self.shared.api_key);
             match call_with(run.http, "POST", "/standin/rooms", Some(&body), &key).await {
@@ -708,6 +763,13 @@ impl Fleet {
         ensure!(m.status == MeetingStatus::Open, "meeting {name} is {:?}", m.status);
         ensure!(participants > 0, "a meeting with no participant is a closed one");
         let run = st.runs.get(&m.uid).with_context(|| format!("no processes for {}", m.pod))?;
+        if let (Some(real), Some(node)) = (&self.shared.real, &run.real) {
+            real.resize(node, name, m.participants, participants).await?;
+            if let Some(m) = st.meetings.get_mut(name) {
+                m.participants = participants;
+            }
+            return Ok(());
+        }
         let body = json!({"name": name, "participants": participants});
         let (status, body) = call(run.http, "POST", "/standin/rooms", Some(&body)).await?;
         ensure!(status == 200, "setting the participants of {name}: {status} {body}");
@@ -725,6 +787,27 @@ impl Fleet {
         let m = st.meetings.get(name).with_context(|| format!("no meeting {name}"))?.clone();
         if m.status != MeetingStatus::Open {
             return Ok(m.status);
+        }
+        if let Some(real) = &self.shared.real {
+            // Whatever happened to its participants before is settled first: a cut stays a cut.
+            settle_participants(&self.shared, st);
+            if st.meetings[name].status != MeetingStatus::Open {
+                return Ok(st.meetings[name].status.clone());
+            }
+            let node = st.runs.get(&m.uid).filter(|r| r.standin.is_some()).and_then(|r| r.real.clone());
+            let Some(node) = node else {
+                end(
+                    st,
+                    &self.shared.cfg,
+                    name,
+                    MeetingStatus::Cut(format!("its SFU ({}) was gone when it closed", m.pod)),
+                );
+                return Ok(st.meetings[name].status.clone());
+            };
+            real.resize(&node, name, m.participants, 0).await?;
+            end(st, &self.shared.cfg, name, MeetingStatus::Closed);
+            st.outcome.closed += 1;
+            return Ok(st.meetings[name].status.clone());
         }
         let http = st.runs.get(&m.uid).filter(|r| r.standin.is_some()).map(|r| r.http);
         let Some(http) = http else {
@@ -909,6 +992,7 @@ async fn tick(shared: &Shared, st: &mut State, list: kube::core::ObjectList<Pod>
     }
     let alive: BTreeMap<&str, &PodView> =
         views.values().filter(|v| !v.terminating).map(|v| (v.uid.as_str(), v)).collect();
+    settle_participants(shared, st);
 
     // Pods deleted (or being deleted): stop their processes, as kubelet would.
     let gone: Vec<String> = st.runs.keys().filter(|uid| !alive.contains_key(uid.as_str())).cloned().collect();
@@ -923,7 +1007,16 @@ async fn tick(shared: &Shared, st: &mut State, list: kube::core::ObjectList<Pod>
     }
     for uid in gone {
         let Some(run) = st.runs.remove(&uid) else { continue };
-        if run.standin.is_some() {
+        if run.real.is_some() {
+            for name in open_on(st, &uid) {
+                end(
+                    st,
+                    &shared.cfg,
+                    &name,
+                    MeetingStatus::Cut(format!("pod {} was deleted while the meeting was live", run.pod)),
+                );
+            }
+        } else if run.standin.is_some() {
             let state = call(run.http, "GET", "/standin/state", None).await.and_then(|(_, v)| StandinState::parse(&v));
             record_state(st, &run.pod, state.as_ref().ok());
             for name in open_on(st, &uid) {
@@ -1066,6 +1159,11 @@ async fn check_run(shared: &Shared, st: &mut State, uid: &str) {
         // A stand-in exits within one drain poll of its last room going: when the agent ended the
         // sessions at the deadline, that can fall between two ticks. Its final state says which
         // rooms were deleted through the API, so such a meeting is not mistaken for a cut.
+        if run.real.is_some() {
+            // LiveKit exits once no participant is left: what its participants said comes first.
+            settle_participants(shared, st);
+        }
+        let Some(run) = st.runs.get_mut(uid) else { return };
         let last = match run.stdout.take() {
             Some(reader) => final_state(reader).await,
             None => None,
@@ -1086,6 +1184,10 @@ async fn check_run(shared: &Shared, st: &mut State, uid: &str) {
                 MeetingStatus::Cut(format!("the SFU process of {pod} exited ({status}) with the meeting live")),
             );
         }
+        return;
+    }
+    if run.real.is_some() {
+        // Its participants say what happened to its meetings (settle_participants).
         return;
     }
     let http = run.http;
@@ -1139,7 +1241,11 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
     let log = |what: &str| -> Result<std::fs::File> {
         Ok(std::fs::File::create(shared.log_dir.join(format!("{}-{short}-{what}.log", v.name)))?)
     };
+    if let Some(real) = &shared.real {
+        return start_real_run(shared, real, v, log("agent")?).await;
+    }
     let mut standin = match cfg.backend {
+        StandinBackend::RealLivekit => bail!("the real LiveKit runs without a stand-in"),
         StandinBackend::Livekit => {
             let mut c = Command::new(&shared.bins.standin);
             c.args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
@@ -1205,11 +1311,13 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
             http,
             draining: false,
             terminating_since: None,
+            real: None,
         });
     }
     let health = free_port()?;
     let agent_log = log("agent")?;
     let backend_args: Vec<String> = match cfg.backend {
+        StandinBackend::RealLivekit => bail!("the real LiveKit's agent starts in start_real_run"),
         StandinBackend::Livekit => ["--api-url", &format!("http://{http}"), "--backend-process", "livekit-standin"]
             .into_iter()
             .map(String::from)
@@ -1261,7 +1369,106 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
         http,
         draining: false,
         terminating_since: None,
+        real: None,
     })
+}
+
+/// The operator's `livekit.yaml` from `<cluster>-livekit-config`.
+async fn operator_livekit_config(secrets: &Api<Secret>, cluster: &str) -> Result<String> {
+    let name = format!("{cluster}-livekit-config");
+    let secret = crate::wait_for(&format!("Secret {name}"), Duration::from_secs(60), || async {
+        Ok(secrets.get_opt(&name).await?)
+    })
+    .await?;
+    let data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("livekit.yaml"))
+        .with_context(|| format!("no livekit.yaml in {name}"))?;
+    Ok(String::from_utf8(data.0.clone())?)
+}
+
+/// One pod's real LiveKit and its agent, as the pod spec says: the agent reads the same config.
+async fn start_real_run(
+    shared: &Shared,
+    real: &crate::livekit::RealFleet,
+    v: &PodView,
+    agent_log: std::fs::File,
+) -> Result<Run> {
+    let cfg = &shared.cfg;
+    let (mut node_child, node) = real.start_node().await.with_context(|| format!("livekit-server for {}", v.name))?;
+    let node_pid = node_child.id().context("livekit-server pid")?;
+    let health = free_port()?;
+    let agent = Command::new(&shared.bins.operator)
+        .arg("agent")
+        .args(["--pod-name", &v.name, "--pod-namespace", &cfg.namespace])
+        .args(["--metrics-url", &node.addr.metrics_url(), "--api-url", &node.addr.api_url()])
+        .args(["--backend-process", "livekit-server", "--backend-pid", &node_pid.to_string()])
+        .arg("--livekit-config")
+        .arg(&node.config_path)
+        .args(["--health-addr", &format!("127.0.0.1:{health}"), "--log-format", "text"])
+        .args(&cfg.agent_args)
+        .env("KUBECONFIG", &cfg.kubeconfig)
+        .env("LIVEKIT_API_KEY", &shared.api_key)
+        .env("LIVEKIT_API_SECRET", &shared.api_secret)
+        .env_remove("RUST_LOG")
+        .env_remove("POD_NAME")
+        .env_remove("POD_NAMESPACE")
+        .stdin(Stdio::null())
+        .stdout(agent_log.try_clone()?)
+        .stderr(agent_log)
+        .kill_on_drop(true)
+        .spawn();
+    let agent = match agent {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = node_child.start_kill();
+            return Err(e).context("starting the agent");
+        }
+    };
+    if let Ok(mut pids) = shared.pids.lock() {
+        pids.insert(node_pid);
+        pids.extend(agent.id());
+    }
+    Ok(Run {
+        pod: v.name.clone(),
+        uid: v.uid.clone(),
+        standin: Some(node_child),
+        agent: Some(agent),
+        stdout: None,
+        http: SocketAddr::new(node.addr.ip.into(), node.addr.http_port),
+        draining: false,
+        terminating_since: None,
+        real: Some(node),
+    })
+}
+
+/// Real LiveKit: what the participants said since the last call. A drain warning is recorded once per
+/// meeting; a participant disconnected without asking cuts its meeting, unless the agent deleted the
+/// room at the drain deadline in a scenario that expects it.
+fn settle_participants(shared: &Shared, st: &mut State) {
+    let Some(real) = &shared.real else { return };
+    for e in real.new_events() {
+        let meeting = crate::livekit::meeting_of(&e.id).to_string();
+        let Some(m) = st.meetings.get(&meeting).cloned() else { continue };
+        match e.event.as_str() {
+            "data" if e.topic == "visio.system" && st.warned_meetings.insert(meeting.clone()) => {
+                st.outcome.warnings.entry(m.pod.clone()).or_default().push(json!({
+                    "room": meeting, "topic": e.topic, "data": e.payload
+                }));
+            }
+            "disconnected" if m.status == MeetingStatus::Open => {
+                if e.reason == "ROOM_DELETED" {
+                    st.outcome.forced_ends.entry(m.pod.clone()).or_default().push(meeting.clone());
+                    vanished(st, &shared.cfg, &meeting, std::slice::from_ref(&meeting));
+                } else {
+                    let why = format!("participant {} was disconnected ({})", e.id, e.reason);
+                    end(st, &shared.cfg, &meeting, MeetingStatus::Cut(why));
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Meetings opened in bulk, closed at planned times, and a stream of short meetings arriving: the

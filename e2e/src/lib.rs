@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod fleet;
+pub mod livekit;
 pub mod own;
 
 use std::path::PathBuf;
