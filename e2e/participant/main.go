@@ -129,8 +129,9 @@ func (d *driver) join(c command) {
 	}
 	// Relay only: every packet goes through the node's TURN on 127.0.0.1 (pion gathers no loopback host
 	// candidates, and the suite never sends to an address outside 127.0.0.0/8).
+	// Two busy cores may take longer than the SDK's 5 s to bring up ICE and DTLS.
 	room, err := lksdk.ConnectToRoomWithToken(c.URL, token, cb, lksdk.WithAutoSubscribe(false),
-		lksdk.WithICETransportPolicy(webrtc.ICETransportPolicyRelay))
+		lksdk.WithICETransportPolicy(webrtc.ICETransportPolicyRelay), lksdk.WithConnectTimeout(20*time.Second))
 	if err != nil {
 		d.mu.Lock()
 		delete(d.people, c.ID)

@@ -108,10 +108,11 @@ impl NodeAddr {
     pub fn label(&self) -> String {
         format!("node{}-{}", self.index, self.http_port)
     }
-    /// TURN relay ports of this node: 20 of its own in 41000..=45999.
+    /// TURN relay ports of this node: 200 of its own in 41000..=52999 (each participant holds two
+    /// allocations, one per peer connection; a node runs out of relays, and refuses joins, past 100).
     fn relay_range(&self) -> (u16, u16) {
-        let start = 41_000 + u16::from(self.index % 250) * 20;
-        (start, start + 19)
+        let start = 41_000 + u16::from(self.index % 60) * 200;
+        (start, start + 199)
     }
 }
 
