@@ -699,8 +699,8 @@ pub fn agent_access(cp: &CaptionPool) -> Result<AgentAccess, BuildError> {
 pub fn transcriber_deployment(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> Result<Deployment, BuildError> {
     let pool = pool_name(cp)?;
     let t = &cp.spec.transcribers;
-    let grace = duration_seconds("spec.transcribers.drainTimeout", &t.drain_timeout)?;
-    let grace = i64::try_from(grace).unwrap_or(i64::MAX / 2).saturating_add(60);
+    let drain = duration_seconds("spec.transcribers.drainTimeout", &t.drain_timeout)?;
+    let grace = i64::try_from(drain).unwrap_or(i64::MAX / 2).saturating_add(60);
     let vc = &cp.spec.cluster_ref.name;
     let port = backend_port(cp.spec.engine);
     let backend_url = match cp.spec.engine {
@@ -722,6 +722,9 @@ pub fn transcriber_deployment(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> R
             env("JOBS_PER_WORKER", t.jobs_per_worker.max(1).to_string()),
             env("HOME", "/tmp"),
             env("PROMETHEUS_PORT", TRANSCRIBER_METRICS_PORT.to_string()),
+            // LiveKit Agents gives up draining after `WorkerOptions.drain_timeout` (3600 s by default,
+            // `worker.py`) and closes with its jobs: the image passes this to it, as PROMETHEUS_PORT.
+            env("DRAIN_TIMEOUT_SECONDS", drain.to_string()),
         ]),
         ports: Some(vec![
             tcp_port("health", TRANSCRIBER_HEALTH_PORT),
@@ -1052,7 +1055,11 @@ mod tests {
         let s = build(&pool_with(json!({"transcribers": {"drainTimeout": "90m"}})));
         let d = s.transcribers.spec.unwrap();
         assert_eq!(d.replicas, Some(2));
-        assert_eq!(d.template.spec.unwrap().termination_grace_period_seconds, Some(90 * 60 + 60));
+        let pod = d.template.spec.unwrap();
+        assert_eq!(pod.termination_grace_period_seconds, Some(90 * 60 + 60));
+        // The worker's own drain deadline (upstream default 3600 s) is the pool's, or it gives up at 1 h.
+        let env = pod.containers[0].env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "DRAIN_TIMEOUT_SECONDS" && e.value.as_deref() == Some("5400")));
         let bad = pool_with(json!({"transcribers": {"drainTimeout": "soon"}}));
         assert_eq!(build_captions(&bad, &inputs()).unwrap_err().label(), "invalid_duration");
     }
