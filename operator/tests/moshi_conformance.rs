@@ -46,7 +46,11 @@ fn example_pools() -> Vec<(String, CaptionPool)> {
             value["metadata"]["uid"] = json!("4b1c0e2a-0000-4000-8000-00000000000a");
             let cp: CaptionPool = serde_json::from_value(value).expect("an example CaptionPool");
             if cp.spec.engine == CaptionEngine::Kyutai {
-                let name = format!("{}:{}", file.file_name().unwrap_or_default().to_string_lossy(), cp.metadata.name.clone().unwrap_or_default());
+                let name = format!(
+                    "{}:{}",
+                    file.file_name().unwrap_or_default().to_string_lossy(),
+                    cp.metadata.name.clone().unwrap_or_default()
+                );
                 out.push((name, cp));
             }
         }

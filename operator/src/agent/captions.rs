@@ -125,7 +125,9 @@ pub struct Reading {
 fn worker_jobs(text: &str) -> Result<u32, BackendError> {
     let (new, old) = (sum_metric(text, AGENT_JOBS), sum_metric(text, AGENT_JOBS_OLD));
     match (new, old) {
-        (Sum::Known(a), Sum::Known(b)) => a.checked_add(b).ok_or_else(|| BackendError::Malformed("jobs overflow".into())),
+        (Sum::Known(a), Sum::Known(b)) => {
+            a.checked_add(b).ok_or_else(|| BackendError::Malformed("jobs overflow".into()))
+        }
         (Sum::Known(v), Sum::Missing) | (Sum::Missing, Sum::Known(v)) => Ok(v),
         (Sum::Missing, Sum::Missing) if AGENT_ALWAYS.iter().any(|m| has_sample(text, m)) => Ok(0),
         (a, b) => Err(BackendError::Malformed(format!("{AGENT_JOBS}: {a}, {AGENT_JOBS_OLD}: {b}"))),
@@ -414,7 +416,14 @@ mod tests {
     fn moshi_steps(counts: [u64; 8]) -> Buckets {
         let bounds = [0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, f64::INFINITY];
         let mut cum = 0;
-        bounds.iter().zip(counts).map(|(b, c)| { cum += c; (*b, cum) }).collect()
+        bounds
+            .iter()
+            .zip(counts)
+            .map(|(b, c)| {
+                cum += c;
+                (*b, cum)
+            })
+            .collect()
     }
 
     #[test]

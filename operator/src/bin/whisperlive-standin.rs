@@ -211,7 +211,9 @@ async fn route(req: Request<Incoming>, server: &Shared) -> (StatusCode, String) 
         return (StatusCode::UNAUTHORIZED, "Unauthorized\n".into());
     }
     match (&method, path.as_str()) {
-        (&Method::GET, _) if upgrade.as_deref() == Some("websocket") => (StatusCode::SWITCHING_PROTOCOLS, String::new()),
+        (&Method::GET, _) if upgrade.as_deref() == Some("websocket") => {
+            (StatusCode::SWITCHING_PROTOCOLS, String::new())
+        }
         (&Method::GET, "/standin/state") => (StatusCode::OK, lock(server).slots.state().to_string()),
         (&Method::POST, "/standin/rooms") => {
             let mut s = lock(server);
@@ -244,6 +246,8 @@ fn metrics(server: &Shared) -> String {
     if s.slots.rejected > 0 {
         out.push_str(&format!("whisperlive_connections_rejected_total{{reason=\"full\"}} {}.0\n", s.slots.rejected));
     }
-    out.push_str(&s.latency.render("whisperlive_transcription_latency_seconds", "Time to transcribe a single audio chunk"));
+    out.push_str(
+        &s.latency.render("whisperlive_transcription_latency_seconds", "Time to transcribe a single audio chunk"),
+    );
     out
 }

@@ -981,10 +981,26 @@ mod tests {
     /// after it that 0.10.0 ships, "fix: correct WebSocket authentication callback"): an argument outside
     /// this list makes the real server exit at start (argparse).
     const RUN_SERVER_FLAGS: [&str; 20] = [
-        "--port", "--backend", "--faster_whisper_custom_model_path", "--trt_model_path", "--trt_multilingual",
-        "--trt_py_session", "--omp_num_threads", "--no_single_model", "--max_clients", "--max_connection_time",
-        "--cache_path", "--rest_port", "--enable_rest", "--cors-origins", "--batch_inference", "--batch_max_size",
-        "--batch_window_ms", "--raw_pcm_input", "--metrics_port", "--api_key",
+        "--port",
+        "--backend",
+        "--faster_whisper_custom_model_path",
+        "--trt_model_path",
+        "--trt_multilingual",
+        "--trt_py_session",
+        "--omp_num_threads",
+        "--no_single_model",
+        "--max_clients",
+        "--max_connection_time",
+        "--cache_path",
+        "--rest_port",
+        "--enable_rest",
+        "--cors-origins",
+        "--batch_inference",
+        "--batch_max_size",
+        "--batch_window_ms",
+        "--raw_pcm_input",
+        "--metrics_port",
+        "--api_key",
     ];
 
     fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -993,7 +1009,8 @@ mod tests {
 
     #[test]
     fn whisperlive_runs_as_the_upstream_image_does() {
-        let s = build(&pool_with(json!({"engine": "whisperlive", "backend": {"slotsPerPod": 6, "drainTimeout": "24h"}})));
+        let s =
+            build(&pool_with(json!({"engine": "whisperlive", "backend": {"slotsPerPod": 6, "drainTimeout": "24h"}})));
         let stt = container(&s.backend.pod, BACKEND_CONTAINER);
         assert_eq!(stt.image.as_deref(), Some("registry.visio.local/collabora/whisperlive:0.10.0"));
         // No ENTRYPOINT in the upstream image: the program must be given, or `--port` is run as one.
@@ -1026,7 +1043,9 @@ mod tests {
         let toml = moshi_config(&pool_with(json!({})), "k").unwrap();
         assert!(toml.contains("\naudio_codebooks = 32\n"), "{toml}");
         assert!(toml.contains("\ntemperature = 0.0\n"), "{toml}");
-        for line in ["asr_delay_in_tokens = 6", "audio_vocab_size = 2049", "text_in_vocab_size = 8001", "d_model = 2048"] {
+        for line in
+            ["asr_delay_in_tokens = 6", "audio_vocab_size = 2049", "text_in_vocab_size = 8001", "d_model = 2048"]
+        {
             assert!(toml.contains(line), "{line}");
         }
     }

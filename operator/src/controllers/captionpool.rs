@@ -971,8 +971,10 @@ mod tests {
             let agent = json!({"name": crate::builders::sfu::AGENT_CONTAINER, "image": "a", "imageID": "", "ready": true,
                 "restartCount": 0, "state": {"running": {}}});
             Arc::new(
-                serde_json::from_value::<Pod>(json!({"metadata": {"name": name, "annotations": {"visio.io/load": load}},
-                    "status": {"containerStatuses": [agent]}}))
+                serde_json::from_value::<Pod>(
+                    json!({"metadata": {"name": name, "annotations": {"visio.io/load": load}},
+                    "status": {"containerStatuses": [agent]}}),
+                )
                 .unwrap(),
             )
         };
