@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help demo test lint unit alerts e2e crds manifests cluster-up cluster-down build fuzz bench
+.PHONY: help demo test lint unit alerts e2e crds manifests cluster-up cluster-down build fuzz bench conformance
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,11 @@ alerts: ## promtool check/test of the shipped alerts (installs Debian's promethe
 
 e2e: build ## End-to-end tests against a fresh local control plane (built once, cached)
 	e2e/run-tests
+
+conformance: ## The real caption servers against what the operator renders: WhisperLive (PyPI, a venv in ~/.cache/visio-e2e) and moshi-server validate (cargo install; cold build about 22 min)
+	e2e/whisperlive/setup >/dev/null
+	CONFORMANCE=1 $(CARGO) test -p visio-operator --test whisperlive_conformance
+	e2e/moshi-conformance test
 
 crds: build ## Regenerate crds/ from the Rust types (and the chart's copies, install.yaml)
 	rm -f crds/*.yaml

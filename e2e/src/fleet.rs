@@ -387,8 +387,9 @@ pub enum StandinBackend {
     RealLivekit,
     /// `moshi-standin` with `slots` slots, key from `<pool>-caption-key` (`cluster` is the pool's name).
     Moshi { slots: u32 },
-    /// `whisperlive-standin` with `--max_clients` `slots`, key from `<pool>-caption-key` (WhisperLive checks
-    /// none), its metrics on a port of their own.
+    /// `whisperlive-standin` with `--max_clients` `slots`, its metrics on a port of their own, and no
+    /// `--api_key` (the key check is held to the real WhisperLive's in
+    /// `operator/tests/whisperlive_conformance.rs`, not here).
     WhisperLive { slots: u32 },
     /// `transcriber-standin` taking `jobs` jobs, for the pool's transcriber Deployment (with
     /// `kubelet_grace`: a deleted worker drains on SIGTERM), with the agent beside it; a "meeting" is one

@@ -48,6 +48,11 @@ pub struct Load {
     /// latency (WhisperLive), in microseconds, over the agent's last readings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_p95_us: Option<u32>,
+    /// Caption backends: per mille of the model steps slower than real time (moshi-server: above 80 ms)
+    /// over the agent's last readings. moshi-server's step histogram stops at 80 ms, so its p95 cannot
+    /// show a slow step: this share can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_step_permille: Option<u32>,
 }
 
 /// Why a load annotation was refused.
@@ -95,8 +100,13 @@ mod tests {
                 capacity: Some(64),
                 rejected: Some(2),
                 step_p95_us: Some(41000),
-                draining: false
+                draining: false,
+                slow_step_permille: None,
             })
+        );
+        assert_eq!(
+            parse_load(r#"{"participants":3,"rooms":3,"slowStepPermille":120}"#).map(|l| l.slow_step_permille),
+            Ok(Some(120))
         );
     }
 
@@ -125,8 +135,10 @@ mod tests {
 
         #[test]
         fn round_trips(p in any::<u32>(), r in any::<u32>(), c in proptest::option::of(any::<u32>()), d in any::<bool>(),
-                       rej in proptest::option::of(any::<u32>()), step in proptest::option::of(any::<u32>())) {
-            let l = Load { participants: p, rooms: r, capacity: c, draining: d, rejected: rej, step_p95_us: step };
+                       rej in proptest::option::of(any::<u32>()), step in proptest::option::of(any::<u32>()),
+                       slow in proptest::option::of(any::<u32>())) {
+            let l = Load { participants: p, rooms: r, capacity: c, draining: d, rejected: rej, step_p95_us: step,
+                           slow_step_permille: slow };
             prop_assert_eq!(parse_load(&render_load(&l)), Ok(l));
         }
     }

@@ -206,17 +206,19 @@ pub type Handler = std::sync::Arc<
 >;
 
 /// How a stand-in that drains stops on SIGTERM (a LiveKit Agents worker): `begin` once (it takes no new
-/// work), then the process exits as soon as `idle` says it holds none. A second signal exits at once.
+/// work), then the process exits (code 0) as soon as `idle` says it holds none, or when `timeout` has
+/// passed with work left (the worker gives up and closes). A second signal exits at once with code 1.
 pub struct Drain {
     pub begin: Box<dyn FnOnce() + Send>,
     pub idle: Box<dyn Fn() -> bool + Send>,
+    pub timeout: Duration,
 }
 
 /// The life of a caption stand-in process: refuses any address that is not loopback, binds `addr` (and
 /// `metrics_addr` when the backend has a metrics port of its own, else metrics are on `addr`), prints
 /// `<program> http=<addr> metrics=<addr> pid=<pid>`, serves, calls `tick` every `period`, and on SIGTERM or
 /// SIGINT exits, after printing `on_stop()` to stderr: at once (a caption backend has no drain), or with
-/// `drain` once it holds no more work.
+/// `drain` once it holds no more work or its timeout passed (a second signal then exits 1).
 #[allow(clippy::too_many_arguments)]
 pub fn run_caption_standin(
     program: &str,
@@ -295,18 +297,25 @@ pub fn run_caption_standin(
         }
         if let Some(drain) = drain {
             (drain.begin)();
+            let deadline = tokio::time::Instant::now() + drain.timeout;
             while !(drain.idle)() {
+                if tokio::time::Instant::now() >= deadline {
+                    eprintln!("{program}: drain timed out, forcing shutdown");
+                    break;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = term.recv() => break,
-                    _ = int.recv() => break,
+                    _ = term.recv() => return 1,
+                    _ = int.recv() => return 1,
                 }
             }
         }
         0
     });
-    if code == 0 {
-        eprintln!("{program}: {}", on_stop());
+    match code {
+        0 => eprintln!("{program}: {}", on_stop()),
+        1 => eprintln!("{program}: second stop signal: exiting forcefully ({})", on_stop()),
+        _ => {}
     }
     ExitCode::from(code)
 }

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub caption_streams_rejected: IntCounterVec,
     /// 95th percentile of the backends' model step time, in seconds (one step is 80 ms of audio).
     pub caption_step_time_p95: GaugeVec,
+    /// Share (0 to 1) of the worst backend's model steps slower than real time (above 80 ms).
+    pub caption_slow_steps: GaugeVec,
     /// Sweeps by `result` (`success` | `failure`). Start both at 0 ([`Metrics::init_policy`]).
     pub retention_runs: IntCounterVec,
     /// Objects deleted (or, in DryRun, that would have been), by data `class`.
@@ -169,6 +171,13 @@ impl Metrics {
              pool runs slower than real time",
             pool,
         );
+        let caption_slow_steps = gauge(
+            "visio_caption_slow_steps_ratio",
+            "Share (0 to 1) of a caption pool's model steps slower than real time (above 80 ms of compute for \
+             80 ms of audio), on its worst backend; moshi-server's step histogram stops at 80 ms, so this is \
+             what can show a step above it",
+            pool,
+        );
         let retention_runs = counter(
             "visio_retention_runs_total",
             "Retention sweeps of a policy, by result (success, failure)",
@@ -220,6 +229,7 @@ impl Metrics {
             Box::new(caption_slots.clone()),
             Box::new(caption_streams_rejected.clone()),
             Box::new(caption_step_time_p95.clone()),
+            Box::new(caption_slow_steps.clone()),
             Box::new(retention_runs.clone()),
             Box::new(retention_deleted_objects.clone()),
             Box::new(retention_deleted_bytes.clone()),
@@ -250,6 +260,7 @@ impl Metrics {
             caption_slots,
             caption_streams_rejected,
             caption_step_time_p95,
+            caption_slow_steps,
             retention_runs,
             retention_deleted_objects,
             retention_deleted_bytes,
@@ -679,6 +690,7 @@ mod tests {
         m.caption_slots.with_label_values(&[ns, name, "total"]).set(64);
         m.init_pool(ns, name);
         m.caption_step_time_p95.with_label_values(&[ns, name]).set(0.05);
+        m.caption_slow_steps.with_label_values(&[ns, name]).set(0.02);
         m.init_policy(ns, name);
         m.retention_runs.with_label_values(&[ns, name, "success"]).inc();
         for class in ["recordings", "transcripts", "captions", "summaries", "metadata"] {

@@ -9,9 +9,20 @@
 //!   or of `whisperlive_transcription_latency_seconds` (WhisperLive), over the observations since the
 //!   previous reading (histogram buckets are cumulative since start; the difference is what happened
 //!   lately). Kept as it was while nothing new was observed.
-//! - Transcriber workers: the load is the active jobs (`lk_agents_active_job_count`, one job per room being
-//!   captioned), the capacity `jobsPerWorker` (given as `--slots`); no latency, no rejection count. A worker
-//!   drains by itself on SIGTERM, so the agent never signals it either.
+//! - Slow steps (moshi-server): the share of model steps above 80 ms (one step is 80 ms of audio) since the
+//!   previous reading. moshi-server's `asr_model_step_duration` buckets stop at 0.08 s
+//!   (`rust/moshi-server/src/metrics.rs`), so its p95 can never read above 80 ms: a step slower than real
+//!   time lands in `+Inf`, and only this share can say how many did.
+//! - Transcriber workers: the load is the active jobs, one job per room being captioned, the capacity
+//!   `jobsPerWorker` (given as `--slots`); no latency, no rejection count. A worker drains by itself on
+//!   SIGTERM, so the agent never signals it either. The jobs gauge is `lk_agents_active_job_count` from
+//!   livekit-agents 1.2.0 (`lk_agents_running_jobs` in the commit before its rename; both are read). It is a
+//!   labelled gauge created by the first `job_started()` (`telemetry/metrics.py`, incremented in
+//!   `ipc/job_proc_executor.py` `launch_job`), so a worker that never had a job has no sample. That worker
+//!   is idle, not unknown, when the page shows the worker's other gauges, which have a sample from the
+//!   start: `lk_agents_child_process_count` (1.2.0 to 1.2.15, a `set_function`) or `lk_agents_worker_load`
+//!   (from 1.3.3, set every 0.5 s by the worker's load loop). `lk_agents_worker_load` is CPU-based (the
+//!   default `load_fnc`), not jobs per slot: it is never read as the load.
 //! - Rejections: WhisperLive counts them (`whisperlive_connections_rejected_total`); moshi-server does not, so
 //!   its rejections are known only from the slots (a pod with every slot taken refuses the next stream).
 //! - Drain: neither backend drains on a signal (moshi-server just exits on SIGTERM, cutting every stream),
@@ -46,8 +57,16 @@ pub const WHISPER_ACTIVE: &str = "whisperlive_connections_active";
 pub const WHISPER_REJECTED: &str = "whisperlive_connections_rejected_total";
 /// WhisperLive's transcription latency (histogram, seconds).
 pub const WHISPER_LATENCY: &str = "whisperlive_transcription_latency_seconds";
-/// A LiveKit Agents worker's active jobs (gauge).
+/// A LiveKit Agents worker's active jobs (gauge, livekit-agents >= 1.2.0).
 pub const AGENT_JOBS: &str = "lk_agents_active_job_count";
+/// The same gauge's name before its rename (livekit-agents commit 173e8647d, renamed in f32f19d41).
+pub const AGENT_JOBS_OLD: &str = "lk_agents_running_jobs";
+/// Gauges a LiveKit Agents worker serves from its start (before any job): the child processes
+/// (1.2.0 to 1.2.15, a `set_function`; later only in multiprocess mode) and the CPU-based worker load
+/// (from 1.3.3, set every 0.5 s).
+pub const AGENT_ALWAYS: [&str; 2] = ["lk_agents_worker_load", "lk_agents_child_process_count"];
+/// One moshi-server model step processes 80 ms of audio: a slower step falls behind real time.
+pub const REAL_TIME_STEP_SECONDS: f64 = 0.08;
 /// Default metrics endpoint of moshi-server in the pod (its HTTP port).
 pub const MOSHI_METRICS_URL: &str = "http://127.0.0.1:8080/metrics";
 /// Default metrics endpoint of WhisperLive in the pod.
@@ -101,15 +120,40 @@ pub struct Reading {
     pub latency: Option<Buckets>,
 }
 
+/// The jobs of a LiveKit Agents worker: either name of the jobs gauge, and no sample of it means no job yet
+/// only when the page is the worker's (one of [`AGENT_ALWAYS`] has a sample).
+fn worker_jobs(text: &str) -> Result<u32, BackendError> {
+    let (new, old) = (sum_metric(text, AGENT_JOBS), sum_metric(text, AGENT_JOBS_OLD));
+    match (new, old) {
+        (Sum::Known(a), Sum::Known(b)) => {
+            a.checked_add(b).ok_or_else(|| BackendError::Malformed("jobs overflow".into()))
+        }
+        (Sum::Known(v), Sum::Missing) | (Sum::Missing, Sum::Known(v)) => Ok(v),
+        (Sum::Missing, Sum::Missing) if AGENT_ALWAYS.iter().any(|m| has_sample(text, m)) => Ok(0),
+        (a, b) => Err(BackendError::Malformed(format!("{AGENT_JOBS}: {a}, {AGENT_JOBS_OLD}: {b}"))),
+    }
+}
+
+/// `name` has at least one sample with a finite value.
+fn has_sample(text: &str, name: &str) -> bool {
+    text.lines().filter_map(parse_line).any(|s| s.name == name && s.value.parse::<f64>().is_ok_and(f64::is_finite))
+}
+
 /// Reads the metrics text of `engine`. The open-streams gauge is required; the rest is optional.
 pub fn parse_metrics(engine: Engine, text: &str) -> Result<Reading, BackendError> {
-    let open = match sum_metric(text, engine.open_metric()) {
-        Sum::Known(v) => v,
-        other => return Err(BackendError::Malformed(format!("{}: {other}", engine.open_metric()))),
+    let open = match (engine, sum_metric(text, engine.open_metric())) {
+        (Engine::Transcriber, _) => worker_jobs(text)?,
+        (_, Sum::Known(v)) => v,
+        (_, other) => return Err(BackendError::Malformed(format!("{}: {other}", engine.open_metric()))),
     };
     let rejected = match engine {
         Engine::Moshi | Engine::Transcriber => None,
-        Engine::WhisperLive => sum_metric(text, WHISPER_REJECTED).known(),
+        // A labelled counter with no sample before the first rejection (whisper_live/metrics.py): none yet.
+        Engine::WhisperLive => match sum_metric(text, WHISPER_REJECTED) {
+            Sum::Known(v) => Some(v),
+            Sum::Missing => Some(0),
+            Sum::Unusable => None,
+        },
     };
     Ok(Reading { open, rejected, latency: engine.latency_metric().and_then(|m| histogram(text, m)) })
 }
@@ -171,6 +215,19 @@ pub fn quantile(buckets: &Buckets, q: f64) -> Option<f64> {
     buckets.iter().find(|(_, c)| *c >= rank).map(|(b, _)| if b.is_finite() { *b } else { largest_finite })
 }
 
+/// Per mille of the observations above `limit` seconds, rounded up (one slow step is never 0), from the
+/// count at the largest bound at or under `limit`. `None` without observations, or when no bound is at or
+/// under `limit` (the share cannot be told).
+pub fn permille_above(buckets: &Buckets, limit: f64) -> Option<u32> {
+    let total = buckets.last()?.1;
+    let under = buckets.iter().rev().find(|(b, _)| *b <= limit)?.1;
+    if total == 0 {
+        return None;
+    }
+    let above = total.saturating_sub(under);
+    Some(((above as u128 * 1000).div_ceil(total as u128)).min(1000) as u32)
+}
+
 /// Seconds as whole microseconds for the load (saturating).
 fn micros(seconds: f64) -> u32 {
     (seconds * 1e6).round().clamp(0.0, f64::from(u32::MAX)) as u32
@@ -185,6 +242,7 @@ pub struct Caption {
     draining: bool,
     last_buckets: Option<Buckets>,
     last_p95_us: Option<u32>,
+    last_slow_permille: Option<u32>,
 }
 
 impl Caption {
@@ -197,6 +255,7 @@ impl Caption {
             draining: false,
             last_buckets: None,
             last_p95_us: None,
+            last_slow_permille: None,
         }
     }
 
@@ -210,6 +269,11 @@ impl Caption {
             if let Some(p95) = quantile(&fresh, 0.95) {
                 self.last_p95_us = Some(micros(p95));
             }
+            if self.engine == Engine::Moshi {
+                if let Some(slow) = permille_above(&fresh, REAL_TIME_STEP_SECONDS) {
+                    self.last_slow_permille = Some(slow);
+                }
+            }
             self.last_buckets = Some(now);
         }
         Load {
@@ -219,6 +283,7 @@ impl Caption {
             draining: self.draining,
             rejected: reading.rejected,
             step_p95_us: self.last_p95_us,
+            slow_step_permille: self.last_slow_permille,
         }
     }
 }
@@ -306,7 +371,79 @@ mod tests {
         assert_eq!(r, Reading { open: 3, rejected: None, latency: None });
         let load = Caption::new(Engine::Transcriber, url(), 20).load_of(r);
         assert_eq!((load.participants, load.rooms, load.capacity, load.step_p95_us), (3, 3, Some(20), None));
-        assert!(parse_metrics(Engine::Transcriber, "lk_agents_worker_load 0.2\n").is_err(), "no job count: unknown");
+        assert!(parse_metrics(Engine::Transcriber, "process_cpu_seconds_total 2\n").is_err(), "not a worker: unknown");
+    }
+
+    #[test]
+    fn transcriber_jobs_under_either_name() {
+        // `lk_agents_running_jobs` before the rename (livekit-agents 173e8647d..f32f19d41).
+        let old = "lk_agents_running_jobs{nodename=\"w\"} 2.0\n";
+        assert_eq!(parse_metrics(Engine::Transcriber, old).unwrap().open, 2);
+        let new = "lk_agents_active_job_count{nodename=\"w\"} 4.0\n";
+        assert_eq!(parse_metrics(Engine::Transcriber, new).unwrap().open, 4);
+        assert!(parse_metrics(Engine::Transcriber, "lk_agents_active_job_count{nodename=\"w\"} -1\n").is_err());
+    }
+
+    #[test]
+    fn a_worker_before_its_first_job_is_idle_only_on_its_own_page() {
+        // livekit-agents 1.3.3+: the CPU-based load is set from the start, the jobs gauge only by a job.
+        let fresh = "# HELP lk_agents_active_job_count Active jobs\n# TYPE lk_agents_active_job_count gauge\n\
+            # TYPE lk_agents_worker_load gauge\nlk_agents_worker_load{nodename=\"w\"} 0.93\n";
+        let r = parse_metrics(Engine::Transcriber, fresh).unwrap();
+        assert_eq!(r.open, 0, "never had a job: idle");
+        let load = Caption::new(Engine::Transcriber, url(), 20).load_of(r);
+        assert_eq!((load.participants, load.capacity), (0, Some(20)), "the CPU load 0.93 is not the jobs");
+        // 1.2.0..1.2.15: the child-process gauge (a set_function) is there from the start.
+        let older = "lk_agents_child_process_count{nodename=\"w\"} 3.0\n";
+        assert_eq!(parse_metrics(Engine::Transcriber, older).unwrap().open, 0);
+        // Not a worker's page, an empty page, or a broken worker gauge: unknown, never zero.
+        for bad in ["", "python_info{version=\"3.11\"} 1.0\n", "lk_agents_worker_load{nodename=\"w\"} NaN\n"] {
+            assert!(parse_metrics(Engine::Transcriber, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn whisperlive_rejections_start_at_zero() {
+        // The labelled counter has no sample before the first rejection (whisper_live/metrics.py).
+        let real = "whisperlive_connections_active 0.0\n\
+            # TYPE whisperlive_connections_rejected_total counter\n";
+        assert_eq!(parse_metrics(Engine::WhisperLive, real).unwrap().rejected, Some(0));
+        let broken = "whisperlive_connections_active 0.0\nwhisperlive_connections_rejected_total{reason=\"full\"} x\n";
+        assert_eq!(parse_metrics(Engine::WhisperLive, broken).unwrap().rejected, None);
+    }
+
+    /// moshi-server's buckets (rust/moshi-server/src/metrics.rs): 20 to 80 ms, then +Inf.
+    fn moshi_steps(counts: [u64; 8]) -> Buckets {
+        let bounds = [0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, f64::INFINITY];
+        let mut cum = 0;
+        bounds
+            .iter()
+            .zip(counts)
+            .map(|(b, c)| {
+                cum += c;
+                (*b, cum)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn moshi_steps_slower_than_real_time_are_seen_beyond_the_last_bucket() {
+        let mut c = Caption::new(Engine::Moshi, url(), 64);
+        let reading = |h| Reading { open: 8, rejected: None, latency: Some(h) };
+        // 100 steps, 30 of them above 80 ms: the p95 is capped at the last bound, the share is not.
+        let load = c.load_of(reading(moshi_steps([10, 20, 20, 10, 5, 5, 0, 30])));
+        assert_eq!(load.step_p95_us, Some(80_000), "the p95 cannot read above 80 ms");
+        assert_eq!(load.slow_step_permille, Some(300));
+        // The next readings count only the new steps: 10 more, all fast.
+        let load = c.load_of(reading(moshi_steps([20, 20, 20, 10, 5, 5, 0, 30])));
+        assert_eq!(load.slow_step_permille, Some(0));
+        // Nothing new: the last share stays.
+        assert_eq!(c.load_of(reading(moshi_steps([20, 20, 20, 10, 5, 5, 0, 30]))).slow_step_permille, Some(0));
+        // One slow step in a thousand is never rounded to 0.
+        assert_eq!(permille_above(&moshi_steps([0, 0, 0, 0, 0, 0, 1999, 1]), 0.08), Some(1));
+        // WhisperLive's latency is not a model step: no share.
+        let mut w = Caption::new(Engine::WhisperLive, url(), 4);
+        assert_eq!(w.load_of(reading(moshi_steps([0, 0, 0, 0, 0, 0, 0, 9]))).slow_step_permille, None);
     }
 
     #[test]
@@ -369,6 +506,19 @@ mod tests {
             let text = format!("{noise} 7\nasr_open_channels {open}\n");
             prop_assume!(noise != MOSHI_OPEN);
             prop_assert_eq!(parse_metrics(Engine::Moshi, &text).unwrap().open, open);
+        }
+
+        #[test]
+        fn slow_share_is_the_share_above_the_bound(fast in 0u64..10_000, slow in 0u64..10_000) {
+            let h: Buckets = vec![(0.05, fast / 2), (0.08, fast), (f64::INFINITY, fast + slow)];
+            match permille_above(&h, REAL_TIME_STEP_SECONDS) {
+                None => prop_assert_eq!(fast + slow, 0),
+                Some(pm) => {
+                    prop_assert!(pm <= 1000);
+                    prop_assert_eq!(pm == 0, slow == 0);
+                    prop_assert!(u128::from(pm) * u128::from(fast + slow) >= u128::from(slow) * 1000);
+                }
+            }
         }
 
         #[test]

@@ -27,6 +27,7 @@ pub fn meaningful_change(prev: &Report, next: &Report) -> bool {
                 || a.draining != b.draining
                 || a.rejected != b.rejected
                 || step_time_moved(a.step_p95_us, b.step_p95_us)
+                || slow_share_moved(a.slow_step_permille, b.slow_step_permille)
         }
         _ => true,
     }
@@ -43,6 +44,18 @@ pub fn step_time_moved(a: Option<u32>, b: Option<u32>) -> bool {
             let diff = a.abs_diff(b);
             (diff > 5_000 && u64::from(diff) * 4 > u64::from(a.max(b))) || ((a > REAL_TIME_US) != (b > REAL_TIME_US))
         }
+        _ => true,
+    }
+}
+
+/// Whether the share of slow steps moved enough to be worth a pod write: by 20 per mille or more, across
+/// 50 per mille (the 5 % of steps above which the p95 step is slower than real time), or appeared or
+/// vanished.
+pub fn slow_share_moved(a: Option<u32>, b: Option<u32>) -> bool {
+    const P95_LINE: u32 = 50;
+    match (a, b) {
+        (None, None) => false,
+        (Some(a), Some(b)) => a.abs_diff(b) >= 20 || ((a > P95_LINE) != (b > P95_LINE)),
         _ => true,
     }
 }
@@ -130,6 +143,16 @@ mod tests {
         assert!(!meaningful_change(&at(1_000), &at(2_500)), "under 5 ms");
         let none = Some(Load { participants: 1, rooms: 1, ..Load::default() });
         assert!(meaningful_change(&none, &at(40_000)));
+    }
+
+    #[test]
+    fn slow_step_share_is_written_when_it_matters() {
+        let at = |pm| Some(Load { participants: 1, rooms: 1, slow_step_permille: Some(pm), ..Load::default() });
+        assert!(!meaningful_change(&at(10), &at(25)), "jitter");
+        assert!(meaningful_change(&at(45), &at(55)), "crossing 5 %: the p95 step leaves real time");
+        assert!(meaningful_change(&at(100), &at(300)));
+        let none = Some(Load { participants: 1, rooms: 1, ..Load::default() });
+        assert!(meaningful_change(&none, &at(0)));
     }
 
     fn report() -> impl Strategy<Value = Report> {

@@ -333,6 +333,11 @@ pub struct CaptionPoolStatus {
     /// above 80 the backend falls behind real time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_time_p95_ms: Option<f64>,
+    /// Share of model steps slower than real time (above 80 ms), in percent, on the worst backend, as
+    /// reported (moshi-server: its step histogram stops at 80 ms, so `stepTimeP95Ms` cannot exceed 80;
+    /// above 5 % the p95 step is slower than real time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_steps_percent: Option<f64>,
 }
 
 /// Backend pod counts.

@@ -1,17 +1,22 @@
 //! `moshi-standin`: a stand-in for Kyutai's moshi-server (speech-to-text), for the caption tests. Loopback only.
 //!
-//! It follows moshi-server's documented behaviour where the operator and its agent depend on it
-//! (docs/captions.md, contracts):
-//! - a fixed number of slots (`--batch-size`, moshi-server's `batch_size`): each stream holds one slot for
-//!   its whole life; when every slot is taken a new stream is **refused** ("no free channels"), never queued;
-//! - streams need the `kyutai-api-key` header to match the key (`--api-key` / `MOSHI_API_KEY`, moshi-server's
-//!   `authorized_ids`);
-//! - `GET /metrics`: `asr_open_channels` (gauge), `asr_connect` (counter), `asr_model_step_duration`
-//!   (histogram, seconds; the stand-in's step time grows with the open streams, `--step-ms` per stream on
-//!   top of a base) and `asr_connection_num_steps`;
-//! - `GET /api/build_info` answers without a key; `GET /api/modules_info` gives used and total slots;
-//! - no drain: SIGTERM or SIGINT exits at once, cutting every open stream (the operator never signals a
-//!   caption backend; it stops routing to it and waits for its streams to close).
+//! It follows moshi-server 0.6.4 (crate `moshi-server`, kyutai-labs/moshi `rust/moshi-server/src/`) where
+//! the operator and its agent depend on it. Per behaviour, the upstream file it follows; none is compared
+//! with the real server here (it needs the model's weights to serve: `worker` fails at once on a missing
+//! weight file), see docs/captions.md for what a team with weights runs:
+//!
+//! | behaviour | upstream (0.6.4) |
+//! |---|---|
+//! | a fixed number of slots (`--batch-size`, the config's `batch_size`); each stream holds one for its whole life; when every slot is taken a new stream is **refused** ("no free channels"), never queued | `batched_asr.rs` |
+//! | streams need the `kyutai-api-key` header to match the key (`--api-key` / `MOSHI_API_KEY`, the config's `authorized_ids`) | `main.rs`, `utils.rs` |
+//! | `GET /metrics`: `asr_open_channels{handler="all"}` (gauge), `asr_connect{handler="all"}` (counter), `asr_model_step_duration` (histogram, seconds, buckets 20 to 80 ms: a slower step is only in `+Inf`), `asr_connection_num_steps` | `metrics.rs` |
+//! | `GET /api/build_info` answers without a key; `GET /api/modules_info` gives used and total slots | `main.rs` |
+//! | the port is bound only once the model is loaded (`--load-delay-ms` before binding) | `main.rs` (`Worker`: `AppStateInner::new` loads the modules, then the listener) |
+//! | no drain: SIGTERM or SIGINT exits at once, cutting every open stream | (no signal handling) |
+//! | not modelled: audio, and the close of a stream after 120 s without audio | `batched_asr.rs` |
+//!
+//! The step time is a model of load, not an upstream behaviour: it grows with the open streams
+//! (`--step-ms` per stream on top of `--base-step-ms`), one step every 80 ms while a stream is open.
 //!
 //! The test harness opens and closes streams with a control API shaped like the LiveKit stand-in's, so one
 //! harness drives both: `POST /standin/rooms` `{"name"}` opens the stream `name` (201; 503 when every slot
@@ -50,10 +55,13 @@ struct Args {
     /// Step time added by each open stream, in milliseconds (batching is not free).
     #[arg(long, default_value_t = 0.5)]
     step_ms: f64,
+    /// Time the model takes to load before the port is bound, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    load_delay_ms: u64,
 }
 
-/// Bounds of the step-time histogram, in seconds.
-const BOUNDS: [f64; 8] = [0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.2, 0.5];
+/// Bounds of the step-time histogram, in seconds: moshi-server's (`metrics.rs`), which stop at 80 ms.
+const BOUNDS: [f64; 7] = [0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08];
 
 struct State {
     slots: Slots,
@@ -73,6 +81,8 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // moshi-server loads its modules (the weights) before it binds: nothing answers until then.
+    std::thread::sleep(Duration::from_millis(args.load_delay_ms));
     let state = State { slots: Slots::new(args.batch_size), steps: Histogram::new(&BOUNDS) };
     let addr = args.addr;
     let server = Arc::new(Server { state: Mutex::new(state), args });
@@ -139,9 +149,9 @@ fn metrics(server: &Shared) -> String {
     let s = lock(server);
     let mut out = String::new();
     out.push_str("# HELP asr_open_channels Open ASR channels\n# TYPE asr_open_channels gauge\n");
-    out.push_str(&format!("asr_open_channels {}\n", s.slots.streams.len()));
+    out.push_str(&format!("asr_open_channels{{handler=\"all\"}} {}\n", s.slots.streams.len()));
     out.push_str("# HELP asr_connect Connections\n# TYPE asr_connect counter\n");
-    out.push_str(&format!("asr_connect {}\n", s.slots.connects));
+    out.push_str(&format!("asr_connect{{handler=\"all\"}} {}\n", s.slots.connects));
     out.push_str(&s.steps.render("asr_model_step_duration", "Model step duration"));
     out.push_str("# HELP asr_connection_num_steps Steps per connection\n# TYPE asr_connection_num_steps gauge\n");
     out.push_str(&format!("asr_connection_num_steps {}\n", s.steps.count()));

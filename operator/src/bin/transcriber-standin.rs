@@ -1,16 +1,17 @@
 //! `transcriber-standin`: a stand-in for a caption transcriber worker (a LiveKit Agents worker, as the
 //! French `meet` project runs them), for the caption tests. Loopback only.
 //!
-//! It follows the worker's documented behaviour where the operator and its agent depend on it
-//! (docs/captions.md, contracts):
-//! - one job per room being captioned, at most `--jobs` at once (`JOBS_PER_WORKER`); a worker at capacity
-//!   takes no new job (LiveKit dispatches it to another worker; here it is refused with 503 and counted);
-//! - metrics on a port of their own (`--metrics-addr`; `PROMETHEUS_PORT`, 8082 in the pod):
-//!   `lk_agents_active_job_count` (gauge) and `lk_agents_worker_load` (gauge, jobs / `--jobs`), both with
-//!   the worker's `nodename` label;
-//! - health on `GET /` of `--addr` (8081 in the pod);
-//! - on SIGTERM it **drains**: it takes no new job (409) and exits once its last job has ended, however
-//!   long that takes (kubelet's grace period is the bound); a second signal exits at once.
+//! It follows `livekit-agents` (livekit/agents, `livekit-agents/livekit/agents/`) where the operator and
+//! its agent depend on it. Per behaviour, the upstream file and version it follows (no real worker runs
+//! here: it needs a LiveKit server to register with and the worker image's Python stack):
+//!
+//! | behaviour | upstream |
+//! |---|---|
+//! | one job per room being captioned, at most `--jobs` at once (`JOBS_PER_WORKER`); a worker at capacity takes no new job (LiveKit dispatches it to another worker; here it is refused with 503 and counted) | the transcriber image's `load_fnc`/`load_threshold` (`worker.py`) |
+//! | `lk_agents_active_job_count{nodename}` (or `--jobs-metric lk_agents_running_jobs`, its name before the rename): **no sample until the first job**, then the running jobs (0 again once they end) | `telemetry/metrics.py` (`RUNNING_JOB_GAUGE`, labelled; `job_started` in `ipc/job_proc_executor.py` `launch_job`), 1.2.0 and later |
+//! | `lk_agents_worker_load{nodename}`: the CPU-based load (`--cpu-load`, fixed), never jobs per slot, with a sample from the start | `telemetry/metrics.py` `_update_worker_load`, set by `worker.py`'s load loop every 0.5 s (`UPDATE_LOAD_INTERVAL`), 1.3.3 and later |
+//! | metrics on a port of their own (`--metrics-addr`; `PROMETHEUS_PORT`, 8082 in the pod), health on `GET /` of `--addr` (8081 in the pod) | `worker.py` (`prometheus_port`, `health_check`) |
+//! | on SIGTERM it **drains**: it takes no new job (409) and exits (0) once its last job has ended, or when `--drain-timeout` (3600 s, `drain_timeout`) has passed with jobs left ("drain timed out, forcing shutdown"); a second signal exits at once with code 1 | `worker.py` `drain` (`DRAIN_TIMEOUT = 3600`), `cli/cli.py` `_run_worker` (`os._exit(1)` on the second signal) |
 //!
 //! The harness drives it with the control API of the other stand-ins: `POST /standin/rooms` `{"name"}`
 //! opens the job of room `name` (201; 409 while draining; 503 at capacity; 200 if already open),
@@ -46,6 +47,16 @@ struct Args {
     /// The worker's name in its metrics' `nodename` label.
     #[arg(long, default_value = "transcriber")]
     nodename: String,
+    /// Name of the jobs gauge: `lk_agents_active_job_count` (livekit-agents 1.2.0 and later) or
+    /// `lk_agents_running_jobs` (its name before the rename).
+    #[arg(long, default_value = "lk_agents_active_job_count")]
+    jobs_metric: String,
+    /// The worker's CPU-based load (`lk_agents_worker_load`), 0 to 1.
+    #[arg(long, default_value_t = 0.05)]
+    cpu_load: f64,
+    /// Longest drain, in seconds (`drain_timeout`): then the worker closes with its jobs.
+    #[arg(long, default_value_t = 3600)]
+    drain_timeout: u64,
 }
 
 struct Server {
@@ -60,7 +71,7 @@ type Shared = Arc<Server>;
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let (addr, metrics_addr) = (args.addr, args.metrics_addr);
+    let (addr, metrics_addr, drain_timeout) = (args.addr, args.metrics_addr, args.drain_timeout);
     let server = Arc::new(Server {
         jobs: Mutex::new(Slots::new(args.jobs)),
         draining: AtomicBool::new(false),
@@ -96,6 +107,7 @@ fn main() -> std::process::ExitCode {
                 eprintln!("transcriber-standin: draining with {} job(s)", standin::lock(&b.jobs).streams.len());
             }),
             idle: Box::new(move || standin::lock(&i.jobs).streams.is_empty()),
+            timeout: Duration::from_secs(drain_timeout),
         }),
         move || {
             let state = state(&s);
@@ -138,13 +150,21 @@ async fn route(req: Request<Incoming>, server: &Shared) -> (StatusCode, String) 
 }
 
 fn metrics(server: &Shared) -> String {
-    let jobs = standin::lock(&server.jobs).streams.len();
-    let load = jobs as f64 / f64::from(server.args.jobs.max(1));
+    let (jobs, ever) = {
+        let j = standin::lock(&server.jobs);
+        (j.streams.len(), j.connects > 0)
+    };
     let node = &server.args.nodename;
-    format!(
-        "# HELP lk_agents_active_job_count Active jobs\n# TYPE lk_agents_active_job_count gauge\n\
-         lk_agents_active_job_count{{nodename=\"{node}\"}} {jobs}\n\
-         # HELP lk_agents_worker_load Worker load\n# TYPE lk_agents_worker_load gauge\n\
-         lk_agents_worker_load{{nodename=\"{node}\"}} {load}\n"
-    )
+    let name = &server.args.jobs_metric;
+    let mut out = format!("# HELP {name} Active jobs\n# TYPE {name} gauge\n");
+    // A labelled gauge: its first sample comes with the first job.
+    if ever {
+        out.push_str(&format!("{name}{{nodename=\"{node}\"}} {jobs}.0\n"));
+    }
+    out.push_str(&format!(
+        "# HELP lk_agents_worker_load Worker load percentage\n# TYPE lk_agents_worker_load gauge\n\
+         lk_agents_worker_load{{nodename=\"{node}\"}} {}\n",
+        server.args.cpu_load
+    ));
+    out
 }

@@ -42,8 +42,23 @@ use crate::api::captionpool::{CaptionEngine, CaptionPool};
 /// Default moshi-server image (Kyutai publishes the server as a crate; the image is built and mirrored by the
 /// platform team, with or without the weights).
 pub const MOSHI_IMAGE: &str = "registry.visio.local/kyutai/moshi-server:0.6.4";
-/// Default WhisperLive image.
-pub const WHISPERLIVE_IMAGE: &str = "registry.visio.local/collabora/whisperlive:0.7.1";
+/// The WhisperLive release the operator renders flags for. `--max_clients` exists from 0.8.0,
+/// `--metrics_port` and `--api_key` from 0.9.0, and 0.9.0's WebSocket key check has the legacy
+/// `process_request(path, headers)` signature that websockets' sync server calls with
+/// `(connection, request)` (fixed upstream in "fix: correct WebSocket authentication callback", shipped
+/// in 0.10.0): so 0.10.0 is the first release where every flag below works.
+pub const WHISPERLIVE_VERSION: &str = "0.10.0";
+/// Default WhisperLive image (the upstream image layout: `run_server.py` in the working directory, no
+/// ENTRYPOINT; plus `prometheus_client`, which WhisperLive does not declare: docs/captions.md).
+pub const WHISPERLIVE_IMAGE: &str = "registry.visio.local/collabora/whisperlive:0.10.0";
+/// WhisperLive's program: upstream images have `CMD ["python", "run_server.py"]` and no ENTRYPOINT, so a
+/// container given only `args` would run `--port` as its program.
+pub const WHISPERLIVE_COMMAND: [&str; 2] = ["python", "run_server.py"];
+/// The longest meeting the platform keeps going, in seconds: 24 h, the bound of every deadline in the API
+/// (`spec.backend.drainTimeout`, VisioCluster `spec.upgrade.drainTimeout`). LiveKit itself has no meeting
+/// length limit, so this is the longest a caption stream must be allowed to last. WhisperLive cuts a
+/// stream at `--max_connection_time`, 300 s by default: every caption stream would end after 5 minutes.
+pub const LONGEST_MEETING_SECS: u64 = 24 * 3600;
 /// Default transcriber worker image (a LiveKit Agents worker streaming each participant to the backend).
 pub const TRANSCRIBER_IMAGE: &str = "registry.visio.local/visio/caption-transcriber:0.1.0";
 /// Name of the backend container.
@@ -257,6 +272,12 @@ fn toml_string(s: &str) -> String {
 
 /// moshi-server's TOML for `stt-1b-en_fr`, with local weight files under `spec.model.path` (never `hf://`),
 /// `batch_size` = slots per pod, and the API key as the one authorized id.
+///
+/// The model values are Kyutai's own for this model: `configs/config-stt-en_fr-hf.toml` of
+/// kyutai-labs/delayed-streams-modeling (`audio_codebooks = 32`: the model reads all 32 Mimi codebooks;
+/// `temperature = 0.0`: greedy decoding, as Kyutai's STT scripts run it, `LMGen(lm, temp=0, temp_text=0.0)`
+/// in `scripts/stt_from_file_pytorch.py`). unmute's `stt-prod.toml` (20, 0.25) is tuned for a voice agent,
+/// not for captions.
 pub fn moshi_config(cp: &CaptionPool, api_key: &str) -> Result<String, BuildError> {
     let path = cp.spec.model.path.trim_end_matches('/');
     if !path.starts_with('/') || path.contains("..") {
@@ -286,13 +307,13 @@ audio_tokenizer_file = {mimi}
 asr_delay_in_tokens = 6
 batch_size = {batch}
 conditioning_learnt_padding = true
-temperature = 0.25
+temperature = 0.0
 
 [modules.asr.model]
 audio_vocab_size = 2049
 text_in_vocab_size = 8001
 text_out_vocab_size = 8000
-audio_codebooks = 20
+audio_codebooks = 32
 
 [modules.asr.model.transformer]
 d_model = 2048
@@ -358,6 +379,35 @@ pub fn backend_resources(cp: &CaptionPool) -> ResourceRequirements {
     r
 }
 
+/// WhisperLive's flags (run_server.py of collabora/WhisperLive, 0.10.0): the WebSocket port, the
+/// faster-whisper backend on the local model, `--max_clients` slots, streams allowed to last the longest
+/// meeting, metrics on their own port (`--metrics_port`; 0, the default, serves none), and the API key,
+/// which WhisperLive reads from this flag only (no environment variable): `$(CAPTION_API_KEY)` is expanded
+/// by the kubelet from the container's environment, so the key is in no pod spec. It is in the process's
+/// command line, which only this container sees (the pod does not share its process namespace).
+pub fn whisperlive_args(slots: &str, model_path: &str) -> Vec<String> {
+    let (port, metrics) = (WHISPERLIVE_PORT.to_string(), WHISPERLIVE_METRICS_PORT.to_string());
+    let longest = LONGEST_MEETING_SECS.to_string();
+    [
+        "--port",
+        &port,
+        "--backend",
+        "faster_whisper",
+        "--max_clients",
+        slots,
+        "--max_connection_time",
+        &longest,
+        "--faster_whisper_custom_model_path",
+        model_path,
+        "--metrics_port",
+        &metrics,
+        "--api_key",
+        "$(CAPTION_API_KEY)",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// The backend container's command line and probes, per engine.
 fn backend_container(cp: &CaptionPool, image: String, key_secret: &str) -> Container {
     let engine = cp.spec.engine;
@@ -373,22 +423,9 @@ fn backend_container(cp: &CaptionPool, image: String, key_secret: &str) -> Conta
             // Answers without a key, and only once the modules (and so the weights) are loaded.
             Some("/api/build_info"),
         ),
-        CaptionEngine::Whisperlive => (
-            None,
-            [
-                "--port",
-                &port.to_string(),
-                "--backend",
-                "faster_whisper",
-                "--max_clients",
-                &slots,
-                "--faster_whisper_custom_model_path",
-                &model_path,
-            ]
-            .map(String::from)
-            .to_vec(),
-            None,
-        ),
+        CaptionEngine::Whisperlive => {
+            (Some(WHISPERLIVE_COMMAND.map(String::from).to_vec()), whisperlive_args(&slots, &model_path), None)
+        }
         // The image's own entrypoint, configured by the environment (docs/captions.md: backend contract).
         CaptionEngine::Custom => (None, vec![], Some("/api/build_info")),
     };
@@ -662,8 +699,8 @@ pub fn agent_access(cp: &CaptionPool) -> Result<AgentAccess, BuildError> {
 pub fn transcriber_deployment(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> Result<Deployment, BuildError> {
     let pool = pool_name(cp)?;
     let t = &cp.spec.transcribers;
-    let grace = duration_seconds("spec.transcribers.drainTimeout", &t.drain_timeout)?;
-    let grace = i64::try_from(grace).unwrap_or(i64::MAX / 2).saturating_add(60);
+    let drain = duration_seconds("spec.transcribers.drainTimeout", &t.drain_timeout)?;
+    let grace = i64::try_from(drain).unwrap_or(i64::MAX / 2).saturating_add(60);
     let vc = &cp.spec.cluster_ref.name;
     let port = backend_port(cp.spec.engine);
     let backend_url = match cp.spec.engine {
@@ -685,6 +722,9 @@ pub fn transcriber_deployment(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> R
             env("JOBS_PER_WORKER", t.jobs_per_worker.max(1).to_string()),
             env("HOME", "/tmp"),
             env("PROMETHEUS_PORT", TRANSCRIBER_METRICS_PORT.to_string()),
+            // LiveKit Agents gives up draining after `WorkerOptions.drain_timeout` (3600 s by default,
+            // `worker.py`) and closes with its jobs: the image passes this to it, as PROMETHEUS_PORT.
+            env("DRAIN_TIMEOUT_SECONDS", drain.to_string()),
         ]),
         ports: Some(vec![
             tcp_port("health", TRANSCRIBER_HEALTH_PORT),
@@ -937,6 +977,79 @@ mod tests {
         assert_eq!(container(&build(&custom).backend.pod, BACKEND_CONTAINER).image.as_deref(), Some("stt:1"));
     }
 
+    /// The flags of WhisperLive's `run_server.py` (collabora/WhisperLive, the 0.9.0 tag and the commit
+    /// after it that 0.10.0 ships, "fix: correct WebSocket authentication callback"): an argument outside
+    /// this list makes the real server exit at start (argparse).
+    const RUN_SERVER_FLAGS: [&str; 20] = [
+        "--port",
+        "--backend",
+        "--faster_whisper_custom_model_path",
+        "--trt_model_path",
+        "--trt_multilingual",
+        "--trt_py_session",
+        "--omp_num_threads",
+        "--no_single_model",
+        "--max_clients",
+        "--max_connection_time",
+        "--cache_path",
+        "--rest_port",
+        "--enable_rest",
+        "--cors-origins",
+        "--batch_inference",
+        "--batch_max_size",
+        "--batch_window_ms",
+        "--raw_pcm_input",
+        "--metrics_port",
+        "--api_key",
+    ];
+
+    fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+    }
+
+    #[test]
+    fn whisperlive_runs_as_the_upstream_image_does() {
+        let s =
+            build(&pool_with(json!({"engine": "whisperlive", "backend": {"slotsPerPod": 6, "drainTimeout": "24h"}})));
+        let stt = container(&s.backend.pod, BACKEND_CONTAINER);
+        assert_eq!(stt.image.as_deref(), Some("registry.visio.local/collabora/whisperlive:0.10.0"));
+        // No ENTRYPOINT in the upstream image: the program must be given, or `--port` is run as one.
+        assert_eq!(stt.command.as_deref(), Some(&["python".to_string(), "run_server.py".to_string()][..]));
+        let args = stt.args.clone().unwrap();
+        for a in args.iter().filter(|a| a.starts_with("--")) {
+            assert!(RUN_SERVER_FLAGS.contains(&a.as_str()), "{a} is not a flag of run_server.py");
+        }
+        assert_eq!(flag(&args, "--max_clients"), Some("6"));
+        assert_eq!(flag(&args, "--backend"), Some("faster_whisper"));
+        // The metrics are served only with --metrics_port, on the port Prometheus and the agent read.
+        assert_eq!(flag(&args, "--metrics_port"), Some("9091"));
+        assert!(ports(stt).contains(&(METRICS_PORT_NAME.to_string(), 9091)));
+        // Streams last as long as the longest meeting (the default, 300 s, would cut every one at 5 min),
+        // at least the pool's own drain deadline.
+        let longest: u64 = flag(&args, "--max_connection_time").unwrap().parse().unwrap();
+        assert_eq!(longest, 24 * 3600);
+        assert!(longest >= duration_seconds("d", "24h").unwrap());
+        // The key the way WhisperLive reads it: the flag, expanded by the kubelet from the Secret's env.
+        assert_eq!(flag(&args, "--api_key"), Some("$(CAPTION_API_KEY)"));
+        let env = stt.env.as_ref().unwrap();
+        assert!(env.iter().any(|e| e.name == "CAPTION_API_KEY" && e.value_from.is_some()));
+        assert!(!args.iter().any(|a| a.contains("k3y")), "the key itself is in no pod spec");
+        assert_ne!(s.backend.pod.spec.as_ref().unwrap().share_process_namespace, Some(true));
+    }
+
+    #[test]
+    fn moshi_config_has_kyutais_values_for_the_model() {
+        // configs/config-stt-en_fr-hf.toml of kyutai-labs/delayed-streams-modeling.
+        let toml = moshi_config(&pool_with(json!({})), "k").unwrap();
+        assert!(toml.contains("\naudio_codebooks = 32\n"), "{toml}");
+        assert!(toml.contains("\ntemperature = 0.0\n"), "{toml}");
+        for line in
+            ["asr_delay_in_tokens = 6", "audio_vocab_size = 2049", "text_in_vocab_size = 8001", "d_model = 2048"]
+        {
+            assert!(toml.contains(line), "{line}");
+        }
+    }
+
     #[test]
     fn the_key_goes_to_both_sides() {
         let s = build(&pool_with(json!({})));
@@ -961,7 +1074,11 @@ mod tests {
         let s = build(&pool_with(json!({"transcribers": {"drainTimeout": "90m"}})));
         let d = s.transcribers.spec.unwrap();
         assert_eq!(d.replicas, Some(2));
-        assert_eq!(d.template.spec.unwrap().termination_grace_period_seconds, Some(90 * 60 + 60));
+        let pod = d.template.spec.unwrap();
+        assert_eq!(pod.termination_grace_period_seconds, Some(90 * 60 + 60));
+        // The worker's own drain deadline (upstream default 3600 s) is the pool's, or it gives up at 1 h.
+        let env = pod.containers[0].env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "DRAIN_TIMEOUT_SECONDS" && e.value.as_deref() == Some("5400")));
         let bad = pool_with(json!({"transcribers": {"drainTimeout": "soon"}}));
         assert_eq!(build_captions(&bad, &inputs()).unwrap_err().label(), "invalid_duration");
     }

@@ -243,10 +243,13 @@ pub fn build_status(
     let mut used = 0i64;
     let mut total = 0i64;
     let mut step_us: Option<u32> = None;
+    let mut slow_permille: Option<u32> = None;
     for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
         let Some(load) = pod_load(p) else { continue };
         used += i64::from(load.participants);
         step_us = step_us.max(load.step_p95_us);
+        // The annotation is the tenant's to write: a share is at most 1000 per mille.
+        slow_permille = slow_permille.max(load.slow_step_permille.map(|pm| pm.min(1000)));
     }
     for p in &live {
         if p.phase == PodPhase::Serving {
@@ -274,6 +277,7 @@ pub fn build_status(
         },
         transcribers: PodCounts::default(),
         step_time_p95_ms: step_us.map(|us| (f64::from(us) / 1000.0 * 10.0).round() / 10.0),
+        slow_steps_percent: slow_permille.map(|pm| f64::from(pm) / 10.0),
     }
 }
 
@@ -754,6 +758,12 @@ fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &CaptionPoolStatu
             let _ = m.caption_step_time_p95.remove_label_values(&[ns, name]);
         }
     }
+    match status.slow_steps_percent {
+        Some(pct) => m.caption_slow_steps.with_label_values(&[ns, name]).set(pct / 100.0),
+        None => {
+            let _ = m.caption_slow_steps.remove_label_values(&[ns, name]);
+        }
+    }
     let ready = conditions::is_true(&status.conditions, conditions::READY);
     m.ready.with_label_values(&["CaptionPool", ns, name]).set(if ready { 1.0 } else { 0.0 });
 }
@@ -956,6 +966,32 @@ mod tests {
     }
 
     #[test]
+    fn status_shows_the_worst_share_of_slow_steps_bounded() {
+        let backend = |name: &str, load: &str| {
+            let agent = json!({"name": crate::builders::sfu::AGENT_CONTAINER, "image": "a", "imageID": "", "ready": true,
+                "restartCount": 0, "state": {"running": {}}});
+            Arc::new(
+                serde_json::from_value::<Pod>(
+                    json!({"metadata": {"name": name, "annotations": {"visio.io/load": load}},
+                    "status": {"containerStatuses": [agent]}}),
+                )
+                .unwrap(),
+            )
+        };
+        let cp = pool(json!({}));
+        let snap = Snapshot { now: 0, target_hash: "h".into(), pods: vec![], low_load_since: None };
+        let pods = [
+            backend("a", r#"{"participants":3,"rooms":3,"stepP95Us":80000,"slowStepPermille":125}"#),
+            backend("b", r#"{"participants":1,"rooms":1,"stepP95Us":40000,"slowStepPermille":4}"#),
+        ];
+        let s = build_status(&cp, "h", &snap, 1, &pods);
+        assert_eq!((s.step_time_p95_ms, s.slow_steps_percent), (Some(80.0), Some(12.5)));
+        // The annotation is the tenant's to write: a share above the whole is read as the whole.
+        let hostile = [backend("c", r#"{"participants":1,"rooms":1,"slowStepPermille":4294967295}"#)];
+        assert_eq!(build_status(&cp, "h", &snap, 1, &hostile).slow_steps_percent, Some(100.0));
+    }
+
+    #[test]
     fn status_counts_slots_of_serving_pods_and_streams_of_all() {
         let cp = pool(json!({"backend": {"slotsPerPod": 8}}));
         let snap = Snapshot {
@@ -970,6 +1006,7 @@ mod tests {
         };
         let s = build_status(&cp, "new", &snap, 2, &[]);
         assert_eq!(s.slots.total, 8, "serving pods only, spec slots when unreported");
+        assert_eq!((s.step_time_p95_ms, s.slow_steps_percent), (None, None));
         assert_eq!(
             (s.backends.desired, s.backends.ready, s.backends.current, s.backends.updated, s.backends.draining),
             (2, 1, 3, 2, 1)
