@@ -20,7 +20,8 @@ lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: ## Unit, property and drift tests (no cluster needed)
+unit: ## Unit, property and drift tests (no cluster needed), and the real WhisperLive (a venv from PyPI, cached)
+	e2e/whisperlive/setup >/dev/null
 	$(CARGO) test --workspace --exclude visio-e2e
 
 alerts: ## promtool check/test of the shipped alerts (installs Debian's prometheus package for promtool if missing)
