@@ -28,6 +28,8 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use crate::fleet::Fleet;
+use visio_operator::api::VisioCluster;
+use visio_operator::builders::{livekit_config, Credentials};
 
 /// Name of the baseline's Deployment (and prefix of its credentials Secret).
 pub const NAME: &str = "livekit";
@@ -59,14 +61,24 @@ pub fn deployment(replicas: u32, version: &str) -> Value {
     })
 }
 
-/// Applies the Deployment and the API key Secret the harness gives the stand-ins.
-pub async fn deploy(client: &Client, ns: &str, replicas: u32, version: &str) -> Result<()> {
+/// Applies the Deployment, the API key Secret and the LiveKit config Secret (`livekit.yaml`, what the
+/// chart's ConfigMap would hold) the harness gives its LiveKit processes. The config is the one the
+/// operator's builder renders for `vc`, so both systems run the same LiveKit.
+pub async fn deploy(client: &Client, ns: &str, replicas: u32, version: &str, vc: &VisioCluster) -> Result<()> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{NAME}-credentials")},
-                        "stringData": {"apiKey": "APIbaseline", "apiSecret": "baseline-secret-of-the-bench-only-0123456789"}});
-    secrets
-        .patch(&format!("{NAME}-credentials"), &PatchParams::apply("e2e-bench").force(), &Patch::Apply(&secret))
-        .await?;
+    let creds = Credentials {
+        api_key: "APIbaseline".into(),
+        api_secret: "baseline-secret-of-the-bench-only-0123456789".into(),
+        redis_password: "baseline-redis-of-the-bench-only".into(),
+    };
+    let config = livekit_config::render(vc, &creds, "livekit-redis:6379").map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (name, data) in [
+        (format!("{NAME}-credentials"), json!({"apiKey": creds.api_key, "apiSecret": creds.api_secret})),
+        (format!("{NAME}-livekit-config"), json!({"livekit.yaml": config})),
+    ] {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data});
+        secrets.patch(&name, &PatchParams::apply("e2e-bench").force(), &Patch::Apply(&secret)).await?;
+    }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     deployments
         .patch(NAME, &PatchParams::apply("e2e-bench").force(), &Patch::Apply(&deployment(replicas, version)))

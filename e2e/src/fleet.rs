@@ -1389,7 +1389,8 @@ async fn operator_livekit_config(secrets: &Api<Secret>, cluster: &str) -> Result
     Ok(String::from_utf8(data.0.clone())?)
 }
 
-/// One pod's real LiveKit and its agent, as the pod spec says: the agent reads the same config.
+/// One pod's real LiveKit and its agent, as the pod spec says: the agent reads the same config. The
+/// chart-style baseline runs LiveKit alone.
 async fn start_real_run(
     shared: &Shared,
     real: &crate::livekit::RealFleet,
@@ -1399,43 +1400,47 @@ async fn start_real_run(
     let cfg = &shared.cfg;
     let (mut node_child, node) = real.start_node().await.with_context(|| format!("livekit-server for {}", v.name))?;
     let node_pid = node_child.id().context("livekit-server pid")?;
-    let health = free_port()?;
-    let agent = Command::new(&shared.bins.operator)
-        .arg("agent")
-        .args(["--pod-name", &v.name, "--pod-namespace", &cfg.namespace])
-        .args(["--metrics-url", &node.addr.metrics_url(), "--api-url", &node.addr.api_url()])
-        .args(["--backend-process", "livekit-server", "--backend-pid", &node_pid.to_string()])
-        .arg("--livekit-config")
-        .arg(&node.config_path)
-        .args(["--health-addr", &format!("127.0.0.1:{health}"), "--log-format", "text"])
-        .args(&cfg.agent_args)
-        .env("KUBECONFIG", &cfg.kubeconfig)
-        .env("LIVEKIT_API_KEY", &shared.api_key)
-        .env("LIVEKIT_API_SECRET", &shared.api_secret)
-        .env_remove("RUST_LOG")
-        .env_remove("POD_NAME")
-        .env_remove("POD_NAMESPACE")
-        .stdin(Stdio::null())
-        .stdout(agent_log.try_clone()?)
-        .stderr(agent_log)
-        .kill_on_drop(true)
-        .spawn();
-    let agent = match agent {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = node_child.start_kill();
-            return Err(e).context("starting the agent");
+    let agent = if cfg.backend.with_agent(cfg) {
+        let health = free_port()?;
+        let spawned = Command::new(&shared.bins.operator)
+            .arg("agent")
+            .args(["--pod-name", &v.name, "--pod-namespace", &cfg.namespace])
+            .args(["--metrics-url", &node.addr.metrics_url(), "--api-url", &node.addr.api_url()])
+            .args(["--backend-process", "livekit-server", "--backend-pid", &node_pid.to_string()])
+            .arg("--livekit-config")
+            .arg(&node.config_path)
+            .args(["--health-addr", &format!("127.0.0.1:{health}"), "--log-format", "text"])
+            .args(&cfg.agent_args)
+            .env("KUBECONFIG", &cfg.kubeconfig)
+            .env("LIVEKIT_API_KEY", &shared.api_key)
+            .env("LIVEKIT_API_SECRET", &shared.api_secret)
+            .env_remove("RUST_LOG")
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(agent_log.try_clone()?)
+            .stderr(agent_log)
+            .kill_on_drop(true)
+            .spawn();
+        match spawned {
+            Ok(a) => Some(a),
+            Err(e) => {
+                let _ = node_child.start_kill();
+                return Err(e).context("starting the agent");
+            }
         }
+    } else {
+        None
     };
     if let Ok(mut pids) = shared.pids.lock() {
         pids.insert(node_pid);
-        pids.extend(agent.id());
+        pids.extend(agent.as_ref().and_then(Child::id));
     }
     Ok(Run {
         pod: v.name.clone(),
         uid: v.uid.clone(),
         standin: Some(node_child),
-        agent: Some(agent),
+        agent,
         stdout: None,
         http: SocketAddr::new(node.addr.ip.into(), node.addr.http_port),
         draining: false,

@@ -687,7 +687,10 @@ async fn missing_crds(c: &mut Cluster) -> Result<()> {
     let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
     let names: Vec<String> = CRDS.iter().map(|n| format!("crd/{n}")).collect();
     args.extend(names.iter().map(String::as_str));
-    c.kubectl(&args, None)?;
+    // kubectl wait fails at once, instead of waiting, on a CRD whose status has no conditions yet
+    // (".status.conditions accessor error: <nil>"), which a busy apiserver shows just after the apply.
+    visio_e2e::wait_for("the CRDs Established", Duration::from_secs(90), || async { Ok(c.kubectl(&args, None).ok()) })
+        .await?;
     let ns = "chaos-crds";
     c.apply(&json!({"apiVersion": "v1", "kind": "List", "items": [namespace(ns), tenant(ns, "visio")]}))?;
     wait_ready(c, ns, "visio", Duration::from_secs(60)).await?;

@@ -1,8 +1,11 @@
 //! `bench fleet`: the SFU fleet scenarios of issue #4, each run twice at the same time in two
-//! namespaces: once by the operator (a VisioCluster, the real agent beside every stand-in) and once
-//! by the chart-style baseline (`visio_e2e::baseline`: a Deployment with the chart's 5-hour grace
-//! period and a CPU HPA). The same seeded workload drives both; the table at the end puts them side by
-//! side: meetings cut, upgrade duration, peak pod count, scale-up reaction time.
+//! namespaces: once by the operator (a VisioCluster, the real agent beside every SFU) and once by the
+//! chart-style baseline (`visio_e2e::baseline`: a Deployment with the chart's 5-hour grace period and a
+//! CPU HPA). Both run the real livekit-server (the operator's config from its Secret; the baseline's
+//! rendered by the same builder for the same tenant) with real participants, pods sized for 10
+//! participants so that both systems' clients fit two cores. The same seeded workload drives both; the
+//! table at the end puts them side by side: meetings cut, upgrade duration, peak pod count, scale-up
+//! reaction time.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +15,8 @@ use kube::Client;
 use serde_json::{json, Value};
 use visio_e2e::baseline::{self, Hpa, HpaSpec};
 use visio_e2e::fleet::{
-    unix_ms, visiocluster, Churn, Fleet, FleetConfig, Join, View, Workload, NEW_VERSION, OLD_VERSION, VC_NAME,
+    unix_ms, visiocluster, Churn, Fleet, FleetConfig, Join, StandinBackend, View, Workload, NEW_VERSION, OLD_VERSION,
+    VC_NAME,
 };
 use visio_e2e::{client, kubeconfig_path, namespace};
 use visio_operator::api::VisioCluster;
@@ -72,16 +76,24 @@ impl Under {
         let _ = visio_e2e::kubectl(&["delete", "namespace", &ns, "--ignore-not-found", "--timeout=120s"], None);
         namespace(&client, &ns).await?;
         let kubeconfig = kubeconfig_path()?;
+        let mut spec = spec;
+        visio_e2e::merge_patch(&mut spec, &json!({"sfu": {"capacity": {"participantsPerPod": PER_POD}}}));
+        let vc = visiocluster("Ministère du Banc d'essai", spec);
         let cfg = match system {
             System::Operator => {
                 let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), &ns);
-                let vc = visiocluster("Ministère du Banc d'essai", spec);
                 vcs.patch(VC_NAME, &PatchParams::apply("e2e-bench").force(), &Patch::Apply(&vc)).await?;
-                FleetConfig { seed, deadline_ends_expected: true, ..FleetConfig::new(&ns, VC_NAME, &kubeconfig) }
+                FleetConfig {
+                    seed,
+                    deadline_ends_expected: true,
+                    backend: StandinBackend::RealLivekit,
+                    ..FleetConfig::new(&ns, VC_NAME, &kubeconfig)
+                }
             }
             System::Chart => {
-                baseline::deploy(&client, &ns, pods, OLD_VERSION).await?;
+                baseline::deploy(&client, &ns, pods, OLD_VERSION, &serde_json::from_value(vc)?).await?;
                 FleetConfig {
+                    backend: StandinBackend::RealLivekit,
                     seed,
                     kubelet_grace: Some(baseline::CHART_GRACE),
                     baseline_selector: baseline::SELECTOR.into(),
@@ -140,18 +152,21 @@ impl Under {
     }
 }
 
-/// Scenario 1: load rises over the threshold (70 % of 100 participants on the only pod): time from the
+/// Participants one SFU pod is sized for in every scenario (the HPA's CPU is participants over this).
+const PER_POD: u32 = 10;
+
+/// Scenario 1: load rises over the threshold (70 % of 10 participants on the only pod): time from the
 /// meeting that crosses it to the new pod's creation.
 async fn scale_up(system: System) -> Result<Row> {
     let spec = json!({"sfu": {"replicas": {"min": 1, "max": 3}},
                       "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 70, "scaleDownDelay": "10m"}});
     let mut u = Under::start(system, "scaleup", 1, spec, 1).await?;
     if system == System::Chart {
-        u.hpa = Some(Hpa::new(u.client.clone(), &u.ns, HpaSpec::new(1, 3, 70.0, 100)));
+        u.hpa = Some(Hpa::new(u.client.clone(), &u.ns, HpaSpec::new(1, 3, 70.0, PER_POD)));
     }
     let first = u.fleet.view().await.active().next().context("one pod")?.name.clone();
     for i in 0..6 {
-        u.fleet.open(&format!("m{i}"), 10).await?;
+        u.fleet.open(&format!("m{i}"), 1).await?;
     }
     // Let the systems settle under the threshold (a full HPA period and more), then cross it at an
     // instant that falls anywhere in the HPA's 15 s cycle, as a real load change would.
@@ -162,7 +177,7 @@ async fn scale_up(system: System) -> Result<Row> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for i in 6..8 {
-        u.fleet.open(&format!("m{i}"), 10).await?;
+        u.fleet.open(&format!("m{i}"), 1).await?;
     }
     let crossed = unix_ms();
     let t0 = Instant::now();
@@ -180,13 +195,13 @@ async fn scale_up(system: System) -> Result<Row> {
     let row = Row {
         scenario: "1. load rises",
         reaction_ms: reaction,
-        note: "80 participants on one pod sized for 100, threshold 70 %".into(),
+        note: "8 participants on one pod sized for 10, threshold 70 %".into(),
         ..Row::default()
     };
     Ok(u.finish(row).await)
 }
 
-/// Scenario 2: load falls: three pods with 28 meetings (about 200 participants); autoscaling down to one pod;
+/// Scenario 2: load falls: three pods with 28 meetings (about 20 participants); autoscaling down to one pod;
 /// 23 meetings end within 10 s, the other 5 within 30 s. Done when one pod is left and no process of a
 /// removed pod still runs. The baseline's HPA gets the same 30 s scale-down window as the operator's
 /// scaleDownDelay (its default is 300 s).
@@ -195,7 +210,7 @@ async fn scale_down(system: System) -> Result<Row> {
                       "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 70, "scaleDownDelay": "30s"}});
     let mut u = Under::start(system, "scaledown", 3, spec, 2).await?;
     let mut work = Workload::new(2);
-    let long = work.open_many(&u.fleet, "long", 28, (6, 8)).await?;
+    let long = work.open_many(&u.fleet, "long", 28, (1, 1)).await?;
     match system {
         System::Operator => {
             let vcs: Api<VisioCluster> = Api::namespaced(u.client.clone(), &u.ns);
@@ -203,7 +218,7 @@ async fn scale_down(system: System) -> Result<Row> {
             vcs.patch(VC_NAME, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         }
         System::Chart => {
-            let spec = HpaSpec { scale_down_window: Duration::from_secs(30), ..HpaSpec::new(1, 4, 70.0, 100) };
+            let spec = HpaSpec { scale_down_window: Duration::from_secs(30), ..HpaSpec::new(1, 4, 70.0, PER_POD) };
             u.hpa = Some(Hpa::new(u.client.clone(), &u.ns, spec));
         }
     }
@@ -238,7 +253,7 @@ async fn scale_down(system: System) -> Result<Row> {
     Ok(u.finish(row).await)
 }
 
-/// Scenario 3: upgrade of 10 pods holding 120 meetings that end at random within 35 s, new meetings arriving
+/// Scenario 3: upgrade of 10 pods holding 40 meetings that end at random within 35 s, new meetings arriving
 /// two a second.
 async fn upgrade(system: System) -> Result<Row> {
     const PODS: usize = 10;
@@ -248,14 +263,14 @@ async fn upgrade(system: System) -> Result<Row> {
     let u = Under::start(system, "upgrade", PODS as u32, spec, 3).await?;
     let old_hash = u.fleet.view().await.only_hash()?;
     let mut work = Workload::new(3);
-    let first = work.open_many(&u.fleet, "meeting", 120, (2, 6)).await?;
+    let first = work.open_many(&u.fleet, "meeting", 40, (1, 2)).await?;
     let t0 = Instant::now();
     u.upgrade().await?;
     work.end_between(&first, t0, Duration::from_secs(3), Duration::from_secs(35));
     work.churn(Some(Churn {
         prefix: "later".into(),
         every: Duration::from_millis(500),
-        participants: (2, 5),
+        participants: (1, 2),
         lasting: (Duration::from_secs(2), Duration::from_secs(12)),
     }));
     let mut rollout_said_done = None;
@@ -280,9 +295,9 @@ async fn upgrade(system: System) -> Result<Row> {
     work.close_all(&u.fleet).await?;
     let note = match rollout_said_done {
         Some(d) => {
-            format!("10 pods, 120 meetings + 2/s; `kubectl rollout status` said done after {:.1} s", d.as_secs_f64())
+            format!("10 pods, 40 meetings + 2/s; `kubectl rollout status` said done after {:.1} s", d.as_secs_f64())
         }
-        None => "10 pods, 120 meetings + 2/s, maxSurge 2, maxDraining 2".into(),
+        None => "10 pods, 40 meetings + 2/s, maxSurge 2, maxDraining 2".into(),
     };
     Ok(u.finish(Row { scenario: "3. upgrade, 10 pods", done_s: done, note, ..Row::default() }).await)
 }
@@ -294,7 +309,7 @@ async fn never_ending(system: System) -> Result<Row> {
                       "upgrade": {"maxSurge": 1, "maxDraining": 1}});
     let u = Under::start(system, "forever", 2, spec, 4).await?;
     let old_hash = u.fleet.view().await.only_hash()?;
-    let Join::Joined(_) = u.fleet.open("forever", 5).await? else { bail!("no pod for the meeting") };
+    let Join::Joined(_) = u.fleet.open("forever", 3).await? else { bail!("no pod for the meeting") };
     let mut work = Workload::new(4);
     let short = work.open_many(&u.fleet, "short", 3, (2, 3)).await?;
     let t0 = Instant::now();

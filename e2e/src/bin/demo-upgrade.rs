@@ -1,0 +1,77 @@
+//! `demo-upgrade` (run by `make demo`): the project's first promise, live. A tenant of three real
+//! livekit-server SFUs on loopback (the config the operator wrote into its Secret, one Redis), real
+//! participants talking in a few meetings, and a rolling upgrade of LiveKit while they talk; then one
+//! closing line with the meetings opened, cut (0) and the upgrade's duration.
+//!
+//! Needs the demo's control plane and operator (`e2e/demo` starts them and sets VISIO_E2E_KUBECONFIG
+//! and VISIO_E2E_BIN). Every process it starts stops when it exits; the namespace stays to look at.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use visio_e2e::fleet::{visiocluster, Fleet, FleetConfig, StandinBackend, Workload, NEW_VERSION, OLD_VERSION, VC_NAME};
+use visio_operator::api::VisioCluster;
+
+const NS: &str = "demo-upgrade";
+const PODS: usize = 3;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let client = visio_e2e::client().await?;
+    visio_e2e::delete_namespace(NS);
+    visio_e2e::namespace(&client, NS).await?;
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), NS);
+    let vc = visiocluster(
+        "Ministère de la Démonstration",
+        json!({"version": OLD_VERSION,
+               "sfu": {"replicas": {"min": PODS, "max": PODS}, "capacity": {"participantsPerPod": 10}},
+               "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 100, "scaleDownDelay": "0s"},
+               "upgrade": {"maxSurge": 1, "maxDraining": 1}}),
+    );
+    vcs.patch(VC_NAME, &PatchParams::apply("visio-demo").force(), &Patch::Apply(&vc)).await?;
+    let kubeconfig = visio_e2e::kubeconfig_path()?;
+    let cfg = FleetConfig { seed: 9, backend: StandinBackend::RealLivekit, ..FleetConfig::new(NS, VC_NAME, &kubeconfig) };
+    let fleet = Fleet::start(client.clone(), cfg).await?;
+    println!("[demo] {PODS} real livekit-server SFUs starting for namespace {NS} (logs: {})", fleet.log_dir().display());
+    fleet.wait_serving(PODS, Duration::from_secs(120)).await?;
+    let old_hash = fleet.view().await.only_hash()?;
+
+    let mut work = Workload::new(9);
+    let meetings = work.open_many(&fleet, "reunion", 6, (2, 3)).await?;
+    let view = fleet.view().await;
+    println!(
+        "[demo] {} meetings, {} real participants (WebRTC over loopback) on {:?}",
+        meetings.len(),
+        view.participants_by_pod().values().sum::<u32>(),
+        view.participants_by_pod()
+    );
+
+    println!("[demo] upgrading LiveKit {OLD_VERSION} -> {NEW_VERSION} while they talk");
+    let t0 = Instant::now();
+    vcs.patch(VC_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"version": NEW_VERSION}}))).await?;
+    // The meetings end one after another within 40 s, as meetings do; the upgrade waits for each.
+    work.end_between(&meetings, t0, Duration::from_secs(5), Duration::from_secs(40));
+    let took = loop {
+        ensure!(t0.elapsed() < Duration::from_secs(180), "the upgrade did not finish within 180 s");
+        work.step(&fleet).await?;
+        let v = fleet.view().await;
+        let done = v.active().count() == PODS
+            && v.active().all(|p| p.template_hash != old_hash && p.serving && p.drain_since.is_none());
+        if done {
+            break t0.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    work.close_all(&fleet).await?;
+    let outcome = fleet.stop().await;
+    println!(
+        "[demo] meetings: {} opened, {} cut; upgrade of {PODS} real SFUs done in {:.1} s",
+        outcome.opened,
+        outcome.cuts.len(),
+        took.as_secs_f64()
+    );
+    ensure!(outcome.cuts.is_empty(), "meetings cut: {:#?}", outcome.cuts);
+    Ok(())
+}
