@@ -359,8 +359,10 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
     let token = kubectl(&["create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=1h"])?;
     let mount = scratch.service_account("operator", admin, &token, NAMESPACE)?;
     let mut flags = Container::service_account_flags(&mount, PORTS.api);
-    // What the chart's Deployment sets from the downward API.
+    // What the chart's Deployment sets from the downward API; and the network rule of every operator
+    // the suite starts (e2e/run-tests): retention sweeps dial loopback only.
     flags.extend(["--env=POD_NAME=image-proof".to_string(), format!("--env=POD_NAMESPACE={NAMESPACE}")]);
+    flags.push("--env=VISIO_RETENTION_LOOPBACK_ONLY=1".into());
     let started = std::time::Instant::now();
     containers.push(Container::start("operator", &scratch.0, &flags, &args)?);
     let op = &containers[0];
