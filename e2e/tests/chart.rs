@@ -841,6 +841,9 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
         .env("KUBECONFIG", &kubeconfig)
         // What the Deployment sets from the downward API: the leader Lease lives in the operator's namespace.
         .env("POD_NAMESPACE", NAMESPACE)
+        // The network rule whatever runs this binary (e2e/run-tests exports it too): the tenant's
+        // RetentionPolicy names a real-looking endpoint that must never be dialled.
+        .env("VISIO_RETENTION_LOOPBACK_ONLY", "1")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
