@@ -8,9 +8,9 @@
 //!   capability dropped, host network to reach the loopback apiserver), authenticated only by a token
 //!   of the chart's ServiceAccount mounted where Kubernetes mounts it, with the chart's own arguments:
 //!   it leads and takes the minimal example tenant to Ready without one request refused;
-//! - the agent from the same image runs what the operator put in the SFU pod, with the agent's own
-//!   ServiceAccount token, answers its health endpoint (also through its exec probe, which needs the
-//!   binary on PATH), and refuses to start without its required settings;
+//! - the agent from the same image stands in for an SFU pod's agent, with the agent's own
+//!   ServiceAccount token, answers its health endpoint (also through the exec probe the operator wrote,
+//!   which needs the binary on PATH), and refuses to start without its required settings;
 //! - `crds` from the image prints the CRDs of this source.
 //!
 //! Every container is removed when the test ends, also when it fails.
@@ -393,9 +393,11 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
     .await?;
     eprintln!("image: operator container started, example tenant Ready after {:.1?}", started.elapsed());
 
-    // The agent from the same image, with what the operator put in an SFU pod's agent container
-    // (its health endpoint moved to a free loopback port: this is the host's network) and the token
-    // of the agent's own ServiceAccount, which the operator created.
+    // The agent from the same image, in place of an SFU pod's agent container: that pod's name, the
+    // token of the agent's own ServiceAccount (which the operator created), and its readiness probe's
+    // command run inside the container. Its backend URLs and health endpoint point at free loopback ports
+    // (this is the host's network; no LiveKit runs, so the load is unknown): the pod's own arguments also
+    // name files from its volumes (LiveKit's config), which a pod has and this container has not.
     let pods = json(&["get", "pods", "-n", tenant, "-l", "app.kubernetes.io/component=sfu"])?;
     let pod = &pods["items"][0];
     let pod_name = pod["metadata"]["name"].as_str().context("an SFU pod")?;
@@ -406,11 +408,28 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
         .find(|c| c["name"] == "agent")
         .context("the SFU pod's agent container")?;
     assert_eq!(agent["image"], image_ref().as_str(), "the operator puts its own image in the SFU pod");
-    let health_port = visio_e2e::fleet::free_port()?;
-    let health = format!("127.0.0.1:{health_port}");
-    let mut agent_args: Vec<String> =
-        agent["args"].as_array().context("agent args")?.iter().filter_map(|a| a.as_str().map(String::from)).collect();
-    agent_args.extend(["--health-addr".into(), health.clone()]);
+    assert_eq!(agent["args"][0], "agent", "the image's entrypoint runs the pod's arguments: {}", agent["args"]);
+    let probe: Vec<String> = agent["readinessProbe"]["exec"]["command"]
+        .as_array()
+        .context("the agent's exec probe")?
+        .iter()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    let loopback = |port: u16| format!("http://127.0.0.1:{port}");
+    let health = format!("127.0.0.1:{}", visio_e2e::fleet::free_port()?);
+    let agent_args: Vec<String> = [
+        "agent",
+        "--backend",
+        "livekit",
+        "--metrics-url",
+        &format!("{}/metrics", loopback(visio_e2e::fleet::free_port()?)),
+        "--api-url",
+        &loopback(visio_e2e::fleet::free_port()?),
+        "--health-addr",
+        &health,
+    ]
+    .map(String::from)
+    .to_vec();
     let sa = pod["spec"]["serviceAccountName"].as_str().context("the SFU pod's ServiceAccount")?;
     let token = kubectl(&["create", "token", sa, "-n", tenant, "--duration=1h"])?;
     let mount = scratch.service_account("agent", admin, &token, tenant)?;
@@ -424,19 +443,12 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
         Ok(http_get(healthz).await.ok())
     })
     .await?;
-    // kubelet's exec probe: `visio-operator agent --probe ...` inside the container (PATH, no shell).
-    for probe in ["healthz", "readyz"] {
-        ok(&mut podman(&[
-            "exec",
-            &agent_container.name,
-            "visio-operator",
-            "agent",
-            "--probe",
-            probe,
-            "--health-addr",
-            &health,
-        ]))
-        .with_context(|| format!("the agent's exec probe {probe}"))?;
+    // kubelet's exec probe, as the operator wrote it (the binary found on PATH, no shell), and the
+    // liveness variant; pointed at this agent's health port.
+    for command in [probe.clone(), probe.iter().map(|a| a.replace("readyz", "healthz")).collect()] {
+        let mut cmd = podman(&["exec", &agent_container.name]);
+        ok(cmd.args(&command).args(["--health-addr", &health]))
+            .with_context(|| format!("the agent's exec probe {command:?}"))?;
     }
     let (uid, _) = agent_container.ids()?;
     assert_eq!(uid, "65532 65532 65532 65532");
