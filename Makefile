@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help demo test lint unit alerts e2e crds manifests cluster-up cluster-down build fuzz bench conformance
+.PHONY: help demo test lint unit alerts e2e crds manifests cluster-up cluster-down build fuzz bench conformance image release licenses sbom
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ build: ## Build the operator binary (and the e2e stand-ins: LiveKit, moshi-serve
 demo: build ## Run the operator on the embedded local control plane with two sample ministries
 	e2e/demo
 
-test: lint unit alerts e2e ## Run every test: fmt, clippy, unit and property tests, drift checks, alert rules, e2e on the local control plane
+test: lint licenses unit alerts e2e ## Run every test: fmt, clippy, crate licenses, unit and property tests, drift checks, alert rules, e2e on the local control plane
 
 lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
@@ -27,7 +27,7 @@ unit: ## Unit, property and drift tests (no cluster needed), and the real Whispe
 alerts: ## promtool check/test of the shipped alerts (installs Debian's prometheus package for promtool if missing)
 	bash monitoring/test
 
-e2e: build ## End-to-end tests against a fresh local control plane (built once, cached)
+e2e: build image ## End-to-end tests against a fresh local control plane (built once, cached), the operator's image among them
 	e2e/run-tests
 
 conformance: ## The real caption servers against what the operator renders: WhisperLive (PyPI, a venv in ~/.cache/visio-e2e) and moshi-server validate (cargo install; cold build about 22 min)
@@ -42,6 +42,21 @@ crds: build ## Regenerate crds/ from the Rust types (and the chart's copies, ins
 
 manifests: ## Regenerate helm/visio-operator/crds/ (from crds/) and manifests/install.yaml (the chart rendered)
 	e2e/render-manifests
+
+image: ## The operator's image, built here with buildah from the release binary: dist/visio-operator-<version>.oci.tar
+	$(CARGO) build --locked --release -p visio-operator --bin visio-operator
+	packaging/build-image
+
+release: image ## dist/release-<version>/: image archive, chart package, CRDs, install.yaml, SBOM, SHA256SUMS (docs/release.md)
+	packaging/release
+
+licenses: ## Every crate's license against deny.toml (cargo deny, offline; installs cargo-deny once if missing)
+	packaging/cargo-tools cargo-deny
+	$(CARGO) deny --log-level error check licenses
+
+sbom: ## dist/visio-operator-<version>.cdx.json: CycloneDX SBOM of the operator's crates (installs cargo-cyclonedx once)
+	mkdir -p dist
+	packaging/sbom dist/visio-operator-$$(packaging/version).cdx.json
 
 cluster-up: ## Start the local control plane (kept running)
 	e2e/cluster up

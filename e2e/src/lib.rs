@@ -2,6 +2,7 @@
 //! `e2e/run-tests` (or `e2e/cluster up`) through the kubeconfig it wrote — loopback only.
 
 pub mod baseline;
+pub mod chart;
 pub mod fleet;
 pub mod livekit;
 pub mod own;

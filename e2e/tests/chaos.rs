@@ -18,7 +18,6 @@
 //! `VISIO_CHAOS_SEED` and `VISIO_CHAOS_KILLS` override the seed and the number of kills of b.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -123,20 +122,10 @@ struct Cluster {
     client: Option<Client>,
 }
 
+/// `cmd` run to its end (visio_e2e::chart::run): whether it succeeded, stdout, stderr.
 fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<(bool, String, String)> {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let what = format!("{cmd:?}");
-    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
-    if let Some(input) = stdin {
-        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    let out = visio_e2e::chart::run(cmd, stdin)?;
+    Ok((out.ok, out.stdout, out.stderr))
 }
 
 fn free_port() -> Result<u16> {

@@ -13,7 +13,6 @@
 //!   a tenant to Ready, prunes, scales down and publishes Events without a single Forbidden.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -21,11 +20,11 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use visio_e2e::chart::{
+    chart, create_operator_namespace, helm, helm_ok, kubectl_at, kubectl_out, ready_as, refused_requests, run,
+    service_account_kubeconfig, wait_as_operator, NAMESPACE, RELEASE, SERVICE_ACCOUNT,
+};
 use visio_e2e::{http_get, repo, wait_for};
-
-const RELEASE: &str = "visio-operator";
-const NAMESPACE: &str = "visio-system";
-const SERVICE_ACCOUNT: &str = "visio-operator";
 
 /// One permission the operator needs, and the code that needs it.
 struct Grant {
@@ -221,69 +220,6 @@ const ALLOWED: &[Grant] = &[
 // ---------------------------------------------------------------------------------------------
 // Tools
 
-fn chart() -> PathBuf {
-    repo().join("helm/visio-operator")
-}
-
-fn tool(name: &str) -> Result<PathBuf> {
-    let bin = std::env::var_os("VISIO_E2E_BIN").context("VISIO_E2E_BIN is not set (run `make e2e`)")?;
-    Ok(PathBuf::from(bin).join(name))
-}
-
-/// What a command printed, and whether it succeeded.
-struct Output {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<Output> {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let what = format!("{cmd:?}");
-    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
-    if let Some(input) = stdin {
-        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output()?;
-    Ok(Output {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
-
-/// Runs the `helm` built with the control plane, its cache and config kept out of $HOME.
-fn helm(args: &[&str]) -> Result<Output> {
-    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm");
-    let mut cmd = Command::new(tool("helm")?);
-    cmd.args(args)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"));
-    run(&mut cmd, None)
-}
-
-fn helm_ok(args: &[&str]) -> Result<String> {
-    let out = helm(args)?;
-    ensure!(out.ok, "helm {} failed:\n{}", args.join(" "), out.stderr);
-    Ok(out.stdout)
-}
-
-/// `kubectl --kubeconfig <kubeconfig> <args>`: stdout on success, an error with stderr otherwise.
-fn kubectl_at(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let out = kubectl_out(kubeconfig, args, stdin)?;
-    ensure!(out.ok, "kubectl {}: {}", args.join(" "), out.stderr);
-    Ok(out.stdout)
-}
-
-fn kubectl_out(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<Output> {
-    let mut cmd = Command::new(tool("kubectl")?);
-    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    run(&mut cmd, stdin)
-}
-
-/// `helm template` of the chart for `visio-system` with `--set` values; the documents, parsed.
 fn render(sets: &[&str]) -> Result<Vec<Value>> {
     let text = render_text(sets)?;
     documents(&text)
@@ -343,8 +279,14 @@ fn chart_lints() -> Result<()> {
 
 #[test]
 fn chart_app_version_is_the_operator_version() -> Result<()> {
+    // One number for a release: the crate, the chart, its appVersion and the image tag (image.rs
+    // checks the tag of the built image; packaging/version is what the image build and the release use).
     let meta: Value = serde_yaml::from_str(&std::fs::read_to_string(chart().join("Chart.yaml"))?)?;
     assert_eq!(meta["appVersion"], env!("CARGO_PKG_VERSION"), "Chart.yaml appVersion follows the workspace version");
+    assert_eq!(meta["version"], env!("CARGO_PKG_VERSION"), "Chart.yaml version follows the workspace version");
+    let out = run(&mut Command::new(repo().join("packaging/version")), None)?;
+    assert!(out.ok, "packaging/version: {}", out.stderr);
+    assert_eq!(out.stdout.trim(), env!("CARGO_PKG_VERSION"), "packaging/version reads the workspace version");
     Ok(())
 }
 
@@ -649,15 +591,6 @@ fn dry_run(kubeconfig: &Path, text: &str) -> Result<String> {
     Ok(out.stdout)
 }
 
-/// The Namespace document of manifests/install.yaml, created for real (a dry run creates nothing,
-/// and the namespaced objects need it).
-fn create_operator_namespace(kubeconfig: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(repo().join("manifests/install.yaml"))?;
-    let ns = text.split("\n---").find(|d| d.contains("kind: Namespace")).context("install.yaml has a Namespace")?;
-    kubectl_at(kubeconfig, &["apply", "-f", "-"], Some(ns))?;
-    Ok(())
-}
-
 #[test]
 fn rendered_manifests_pass_server_side_dry_run() -> Result<()> {
     let kubeconfig = visio_e2e::kubeconfig_path()?;
@@ -779,70 +712,6 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A kubeconfig that authenticates with `token` only, to the same loopback apiserver.
-fn service_account_kubeconfig(cluster: &OwnCluster, token: &str) -> Result<PathBuf> {
-    let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig)?)?;
-    let c = &admin["clusters"][0]["cluster"];
-    let server = c["server"].as_str().context("server")?;
-    assert!(server.starts_with("https://127.0.0.1:"), "loopback only: {server}");
-    let kc = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "own", "cluster": {"server": server, "certificate-authority": c["certificate-authority"]}}],
-        "users": [{"name": "visio-operator", "user": {"token": token}}],
-        "contexts": [{"name": "own", "context": {"cluster": "own", "user": "visio-operator"}}],
-        "current-context": "own",
-    });
-    let path = cluster.state.join("service-account.kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&kc)?)?;
-    Ok(path)
-}
-
-fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
-}
-
-/// The object's Ready condition is `status` with `reason`, for its current generation.
-fn ready_as(obj: &Value, status: &str, reason: &str) -> bool {
-    obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
-        && condition(obj, "Ready").is_some_and(|c| c["status"] == status && c["reason"] == reason)
-}
-
-/// Log lines of the operator that report a request refused by RBAC.
-fn refused_requests(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.to_lowercase().contains("forbidden") || l.contains("code: 403"))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Waits (90 s at most) until `check` holds, failing at once, with the refused requests, as
-/// soon as the operator's log reports one: a missing permission shows as itself, not as a timeout.
-async fn wait_as_operator<F, Fut>(cluster: &OwnCluster, what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let log = cluster.operator_log();
-    let outcome = wait_for(what, Duration::from_secs(90), || {
-        let done = check();
-        let log = log.clone();
-        async move {
-            let refused = refused_requests(&std::fs::read_to_string(&log).unwrap_or_default());
-            if !refused.is_empty() {
-                return Ok(Some(Err(refused)));
-            }
-            Ok(done.await?.then_some(Ok(())))
-        }
-    })
-    .await?;
-    outcome.map_err(|refused| {
-        anyhow::anyhow!(
-            "requests refused to the chart's ServiceAccount while waiting for {what}:\n{}",
-            refused.join("\n")
-        )
-    })
-}
-
 const TENANT: &str = "rbac-proof";
 
 #[tokio::test]
@@ -959,7 +828,8 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
 
     // The operator, authenticated only by a token of the chart's ServiceAccount.
     let token = cluster.kubectl(&["create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=1h"], None)?;
-    let kubeconfig = service_account_kubeconfig(cluster, token.trim())?;
+    let kubeconfig = cluster.state.join("service-account.kubeconfig");
+    service_account_kubeconfig(&cluster.kubeconfig, &kubeconfig, token.trim())?;
     let whoami = kubectl_at(&kubeconfig, &["auth", "whoami", "-o", "json"], None)?;
     let whoami: Value = serde_json::from_str(&whoami)?;
     assert_eq!(whoami["status"]["userInfo"]["username"], sa.as_str());
@@ -971,6 +841,9 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
         .env("KUBECONFIG", &kubeconfig)
         // What the Deployment sets from the downward API: the leader Lease lives in the operator's namespace.
         .env("POD_NAMESPACE", NAMESPACE)
+        // The network rule whatever runs this binary (e2e/run-tests exports it too): the tenant's
+        // RetentionPolicy names a real-looking endpoint that must never be dialled.
+        .env("VISIO_RETENTION_LOOPBACK_ONLY", "1")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -982,13 +855,13 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
     // Ready: every child cache listed and watched across all namespaces with this identity.
     let readyz = format!("http://127.0.0.1:{port}/readyz");
     let readyz = readyz.as_str();
-    wait_as_operator(cluster, "the operator's /readyz", || async move {
+    wait_as_operator(&cluster.operator_log(), "the operator's /readyz", || async move {
         Ok(http_get(readyz).await.is_ok_and(|b| b == "ready\n"))
     })
     .await?;
     // It leads: the Lease in its namespace names it.
     let c = &*cluster;
-    wait_as_operator(c, "the leader Lease held by the operator", || async move {
+    wait_as_operator(&c.operator_log(), "the leader Lease held by the operator", || async move {
         let lease = kubectl_out(
             &c.kubeconfig,
             &["get", "lease", "visio-operator-leader", "-n", NAMESPACE, "-o", "json"],
@@ -1021,12 +894,12 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
     cluster.kubectl(&["apply", "-f", "-"], Some(&tenant.to_string()))?;
 
     let c = &*cluster;
-    wait_as_operator(c, "VisioCluster Ready (as the ServiceAccount)", || async move {
+    wait_as_operator(&c.operator_log(), "VisioCluster Ready (as the ServiceAccount)", || async move {
         let vc = c.json(&["get", "visiocluster", "visio", "-n", TENANT])?;
         Ok(ready_as(&vc, "True", "Serving"))
     })
     .await?;
-    wait_as_operator(c, "CaptionPool and RetentionPolicy status written", || async move {
+    wait_as_operator(&c.operator_log(), "CaptionPool and RetentionPolicy status written", || async move {
         let cp = c.json(&["get", "captionpool", "captions", "-n", TENANT])?;
         let rp = c.json(&["get", "retentionpolicy", "meetings", "-n", TENANT])?;
         // The pool deploys its backends (Ready Serving once a backend pod is ready; PodsNotReady or
@@ -1078,7 +951,7 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
                                 "sfu": {"replicas": {"min": 1, "max": 1}}}});
     cluster
         .kubectl(&["patch", "visiocluster", "visio", "-n", TENANT, "--type=merge", "-p", &patch.to_string()], None)?;
-    wait_as_operator(c, "TURN Service and Ingress pruned, one SFU pod serving", || async move {
+    wait_as_operator(&c.operator_log(), "TURN Service and Ingress pruned, one SFU pod serving", || async move {
         let svc = kubectl_out(&c.kubeconfig, &["get", "service", "visio-turn", "-n", TENANT], None)?;
         let ing = kubectl_out(&c.kubeconfig, &["get", "ingress", "visio-signaling", "-n", TENANT], None)?;
         let pods = c.json(&["get", "pods", "-n", TENANT, "-l", "app.kubernetes.io/component=sfu"])?;
