@@ -32,9 +32,13 @@ async fn main() -> Result<()> {
     );
     vcs.patch(VC_NAME, &PatchParams::apply("visio-demo").force(), &Patch::Apply(&vc)).await?;
     let kubeconfig = visio_e2e::kubeconfig_path()?;
-    let cfg = FleetConfig { seed: 9, backend: StandinBackend::RealLivekit, ..FleetConfig::new(NS, VC_NAME, &kubeconfig) };
+    let cfg =
+        FleetConfig { seed: 9, backend: StandinBackend::RealLivekit, ..FleetConfig::new(NS, VC_NAME, &kubeconfig) };
     let fleet = Fleet::start(client.clone(), cfg).await?;
-    println!("[demo] {PODS} real livekit-server SFUs starting for namespace {NS} (logs: {})", fleet.log_dir().display());
+    println!(
+        "[demo] {PODS} real livekit-server SFUs starting for namespace {NS} (logs: {})",
+        fleet.log_dir().display()
+    );
     fleet.wait_serving(PODS, Duration::from_secs(120)).await?;
     let old_hash = fleet.view().await.only_hash()?;
 
