@@ -704,22 +704,8 @@ impl Fleet {
         for (_, _, uid) in candidates.into_iter().take(3) {
             let Some(run) = st.runs.get(&uid) else { continue };
             if let (Some(real), Some(node)) = (&self.shared.real, &run.real) {
-                let pod = run.pod.clone();
                 if real.open(node, name, participants).await? {
-                    st.meetings.insert(
-                        name.to_string(),
-                        Meeting {
-                            name: name.to_string(),
-                            pod: pod.clone(),
-                            uid: uid.clone(),
-                            participants,
-                            opened_ms: unix_ms(),
-                            ended_ms: None,
-                            status: MeetingStatus::Open,
-                        },
-                    );
-                    st.outcome.opened += 1;
-                    return Ok(Join::Joined(pod));
+                    return Ok(opened(st, name, participants, &run.pod.clone(), &uid));
                 }
                 st.outcome.refused_joins += 1;
                 continue;
@@ -727,23 +713,7 @@ impl Fleet {
             let body = json!({"name": name, "participants": participants});
             let key = format!("kyutai-api-key: {}\r\n", self.shared.api_key);
             match call_with(run.http, "POST", "/standin/rooms", Some(&body), &key).await {
-                Ok((201, _)) => {
-                    let pod = run.pod.clone();
-                    st.meetings.insert(
-                        name.to_string(),
-                        Meeting {
-                            name: name.to_string(),
-                            pod: pod.clone(),
-                            uid: uid.clone(),
-                            participants,
-                            opened_ms: unix_ms(),
-                            ended_ms: None,
-                            status: MeetingStatus::Open,
-                        },
-                    );
-                    st.outcome.opened += 1;
-                    return Ok(Join::Joined(pod));
-                }
+                Ok((201, _)) => return Ok(opened(st, name, participants, &run.pod.clone(), &uid)),
                 Ok((409, _)) => st.outcome.refused_joins += 1,
                 Ok((503, _)) => st.outcome.rejected_full += 1,
                 Ok((status, body)) => bail!("opening {name} on {}: {status} {body}", run.pod),
@@ -868,6 +838,24 @@ impl Drop for Fleet {
         let pids = self.shared.pids.lock().map(|p| p.clone()).unwrap_or_default();
         kill_pids(&pids);
     }
+}
+
+/// Books a meeting the pod `pod` (`uid`) took.
+fn opened(st: &mut State, name: &str, participants: u32, pod: &str, uid: &str) -> Join {
+    st.meetings.insert(
+        name.to_string(),
+        Meeting {
+            name: name.to_string(),
+            pod: pod.to_string(),
+            uid: uid.to_string(),
+            participants,
+            opened_ms: unix_ms(),
+            ended_ms: None,
+            status: MeetingStatus::Open,
+        },
+    );
+    st.outcome.opened += 1;
+    Join::Joined(pod.to_string())
 }
 
 /// Ends a meeting with `status`.
@@ -1315,7 +1303,6 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
             real: None,
         });
     }
-    let health = free_port()?;
     let agent_log = log("agent")?;
     let backend_args: Vec<String> = match cfg.backend {
         StandinBackend::RealLivekit => bail!("the real LiveKit's agent starts in start_real_run"),
@@ -1330,24 +1317,8 @@ async fn start_run(shared: &Shared, v: &PodView) -> Result<Run> {
             ["--backend", backend, "--slots"].into_iter().map(String::from).chain([slots.to_string()]).collect()
         }
     };
-    let agent = Command::new(&shared.bins.operator)
-        .arg("agent")
-        .args(["--pod-name", &v.name, "--pod-namespace", &cfg.namespace])
-        .args(["--metrics-url", &format!("http://{metrics}/metrics")])
-        .args(&backend_args)
-        .args(["--health-addr", &format!("127.0.0.1:{health}"), "--log-format", "text"])
-        .args(&cfg.agent_args)
-        .env("KUBECONFIG", &cfg.kubeconfig)
-        .env("LIVEKIT_API_KEY", &shared.api_key)
-        .env("LIVEKIT_API_SECRET", &shared.api_secret)
-        .env_remove("RUST_LOG")
-        .env_remove("POD_NAME")
-        .env_remove("POD_NAMESPACE")
-        .stdin(Stdio::null())
-        .stdout(agent_log.try_clone()?)
-        .stderr(agent_log)
-        .kill_on_drop(true)
-        .spawn();
+    let metrics_flag = ["--metrics-url".to_string(), format!("http://{metrics}/metrics")];
+    let agent = spawn_agent(shared, &v.name, metrics_flag.into_iter().chain(backend_args), agent_log);
     let agent = match agent {
         Ok(a) => a,
         Err(e) => {
@@ -1389,6 +1360,35 @@ async fn operator_livekit_config(secrets: &Api<Secret>, cluster: &str) -> Result
     Ok(String::from_utf8(data.0.clone())?)
 }
 
+/// `visio-operator agent` for pod `pod` with its backend's `args`, against the test cluster, its log in
+/// `log`.
+fn spawn_agent(
+    shared: &Shared,
+    pod: &str,
+    args: impl IntoIterator<Item = String>,
+    log: std::fs::File,
+) -> Result<Child> {
+    let cfg = &shared.cfg;
+    let health = free_port()?;
+    Ok(Command::new(&shared.bins.operator)
+        .arg("agent")
+        .args(["--pod-name", pod, "--pod-namespace", &cfg.namespace])
+        .args(args)
+        .args(["--health-addr", &format!("127.0.0.1:{health}"), "--log-format", "text"])
+        .args(&cfg.agent_args)
+        .env("KUBECONFIG", &cfg.kubeconfig)
+        .env("LIVEKIT_API_KEY", &shared.api_key)
+        .env("LIVEKIT_API_SECRET", &shared.api_secret)
+        .env_remove("RUST_LOG")
+        .env_remove("POD_NAME")
+        .env_remove("POD_NAMESPACE")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
 /// One pod's real LiveKit and its agent, as the pod spec says: the agent reads the same config. The
 /// chart-style baseline runs LiveKit alone.
 async fn start_real_run(
@@ -1401,27 +1401,19 @@ async fn start_real_run(
     let (mut node_child, node) = real.start_node().await.with_context(|| format!("livekit-server for {}", v.name))?;
     let node_pid = node_child.id().context("livekit-server pid")?;
     let agent = if cfg.backend.with_agent(cfg) {
-        let health = free_port()?;
-        let spawned = Command::new(&shared.bins.operator)
-            .arg("agent")
-            .args(["--pod-name", &v.name, "--pod-namespace", &cfg.namespace])
-            .args(["--metrics-url", &node.addr.metrics_url(), "--api-url", &node.addr.api_url()])
-            .args(["--backend-process", "livekit-server", "--backend-pid", &node_pid.to_string()])
-            .arg("--livekit-config")
-            .arg(&node.config_path)
-            .args(["--health-addr", &format!("127.0.0.1:{health}"), "--log-format", "text"])
-            .args(&cfg.agent_args)
-            .env("KUBECONFIG", &cfg.kubeconfig)
-            .env("LIVEKIT_API_KEY", &shared.api_key)
-            .env("LIVEKIT_API_SECRET", &shared.api_secret)
-            .env_remove("RUST_LOG")
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .stdin(Stdio::null())
-            .stdout(agent_log.try_clone()?)
-            .stderr(agent_log)
-            .kill_on_drop(true)
-            .spawn();
+        let args = [
+            "--metrics-url".to_string(),
+            node.addr.metrics_url(),
+            "--api-url".into(),
+            node.addr.api_url(),
+            "--backend-process".into(),
+            "livekit-server".into(),
+            "--backend-pid".into(),
+            node_pid.to_string(),
+            "--livekit-config".into(),
+            node.config_path.display().to_string(),
+        ];
+        let spawned = spawn_agent(shared, &v.name, args, agent_log);
         match spawned {
             Ok(a) => Some(a),
             Err(e) => {
