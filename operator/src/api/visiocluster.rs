@@ -113,8 +113,14 @@ pub struct TenantSpec {
     /// Groups (as the cluster's authentication reports them, e.g. from OIDC) whose members administer
     /// this tenant: they get the `visio-tenant-admin` ClusterRole in this namespace only (manage the
     /// visio.io resources, read their status, Events and pods), through a RoleBinding the operator keeps.
+    /// Kubernetes' own `system:` groups are refused (`system:authenticated` would make every user of the
+    /// cluster an administrator of this tenant), and so are control characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16), extend("items" = {"type": "string", "minLength": 1, "maxLength": 256}))]
+    #[schemars(length(max = 16), extend("items" = {"type": "string", "minLength": 1, "maxLength": 256,
+        "x-kubernetes-validations": [
+            {"rule": "!self.startsWith('system:')", "message": "spec.tenant.adminGroups: Kubernetes' system: groups cannot administer a tenant"},
+            {"rule": "!self.matches('[[:cntrl:]]')", "message": "spec.tenant.adminGroups: a group name has no control characters"}
+        ]}))]
     pub admin_groups: Vec<String>,
     /// `standard` or `restricted`. Immutable: lowering a tenant's classification means a new stack.
     #[serde(default)]

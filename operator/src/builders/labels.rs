@@ -47,7 +47,7 @@ pub const CONFIG_HASH_ANNOTATION: &str = "visio.io/config-hash";
 
 /// Longest VisioCluster name whose children's names stay valid: Service names are DNS-1035 labels of at
 /// most 63 characters, and the longest Service suffix is `-signaling`.
-pub const MAX_CLUSTER_NAME_LEN: usize = 63 - "-signaling".len();
+pub use crate::api::MAX_CLUSTER_NAME_LEN;
 
 /// What a child is for (`app.kubernetes.io/component`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -19,6 +19,15 @@ pub fn admin_binding(vc: &VisioCluster) -> Result<Option<RoleBinding>, BuildErro
     if groups.is_empty() {
         return Ok(None);
     }
+    // The API refuses these (CEL); an object stored before that rule still must not get them bound.
+    if let Some(g) = groups.iter().find(|g| g.starts_with("system:") || g.chars().any(char::is_control)) {
+        return Err(BuildError::InvalidValue {
+            field: "spec.tenant.adminGroups",
+            message: format!(
+                "{g:?} cannot administer a tenant: Kubernetes' system: groups and control characters are refused"
+            ),
+        });
+    }
     let mut subjects: Vec<Subject> = groups
         .iter()
         .map(|g| Subject {
@@ -70,6 +79,15 @@ mod tests {
     use crate::builders::labels::owner_reference;
     use crate::builders::testing::{cluster_with, test_cluster};
     use serde_json::json;
+
+    #[test]
+    fn system_groups_are_never_bound() {
+        for g in ["system:authenticated", "system:serviceaccounts", "system:masters", "admins\n"] {
+            let vc = cluster_with(json!({"tenant": {"displayName": "X", "adminGroups": ["ministere-admins", g]}}));
+            let err = admin_binding(&vc).unwrap_err();
+            assert!(err.to_string().starts_with("spec.tenant.adminGroups: "), "{err}");
+        }
+    }
 
     #[test]
     fn no_groups_no_binding() {
