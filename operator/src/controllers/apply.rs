@@ -10,14 +10,14 @@
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::error::Result;
+use super::error::{Error, Result};
 use super::Context;
 use crate::builders::labels::FIELD_MANAGER;
 
@@ -52,9 +52,10 @@ where
     ensure_over(ctx, current.as_deref(), desired).await
 }
 
-/// Server-side applies `desired` unless `current` (the object as cached, or as read) already carries
-/// its hash, or we applied the same hash while `current` was at the version it shows (see `recent`).
-/// Returns whether it wrote.
+/// Server-side applies `desired` unless `current` (the object as cached, or as read; read from the API
+/// when `None`) already carries its hash, or we applied the same hash while `current` was at the version
+/// it shows (see `recent`). An existing object this owner does not own is refused (`conflict`), never
+/// taken over. Returns whether it wrote.
 pub async fn ensure_over<K>(ctx: &Context, current: Option<&K>, mut desired: K) -> Result<bool>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -63,9 +64,25 @@ where
         + DeserializeOwned
         + Debug,
 {
-    let hash = stamp(&mut desired)?;
     let ns = desired.meta().namespace.clone().unwrap_or_default();
     let name = desired.name_any();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    // Not in the cache: not created yet, or not cached (caches hold the operator's own objects only).
+    // Look before writing, so that an object someone else made under this name is never taken over
+    // (a list by name: the operator's RBAC grants list, not get, on most kinds).
+    let fetched;
+    let current = match current {
+        Some(c) => Some(c),
+        None => {
+            let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+            fetched = api.list(&by_name).await?.items.into_iter().next();
+            fetched.as_ref()
+        }
+    };
+    if let Some(message) = current.and_then(|c| adoption_conflict(c, &desired)) {
+        return Err(Error::Reference { reason: "conflict", message });
+    }
+    let hash = stamp(&mut desired)?;
     let key = format!("{}/{ns}/{name}", K::kind(&()));
     if current.is_some_and(|c| c.annotations().get(APPLIED_HASH) == Some(&hash)) {
         ctx.recent.settled(&key);
@@ -75,12 +92,31 @@ where
     if ctx.recent.in_flight(&key, &hash, version.as_deref()) {
         return Ok(false);
     }
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
     ctx.recent.wrote(&key, &hash, version.as_deref());
     ctx.metrics.child_writes.with_label_values(&[K::kind(&()).as_ref(), "apply"]).inc();
     tracing::debug!(kind = %K::kind(&()), %ns, %name, "applied");
     Ok(true)
+}
+
+/// Why `current` must not be taken over by an apply of `desired`: it exists under the child's name but
+/// is not owned by the resource that owns `desired` (a tenant's own object, or one made to be adopted
+/// and then deleted with the VisioCluster). A forced server-side apply would take its fields and the
+/// owner's deletion would take the object. `None` when `current` is ours, or `desired` names no owner.
+pub fn adoption_conflict<K: Resource<DynamicType = ()>>(current: &K, desired: &K) -> Option<String> {
+    let owners = |o: &K| -> BTreeSet<String> { o.owner_references().iter().map(|r| r.uid.clone()).collect() };
+    let wanted = owners(desired);
+    if wanted.is_empty() || !owners(current).is_disjoint(&wanted) {
+        return None;
+    }
+    let owner = desired.owner_references().first().map(|r| format!("{} {}", r.kind, r.name)).unwrap_or_default();
+    Some(format!(
+        "{} {}/{} already exists and is not owned by {owner}: the operator does not take over an object it did \
+         not create; delete or rename it",
+        K::kind(&()),
+        desired.meta().namespace.clone().unwrap_or_default(),
+        desired.name_any()
+    ))
 }
 
 /// Creates an object (used for pods, whose names the fleet planner chooses). An object that
@@ -243,6 +279,27 @@ mod tests {
         let rbac = r#"pods is forbidden: User "system:serviceaccount:visio-system:visio-operator" cannot create resource "pods""#;
         assert!(!refused_by_quota_or_limits(&err(403, rbac)));
         assert!(!refused_by_quota_or_limits(&err(422, "exceeded quota: x")));
+    }
+
+    #[test]
+    fn an_object_the_operator_did_not_create_is_never_adopted() {
+        let owned_by = |uid: &str| {
+            let mut o = cm("x");
+            o.metadata.owner_references = Some(vec![OwnerReference {
+                uid: uid.into(),
+                kind: "VisioCluster".into(),
+                name: "visio".into(),
+                ..Default::default()
+            }]);
+            o
+        };
+        let desired = owned_by("uid-1");
+        assert_eq!(adoption_conflict(&owned_by("uid-1"), &desired), None, "ours");
+        let tenants = cm("planted by the tenant");
+        let msg = adoption_conflict(&tenants, &desired).expect("not ours");
+        assert!(msg.starts_with("ConfigMap ns/a already exists and is not owned by VisioCluster visio"), "{msg}");
+        assert!(adoption_conflict(&owned_by("uid-2"), &desired).is_some(), "another owner's");
+        assert_eq!(adoption_conflict(&tenants, &cm("x")), None, "a desired object without owner checks nothing");
     }
 
     #[test]

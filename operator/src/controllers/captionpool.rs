@@ -364,6 +364,7 @@ async fn reconcile(cp: Arc<CaptionPool>, ctx: Arc<Context>, pods: Store<Pod>) ->
             let reason = match e.label() {
                 "invalid_duration" => "InvalidDuration",
                 "missing_credentials" => "MissingCredentials",
+                "conflict" => "Conflict",
                 _ => "InvalidSpec",
             };
             report_problem(&cp, &ctx, reason, e.to_string()).await?;

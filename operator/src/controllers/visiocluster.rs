@@ -144,6 +144,7 @@ fn reason_of(e: &Error) -> &'static str {
         "keys_secret_missing" => "KeysSecretMissing",
         "keys_secret_invalid" => "KeysSecretInvalid",
         "redis_secret_missing" => "RedisSecretMissing",
+        "conflict" => "Conflict",
         _ => "InvalidSpec",
     }
 }
