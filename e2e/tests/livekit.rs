@@ -390,7 +390,7 @@ async fn conformance_script(
     );
     hold_a_participant.await?;
     let rooms = visio_e2e::wait_for("the held room listed with its participant", Duration::from_secs(10), || async {
-        let rooms = s.client(Duration::from_secs(5))?.list_rooms().await?;
+        let rooms = s.client(Duration::from_secs(5))?.list_rooms(&[]).await?;
         Ok(rooms.iter().any(|r| r.num_participants == 1).then_some(rooms.len()))
     })
     .await?;

@@ -227,19 +227,19 @@ async fn room_service_checks_tokens_and_grants() {
     let standin = Standin::start("5s").await;
     standin.open_room("weekly", 3).await;
     let lk = standin.livekit();
-    let rooms = lk.list_rooms().await.unwrap();
+    let rooms = lk.list_rooms(&[]).await.unwrap();
     assert_eq!(rooms.len(), 1);
     assert_eq!((rooms[0].name.as_str(), rooms[0].num_participants), ("weekly", 3));
 
     for creds in [ApiCredentials::new(KEY, "not-the-secret"), ApiCredentials::new("APIother", SECRET)] {
         let other = LiveKit::new(standin.config(Some(creds))).unwrap();
-        match other.list_rooms().await {
+        match other.list_rooms(&[]).await {
             Err(BackendError::Status { status: 401, message, .. }) => assert!(message.starts_with("unauthenticated")),
             other => panic!("expected 401, got {other:?}"),
         }
     }
     let no_creds = LiveKit::new(standin.config(None)).unwrap();
-    assert!(matches!(no_creds.list_rooms().await, Err(BackendError::NoCredentials)));
+    assert!(matches!(no_creds.list_rooms(&[]).await, Err(BackendError::NoCredentials)));
     // A token for listing does not delete; an admin token for one room does not send to another.
     match lk.twirp("DeleteRoom", VideoGrant::list(), json!({"room": "weekly"})).await {
         Err(BackendError::Status { status: 401, .. }) => {}

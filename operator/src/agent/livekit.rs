@@ -192,13 +192,19 @@ impl LiveKit {
     }
 
     /// The rooms this node hosts, as ListRooms reports them. `metrics` gives the node's id when rooms are
-    /// placed through Redis; `None` reads them.
+    /// placed through Redis. With Redis, ListRooms is asked for this node's rooms by name only (it would
+    /// otherwise return the whole tenant's, every interval, on every pod), and its answer is filtered
+    /// again, so that nothing it adds is ever taken for this node's.
     async fn hosted_rooms(&mut self, metrics: &str) -> Result<Vec<Room>, BackendError> {
-        let listed = self.list_rooms().await?;
-        let Some(map) = self.room_map.as_mut() else { return Ok(listed) };
+        let Some(map) = self.room_map.as_mut() else { return self.list_rooms(&[]).await };
         let node = placement::node_id(metrics, ROOMS_METRIC)?
             .ok_or_else(|| BackendError::Malformed(format!("{ROOMS_METRIC} has no node_id label")))?;
         let own = placement::rooms_on(&map.read().await?, &node);
+        if own.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = own.iter().cloned().collect();
+        let listed = self.list_rooms(&names).await?;
         Ok(listed.into_iter().filter(|r| own.contains(&r.name)).collect())
     }
 
@@ -245,9 +251,11 @@ impl LiveKit {
         Err(BackendError::Status { call: method, status: resp.status.as_u16(), message })
     }
 
-    /// Every room ListRooms returns: with Redis, the rooms of every node of the deployment.
-    pub async fn list_rooms(&self) -> Result<Vec<Room>, BackendError> {
-        let value = self.twirp("ListRooms", VideoGrant::list(), json!({})).await?;
+    /// The rooms ListRooms returns, all of them when `names` is empty: with Redis, the rooms of every
+    /// node of the deployment.
+    pub async fn list_rooms(&self, names: &[String]) -> Result<Vec<Room>, BackendError> {
+        let body = if names.is_empty() { json!({}) } else { json!({ "names": names }) };
+        let value = self.twirp("ListRooms", VideoGrant::list(), body).await?;
         let resp: ListRoomsResponse =
             serde_json::from_value(value).map_err(|e| BackendError::Malformed(format!("ListRooms: {e}")))?;
         let mut rooms: Vec<Room> = resp.rooms.into_iter().filter(|r| !r.name.is_empty()).collect();
@@ -393,7 +401,7 @@ mod tests {
         // Gone, but never told to drain (or the agent cannot see processes): unknown.
         assert_eq!(lk.drain().unwrap(), DrainStatus::NotFound);
         assert!(lk.read_load().await.is_err());
-        assert!(matches!(lk.list_rooms().await, Err(BackendError::NoCredentials)));
+        assert!(matches!(lk.list_rooms(&[]).await, Err(BackendError::NoCredentials)));
     }
 
     #[tokio::test]

@@ -67,12 +67,16 @@ where
     let ns = desired.meta().namespace.clone().unwrap_or_default();
     let name = desired.name_any();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let hash = stamp(&mut desired)?;
+    let key = format!("{}/{ns}/{name}", K::kind(&()));
     // Not in the cache: not created yet, or not cached (caches hold the operator's own objects only).
     // Look before writing, so that an object someone else made under this name is never taken over
-    // (a list by name: the operator's RBAC grants list, not get, on most kinds).
+    // (a list by name: the operator's RBAC grants list, not get, on most kinds) — unless this very
+    // write is ours and the cache has not caught up with it yet.
     let fetched;
     let current = match current {
         Some(c) => Some(c),
+        None if ctx.recent.in_flight(&key, &hash, None) => return Ok(false),
         None => {
             let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
             fetched = api.list(&by_name).await?.items.into_iter().next();
@@ -82,8 +86,6 @@ where
     if let Some(message) = current.and_then(|c| adoption_conflict(c, &desired)) {
         return Err(Error::Reference { reason: "conflict", message });
     }
-    let hash = stamp(&mut desired)?;
-    let key = format!("{}/{ns}/{name}", K::kind(&()));
     if current.is_some_and(|c| c.annotations().get(APPLIED_HASH) == Some(&hash)) {
         ctx.recent.settled(&key);
         return Ok(false);
