@@ -69,29 +69,24 @@ const ALLOWED: &[Grant] = &[
         "visio.io",
         "visioclusters",
         &["get", "list", "watch"],
-        "controllers/visiocluster.rs controller() watches them; captionpool.rs controller() watches them \
+        "controllers/visiocluster/mod.rs controller() watches them; captionpool.rs controller() watches them \
               and reconcile_pool() gets a pool's cluster",
     ),
-    cluster("visio.io", "captionpools", &["list", "watch"], "controllers/captionpool.rs controller()"),
-    cluster("visio.io", "retentionpolicies", &["list", "watch"], "controllers/retentionpolicy.rs controller()"),
+    cluster("visio.io", "captionpools", &["list", "watch"], "controllers/captionpool/mod.rs controller()"),
+    cluster("visio.io", "retentionpolicies", &["list", "watch"], "controllers/retentionpolicy/mod.rs controller()"),
     cluster(
         "visio.io",
         "visioclusters/status",
         &["patch"],
-        "controllers/visiocluster.rs write_status(): server-side apply of /status",
+        "controllers/visiocluster/status.rs write_status(): server-side apply of /status",
     ),
-    cluster("visio.io", "captionpools/status", &["patch"], "controllers/captionpool.rs reconcile_pool(): patch_status"),
-    cluster(
-        "visio.io",
-        "retentionpolicies/status",
-        &["patch"],
-        "controllers/retentionpolicy.rs reconcile_policy(): patch_status",
-    ),
+    cluster("visio.io", "captionpools/status", &["patch"], "controllers/captionpool/status.rs write_status()"),
+    cluster("visio.io", "retentionpolicies/status", &["patch"], "controllers/retentionpolicy/status.rs patch_status()"),
     cluster(
         "",
         "pods",
         &["get", "list", "watch", "create", "patch", "delete"],
-        "list/watch: controllers/mod.rs child_stream(); create: apply::create() of SFU pods; patch: \
+        "list/watch: runtime/watch.rs child_stream(); create: apply::create() of SFU pods; patch: \
               visiocluster.rs patch_pod_meta() (drain, warn, end-sessions, routing labels); delete: \
               apply::delete() of drained pods; get: held so the operator may write the agent Role \
               (builders/sfu.rs agent_access(): pods get/list/watch/patch), RBAC's escalation check",
@@ -100,7 +95,7 @@ const ALLOWED: &[Grant] = &[
         "",
         "nodes",
         &["list", "watch"],
-        "controllers/nodes.rs CordonChanges::run(): a pod on a cordoned node is replaced and drained",
+        "runtime/nodes.rs CordonChanges::run(): a pod on a cordoned node is replaced and drained",
     ),
     Grant {
         scope: Scope::Tenant,
@@ -108,7 +103,7 @@ const ALLOWED: &[Grant] = &[
         resource: "secrets",
         names: &[],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "list/watch: controllers/secrets.rs SecretCaches (one watch per tenant namespace); create/patch: \
+        why: "list/watch: runtime/secrets.rs SecretCaches (one watch per tenant namespace); create/patch: \
               secrets::ensure_secret() of the LiveKit config, credentials and caption keys; delete: \
               apply::delete_orphans(); get: visiocluster.rs credentials() (spec.keys, Redis password), \
               retentionpolicy.rs reconcile_policy() (credentialsSecret), ensure_secret() before the cache is full",
@@ -177,7 +172,7 @@ const ALLOWED: &[Grant] = &[
         "events.k8s.io",
         "events",
         &["create", "patch"],
-        "controllers/mod.rs Context::event(): kube-runtime's Recorder creates events.k8s.io/v1 Events \
+        "runtime/mod.rs Context::event(): kube-runtime's Recorder creates events.k8s.io/v1 Events \
               and patches them to count a series",
     ),
     Grant {

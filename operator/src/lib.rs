@@ -12,5 +12,6 @@ pub mod fuzz;
 pub mod leader;
 pub mod pod_protocol;
 pub mod retention;
+pub mod runtime;
 pub mod standin;
 pub mod telemetry;

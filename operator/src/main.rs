@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(run(
                 metrics_addr,
-                controllers::Config { agent_image, instance, max_concurrent_reconciles },
+                visio_operator::runtime::Config { agent_image, instance, max_concurrent_reconciles },
                 election,
             ))?;
         }
@@ -98,7 +98,11 @@ struct Election {
     timing: leader::Timing,
 }
 
-async fn run(metrics_addr: SocketAddr, config: controllers::Config, election: Option<Election>) -> anyhow::Result<()> {
+async fn run(
+    metrics_addr: SocketAddr,
+    config: visio_operator::runtime::Config,
+    election: Option<Election>,
+) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(telemetry::Metrics::new());
     let readiness = telemetry::Readiness::default();

@@ -17,13 +17,15 @@ pub const END_SESSIONS: &str = "visio.io/end-sessions";
 /// Annotation on SFU pods whose agent ends only the rooms hosted on its own pod (`"own-rooms"`, from 0.2 on).
 /// Pods made by earlier releases lack it: their agent ended every room LiveKit listed, which with Redis is
 /// every room of the tenant, so the operator never asks them to end sessions (see
-/// `controllers::fleet_pods::ends_own_sessions`).
+/// `runtime::pods::ends_own_sessions`).
 pub const AGENT_ENDS: &str = "visio.io/agent-ends";
 /// The value of [`AGENT_ENDS`].
 pub const AGENT_ENDS_OWN_ROOMS: &str = "own-rooms";
-/// Label: `"true"` while the pod takes new sessions (the signalling Service selects on it).
+/// Label: `"true"` while the pod takes new sessions. The signalling and TURN Services select only these
+/// pods, so a draining pod gets no new sessions while its meetings go on.
 pub const SERVING: &str = "visio.io/serving";
-/// Label: `"true"` while the pod holds sessions (the PodDisruptionBudget protects those pods).
+/// Label: `"true"` while the pod holds sessions. The PodDisruptionBudget covers only these pods, so a node
+/// drain cannot evict a meeting; empty pods stay freely evictable.
 pub const IN_USE: &str = "visio.io/in-use";
 
 /// Load an agent reports for its pod.

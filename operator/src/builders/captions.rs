@@ -28,10 +28,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::Resource;
 
-use super::labels::{
-    CLUSTER_LABEL, COMPONENT_LABEL, INSTANCE_LABEL, IN_USE_LABEL, LABEL_TRUE, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL,
-    PART_OF, PART_OF_LABEL, SERVING_LABEL, TEMPLATE_HASH_LABEL,
-};
+use super::labels::{CLUSTER_LABEL, IN_USE_LABEL, LABEL_TRUE, SERVING_LABEL, TEMPLATE_HASH_LABEL};
+use super::meta::{ChildLabels, ChildMeta};
 use super::sfu::{
     agent_container as sfu_agent_container, agent_token_volume, container_security_context, quantities,
     runtime_default, secret_env, AgentAccess, AGENT_CONTAINER,
@@ -174,44 +172,30 @@ fn pool_namespace(cp: &CaptionPool) -> Result<&str, BuildError> {
 
 /// The controller owner reference of every child.
 pub fn owner_reference(cp: &CaptionPool) -> Result<OwnerReference, BuildError> {
-    Ok(OwnerReference {
-        api_version: CaptionPool::api_version(&()).into_owned(),
-        kind: CaptionPool::kind(&()).into_owned(),
-        name: cp.meta().name.clone().ok_or(BuildError::MissingName)?,
-        uid: cp.meta().uid.clone().filter(|u| !u.is_empty()).ok_or(BuildError::MissingUid)?,
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    })
+    super::meta::owner_reference(cp)
+}
+
+/// The application label of every caption child.
+const APP: &str = "visio-captions";
+
+/// The labels of `cp`'s children.
+fn child_labels(cp: &CaptionPool) -> ChildLabels {
+    let name = cp.meta().name.clone().unwrap_or_default();
+    ChildLabels::new(name.clone()).with(CLUSTER_LABEL, cp.spec.cluster_ref.name.clone()).with(POOL_LABEL, name)
 }
 
 /// The labels selecting one component of the pool (stable: a Deployment's selector is immutable).
 pub fn selector_labels(cp: &CaptionPool, component: &str) -> BTreeMap<String, String> {
-    let name = cp.meta().name.clone().unwrap_or_default();
-    BTreeMap::from([
-        (NAME_LABEL.to_string(), "visio-captions".to_string()),
-        (INSTANCE_LABEL.to_string(), name),
-        (COMPONENT_LABEL.to_string(), component.to_string()),
-    ])
+    child_labels(cp).selector(APP, component)
 }
 
 /// Every child's labels.
 pub fn standard_labels(cp: &CaptionPool, component: &str) -> BTreeMap<String, String> {
-    let mut l = selector_labels(cp, component);
-    l.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
-    l.insert(PART_OF_LABEL.into(), PART_OF.into());
-    l.insert(CLUSTER_LABEL.into(), cp.spec.cluster_ref.name.clone());
-    l.insert(POOL_LABEL.into(), cp.meta().name.clone().unwrap_or_default());
-    l
+    child_labels(cp).all(APP, component)
 }
 
 fn child_metadata(cp: &CaptionPool, name: String, component: &str) -> Result<ObjectMeta, BuildError> {
-    Ok(ObjectMeta {
-        name: Some(name),
-        namespace: Some(pool_namespace(cp)?.to_string()),
-        labels: Some(standard_labels(cp, component)),
-        owner_references: Some(vec![owner_reference(cp)?]),
-        ..ObjectMeta::default()
-    })
+    Ok(ChildMeta::new(cp, child_labels(cp))?.meta(name, APP, component))
 }
 
 /// `<pool>-caption-key`.
@@ -853,6 +837,7 @@ pub fn build_captions(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> Result<Ca
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::builders::labels::{COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
     use proptest::prelude::*;
     use serde_json::json;
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
+use super::meta::{ChildLabels, ChildMeta};
 use super::BuildError;
 use crate::api::VisioCluster;
 
@@ -34,12 +35,10 @@ pub const CLUSTER_LABEL: &str = "visio.io/cluster";
 pub const TEMPLATE_HASH_LABEL: &str = "visio.io/template-hash";
 /// LiveKit version an SFU pod runs.
 pub const VERSION_LABEL: &str = "visio.io/livekit-version";
-/// Set to `"true"` by the controller on SFU pods that take new meetings. The signalling and TURN Services
-/// select only these pods, so a draining pod gets no new sessions while its meetings go on.
-pub const SERVING_LABEL: &str = "visio.io/serving";
-/// Set to `"true"` by the controller on SFU pods that hold live sessions. The PodDisruptionBudget covers only
-/// these pods, so a node drain cannot evict a meeting; empty pods stay freely evictable.
-pub const IN_USE_LABEL: &str = "visio.io/in-use";
+/// The routing labels of the pod protocol (their one home is `pod_protocol`): `visio.io/serving` on pods
+/// that take new sessions (the Services select on it), `visio.io/in-use` on pods that hold sessions (the
+/// PodDisruptionBudget covers them).
+pub use crate::pod_protocol::{IN_USE as IN_USE_LABEL, SERVING as SERVING_LABEL};
 /// Value of [`SERVING_LABEL`] and [`IN_USE_LABEL`] when set.
 pub const LABEL_TRUE: &str = "true";
 /// Hash of the rendered LiveKit config an SFU pod was created with (the config itself is secret).
@@ -94,25 +93,21 @@ impl Component {
     }
 }
 
+/// The labels of `vc`'s children.
+fn child_labels(vc: &VisioCluster) -> ChildLabels {
+    let name = vc.meta().name.clone().unwrap_or_default();
+    ChildLabels::new(name.clone()).with(CLUSTER_LABEL, name)
+}
+
 /// The labels every child of `vc` carries.
 pub fn standard_labels(vc: &VisioCluster, component: Component) -> BTreeMap<String, String> {
-    let name = vc.meta().name.clone().unwrap_or_default();
-    let mut labels = selector_labels(vc, component);
-    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
-    labels.insert(PART_OF_LABEL.into(), PART_OF.into());
-    labels.insert(CLUSTER_LABEL.into(), name);
-    labels
+    child_labels(vc).all(component.app(), component.as_str())
 }
 
 /// The labels that select the pods of one component of `vc`: a stable subset of [`standard_labels`]
 /// (a Deployment's selector is immutable, so it must not include anything that may change).
 pub fn selector_labels(vc: &VisioCluster, component: Component) -> BTreeMap<String, String> {
-    let name = vc.meta().name.clone().unwrap_or_default();
-    BTreeMap::from([
-        (NAME_LABEL.to_string(), component.app().to_string()),
-        (INSTANCE_LABEL.to_string(), name),
-        (COMPONENT_LABEL.to_string(), component.as_str().to_string()),
-    ])
+    child_labels(vc).selector(component.app(), component.as_str())
 }
 
 /// Label selector (`key=value,...`) of every child of the VisioCluster named `cluster_name`, for listing
@@ -124,16 +119,7 @@ pub fn children_selector(cluster_name: &str) -> String {
 /// The controller owner reference every child carries, so that deleting the VisioCluster deletes them and
 /// that the controller is woken up when they change.
 pub fn owner_reference(vc: &VisioCluster) -> Result<OwnerReference, BuildError> {
-    let name = vc.meta().name.clone().ok_or(BuildError::MissingName)?;
-    let uid = vc.meta().uid.clone().filter(|u| !u.is_empty()).ok_or(BuildError::MissingUid)?;
-    Ok(OwnerReference {
-        api_version: VisioCluster::api_version(&()).into_owned(),
-        kind: VisioCluster::kind(&()).into_owned(),
-        name,
-        uid,
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    })
+    super::meta::owner_reference(vc)
 }
 
 /// The VisioCluster's name, checked to be a usable stem for its children's names (DNS-1035 label, short
@@ -168,13 +154,7 @@ pub fn cluster_namespace(vc: &VisioCluster) -> Result<&str, BuildError> {
 
 /// Metadata of a child named `name`: namespace of `vc`, standard labels, controller owner reference.
 pub fn child_metadata(vc: &VisioCluster, name: String, component: Component) -> Result<ObjectMeta, BuildError> {
-    Ok(ObjectMeta {
-        name: Some(name),
-        namespace: Some(cluster_namespace(vc)?.to_string()),
-        labels: Some(standard_labels(vc, component)),
-        owner_references: Some(vec![owner_reference(vc)?]),
-        ..ObjectMeta::default()
-    })
+    Ok(ChildMeta::new(vc, child_labels(vc))?.meta(name, component.app(), component.as_str()))
 }
 
 /// `<vc>-credentials`: generated API key and secret, managed Redis password.

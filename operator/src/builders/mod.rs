@@ -12,6 +12,7 @@
 pub mod captions;
 pub mod labels;
 pub mod livekit_config;
+pub mod meta;
 pub mod network;
 pub mod quota;
 pub mod redis;
@@ -97,6 +98,12 @@ pub(crate) fn duration_seconds(field: &'static str, value: &str) -> Result<u64, 
     let d = crate::duration::parse(value).map_err(|source| BuildError::InvalidDuration { field, source })?;
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     Ok(secs)
+}
+
+/// Milliseconds of a duration field, for the planners.
+pub fn duration_millis(field: &'static str, value: &str) -> Result<i64, BuildError> {
+    let d = crate::duration::parse(value).map_err(|source| BuildError::InvalidDuration { field, source })?;
+    Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A port field as a `u16`, refusing 0 and anything above 65535.

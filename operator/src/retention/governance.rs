@@ -12,7 +12,7 @@ use kube::ResourceExt;
 
 use crate::api::common::BucketRef;
 use crate::api::RetentionPolicy;
-use crate::controllers::conditions::{Decided, RETENTION_POLICY_MISSING};
+use crate::runtime::conditions::{Decided, RETENTION_POLICY_MISSING};
 
 /// `https://S3.example/` and `https://s3.example` are the same endpoint.
 fn same_endpoint(a: &str, b: &str) -> bool {

@@ -101,7 +101,7 @@ pub fn pod_snapshot(p: &Pod, was_ready: bool) -> PodSnapshot {
 }
 
 pub fn snapshot(ctx: &Context, key: &str, target_hash: &str, pods: &[Arc<Pod>], now: Timestamp) -> Snapshot {
-    let low = ctx.low_load_since.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied();
+    let low = ctx.low_load_since.get(key);
     let seen = remember_ready(ctx, key, pods);
     let mut pods: Vec<PodSnapshot> = pods
         .iter()
@@ -118,7 +118,7 @@ pub fn snapshot(ctx: &Context, key: &str, target_hash: &str, pods: &[Arc<Pod>], 
 /// once (the memory keeps only current pods). After an operator restart the memory is empty: a pod
 /// that holds sessions (its agent says so) has served, whatever its readiness now.
 fn remember_ready(ctx: &Context, key: &str, pods: &[Arc<Pod>]) -> std::collections::BTreeSet<String> {
-    let mut all = ctx.ready_seen.lock().unwrap_or_else(|p| p.into_inner());
+    let mut all = ctx.ready_seen.lock();
     let before = all.remove(key).unwrap_or_default();
     let seen: std::collections::BTreeSet<String> = pods
         .iter()
@@ -135,11 +135,7 @@ fn remember_ready(ctx: &Context, key: &str, pods: &[Arc<Pod>]) -> std::collectio
 }
 
 pub fn remember_low_load(ctx: &Context, key: &str, since: Option<i64>) {
-    let mut m = ctx.low_load_since.lock().unwrap_or_else(|p| p.into_inner());
-    match since {
-        Some(t) => m.insert(key.to_string(), t),
-        None => m.remove(key),
-    };
+    ctx.low_load_since.set(key, since);
 }
 
 /// Lowest free pod indexes: pod names are `<prefix>-<n>` (`<cluster>-sfu-<n>`), so a create retried

@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn what_the_pod_readers_see_is_unchanged_by_the_trim() {
-        use crate::controllers::fleet_pods::{agent_running, pod_ready, pod_snapshot};
+        use crate::runtime::pods::{agent_running, pod_ready, pod_snapshot};
         let mut p = pod();
         p.trim();
         let full = pod();
@@ -223,7 +223,7 @@ mod tests {
             "status": {"capacity": {"cpu": "64"}, "images": [{"names": ["livekit"], "sizeBytes": 1}]}
         }))
         .unwrap();
-        let cordoned = crate::controllers::nodes::cordoned(&n);
+        let cordoned = crate::runtime::nodes::cordoned(&n);
         n.trim();
         assert_eq!(
             fields(&n),
@@ -232,7 +232,7 @@ mod tests {
                 "spec": {"unschedulable": true, "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}
             })
         );
-        assert!(cordoned && crate::controllers::nodes::cordoned(&n));
+        assert!(cordoned && crate::runtime::nodes::cordoned(&n));
     }
 
     #[test]
