@@ -55,6 +55,37 @@ macro_rules! child_kinds {
             pub nodes: Writer<Node>,
         }
 
+        #[cfg(test)]
+        impl Writers {
+            /// Marks every cache as holding its first full list.
+            pub fn ready(&mut self) {
+                self.pods.apply_watcher_event(&watcher::Event::Init);
+                self.pods.apply_watcher_event(&watcher::Event::InitDone);
+                $(
+                    self.$field.apply_watcher_event(&watcher::Event::Init);
+                    self.$field.apply_watcher_event(&watcher::Event::InitDone);
+                )*
+                self.retention_policies.apply_watcher_event(&watcher::Event::Init);
+                self.retention_policies.apply_watcher_event(&watcher::Event::InitDone);
+                self.nodes.apply_watcher_event(&watcher::Event::Init);
+                self.nodes.apply_watcher_event(&watcher::Event::InitDone);
+            }
+
+            /// Puts a child into its cache, as a watch would (a Secret goes nowhere: its caches are
+            /// per namespace).
+            pub fn cache(&mut self, child: Child) {
+                match child {
+                    Child::Secret(_) => {}
+                    $( Child::$variant(o) => self.$field.apply_watcher_event(&watcher::Event::Apply(o)), )*
+                }
+            }
+
+            /// Puts a pod into the pods' cache.
+            pub fn cache_pod(&mut self, pod: Pod) {
+                self.pods.apply_watcher_event(&watcher::Event::Apply(pod));
+            }
+        }
+
         /// Empty caches and their writers.
         pub fn stores() -> (Stores, Writers) {
             let (pods, pods_w) = reflector::store();
@@ -124,6 +155,15 @@ macro_rules! child_kinds {
         )*
 
         impl Child {
+            /// The child of kind `kind` in `value` (an object as the API returns it).
+            pub fn from_json(kind: &str, value: serde_json::Value) -> Option<Child> {
+                match kind {
+                    "Secret" => serde_json::from_value(value).ok().map(Child::Secret),
+                    $( stringify!($variant) => serde_json::from_value(value).ok().map(Child::$variant), )*
+                    _ => None,
+                }
+            }
+
             fn kind(&self) -> &'static str {
                 match self {
                     Child::Secret(_) => "Secret",

@@ -16,6 +16,8 @@ pub mod recent;
 pub mod secrets;
 pub mod status;
 pub mod status_pace;
+#[cfg(test)]
+pub mod testing;
 pub mod trim;
 pub mod watch;
 

@@ -10,6 +10,9 @@ pub mod pods;
 pub mod status;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
