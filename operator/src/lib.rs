@@ -12,5 +12,4 @@ pub mod fuzz;
 pub mod leader;
 pub mod pod_protocol;
 pub mod retention;
-pub mod standin;
 pub mod telemetry;
