@@ -3,15 +3,18 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help demo test lint unit alerts e2e crds manifests cluster-up cluster-down build fuzz bench conformance image release licenses sbom
+.PHONY: help demo test lint unit alerts e2e crds manifests cluster-up cluster-down build standins fuzz bench conformance image release licenses sbom
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-build: ## Build the operator binary (and the e2e stand-ins: LiveKit, moshi-server, WhisperLive, transcriber worker)
+build: ## Build the operator binary (the product only: no test code)
 	$(CARGO) build -p visio-operator --bins
 
-demo: build ## Run the operator on the embedded local control plane with two sample ministries
+standins: ## Build the loopback stand-ins the tests drive (standins/: LiveKit, moshi-server, WhisperLive, transcriber worker)
+	$(CARGO) build -p visio-standins --bins
+
+demo: build standins ## Run the operator on the embedded local control plane with two sample ministries
 	e2e/demo
 
 test: lint licenses unit alerts e2e ## Run every test: fmt, clippy, crate licenses, unit and property tests, drift checks, alert rules, e2e on the local control plane
@@ -20,17 +23,17 @@ lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: ## Unit, property and drift tests (no cluster needed), and the real WhisperLive (a venv from PyPI, cached)
+unit: standins ## Unit, property and drift tests (no cluster needed), and the real WhisperLive (a venv from PyPI, cached)
 	e2e/whisperlive/setup >/dev/null
 	$(CARGO) test --workspace --exclude visio-e2e
 
 alerts: ## promtool check/test of the shipped alerts (installs Debian's prometheus package for promtool if missing)
 	bash monitoring/test
 
-e2e: build image ## End-to-end tests against a fresh local control plane (built once, cached), the operator's image among them
+e2e: build standins image ## End-to-end tests against a fresh local control plane (built once, cached), the operator's image among them
 	e2e/run-tests
 
-conformance: ## The real caption servers against what the operator renders: WhisperLive (PyPI, a venv in ~/.cache/visio-e2e) and moshi-server validate (cargo install; cold build about 22 min)
+conformance: standins ## The real caption servers against what the operator renders: WhisperLive (PyPI, a venv in ~/.cache/visio-e2e) and moshi-server validate (cargo install; cold build about 22 min)
 	e2e/whisperlive/setup >/dev/null
 	CONFORMANCE=1 $(CARGO) test -p visio-operator --test whisperlive_conformance
 	e2e/moshi-conformance test
@@ -71,6 +74,6 @@ fuzz: ## Fuzz the agent's metrics parser, the duration grammar and the load anno
 	  $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
 	done
 
-bench: build ## Benchmarks (not tests): e2e/bench fleet (operator vs chart baseline) and e2e/bench tenants (10, 100, 300)
+bench: build standins ## Benchmarks (not tests): e2e/bench fleet (operator vs chart baseline) and e2e/bench tenants (10, 100, 300)
 	e2e/bench fleet
 	e2e/bench tenants

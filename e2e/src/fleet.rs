@@ -93,7 +93,7 @@ impl Binaries {
         for p in [&b.operator, &b.standin] {
             ensure!(
                 p.exists(),
-                "{} not found: build the operator's binaries first (`cargo build -p visio-operator --bins`)",
+                "{} not found: build the operator and the stand-ins first (`make build standins`)",
                 p.display()
             );
         }
@@ -569,7 +569,7 @@ impl Fleet {
     pub async fn start(client: Client, cfg: FleetConfig) -> Result<Fleet> {
         let bins = Binaries::find()?;
         if let Some((bin, _, _)) = cfg.backend.caption(&bins) {
-            ensure!(bin.exists(), "{} not found: `cargo build -p visio-operator --bins`", bin.display());
+            ensure!(bin.exists(), "{} not found: `make standins`", bin.display());
         }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
         let (name, key_field, secret_field) = match cfg.backend {

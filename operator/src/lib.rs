@@ -13,5 +13,4 @@ pub mod leader;
 pub mod pod_protocol;
 pub mod retention;
 pub mod runtime;
-pub mod standin;
 pub mod telemetry;

@@ -1,6 +1,6 @@
-//! The in-pod agent against `livekit-standin` (a LiveKit stand-in, loopback only): its backend client, the
-//! stand-in's drain semantics, the `agent` command's flags, and the whole drain path driven from an
-//! in-memory pod instead of Kubernetes.
+//! The in-pod agent against `livekit-standin` (a LiveKit stand-in, loopback only, from `standins/`): its
+//! backend client, the `agent` command's flags, and the whole drain path driven from an in-memory pod instead
+//! of Kubernetes. The stand-in's own drain semantics are checked in `standins/tests/livekit_standin.rs`.
 //!
 //! Every wait is bounded in time, every stand-in is killed when its handle drops, and the tests that start
 //! stand-ins run one at a time: the agent finds the stand-in among this process's children, and refuses to
@@ -29,6 +29,8 @@ use visio_operator::agent::process::Scope;
 use visio_operator::agent::prometheus::{sum_metric, Sum};
 use visio_operator::pod_protocol::Load;
 
+mod common;
+
 const KEY: &str = "APIvisiotest";
 const SECRET: &str = "visio-test-secret-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(15);
@@ -49,7 +51,7 @@ struct Standin {
 
 impl Standin {
     async fn start(drain_poll: &str) -> Standin {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_livekit-standin"))
+        let mut child = tokio::process::Command::new(common::standin("livekit-standin"))
             .args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--drain-poll-interval", drain_poll])
             .env("LIVEKIT_API_KEY", KEY)
             .env("LIVEKIT_API_SECRET", SECRET)
@@ -95,12 +97,6 @@ impl Standin {
 
     async fn state(&self) -> Value {
         self.call(Method::GET, "/standin/state", Value::Null).await.1
-    }
-
-    fn sigterm(&self) {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        let rc = unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        assert_eq!(rc, 0, "SIGTERM delivered");
     }
 
     async fn wait_exit(&mut self) -> std::process::ExitStatus {
@@ -279,29 +275,6 @@ async fn warns_every_room_once_then_ends_them() {
     assert_eq!(state["rooms"], json!([]));
     assert_eq!(state["deleted"], json!(["budget", "weekly"]));
     assert!(lk.delete_room("weekly").await.is_ok(), "a room already gone is not an error");
-}
-
-#[tokio::test]
-async fn standin_drains_like_livekit() {
-    let _one = ONE_STANDIN.lock().await;
-    let mut standin = Standin::start("100ms").await;
-    assert_eq!(standin.open_room("weekly", 2).await, StatusCode::CREATED);
-    standin.sigterm();
-    wait_until("draining", || async { standin.state().await["draining"] == true }).await;
-    assert_eq!(standin.open_room("new", 1).await, StatusCode::CONFLICT, "no new rooms");
-    assert_eq!(standin.open_room("weekly", 3).await, StatusCode::OK, "existing rooms still admit participants");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(standin.child.try_wait().unwrap().is_none(), "still running while participants are left");
-    assert_eq!(standin.open_room("weekly", 0).await, StatusCode::OK);
-    assert_eq!(standin.wait_exit().await.code(), Some(0), "exits once empty, with its empty room still open");
-
-    // A second signal forces the exit.
-    let mut busy = Standin::start("100ms").await;
-    busy.open_room("weekly", 2).await;
-    busy.sigterm();
-    wait_until("draining", || async { busy.state().await["draining"] == true }).await;
-    busy.sigterm();
-    assert_eq!(busy.wait_exit().await.code(), Some(0), "LiveKit exits 0 on the second signal too");
 }
 
 #[tokio::test]

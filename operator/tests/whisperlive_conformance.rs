@@ -23,6 +23,8 @@ use visio_operator::agent::captions::{parse_metrics, Engine};
 use visio_operator::api::CaptionPool;
 use visio_operator::builders::captions::{build_captions, CaptionInputs, BACKEND_CONTAINER};
 
+mod common;
+
 const KEY: &str = "wl-conformance-key-0123456789";
 /// The servers bind ports picked here: one test at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -120,7 +122,7 @@ fn command(kind: Kind, python: Option<&PathBuf>, args: &[String]) -> Command {
             c.arg(repo().join("e2e/whisperlive/serve.py"));
             c
         }
-        Kind::Standin => Command::new(env!("CARGO_BIN_EXE_whisperlive-standin")),
+        Kind::Standin => Command::new(common::standin("whisperlive-standin")),
     };
     c.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     c

@@ -22,7 +22,7 @@
 //! harness drives both: `POST /standin/rooms` `{"name"}` opens the stream `name` (201; 503 when every slot
 //! is taken; 401 without the key; 200 if it is already open), `DELETE /standin/rooms/<name>` closes it,
 //! `GET /standin/state` returns the open streams (as `rooms`), the rejections and `draining: false`.
-//! Slots, histogram and the process's life are shared with `whisperlive-standin` (`visio_operator::standin`).
+//! Slots, histogram and the process's life are shared with `whisperlive-standin` (`visio_standins`).
 //!
 //! On start it prints one line to stdout: `moshi-standin http=<addr> metrics=<addr> pid=<pid>`.
 
@@ -34,7 +34,7 @@ use clap::Parser;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
-use visio_operator::standin::{self, Histogram, Slots};
+use visio_standins::{self as standin, Histogram, Slots};
 
 /// A stand-in for moshi-server (tests only; loopback only).
 #[derive(Parser, Debug)]

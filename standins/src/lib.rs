@@ -1,7 +1,9 @@
-//! What the loopback stand-ins of the test harnesses share (`livekit-standin`, `moshi-standin`,
-//! `whisperlive-standin`, `transcriber-standin`): a tiny HTTP/1 server whose handler answers a status and a
+//! The loopback stand-ins of the test harnesses (`src/bin/`: `livekit-standin`, `moshi-standin`,
+//! `whisperlive-standin`, `transcriber-standin`), in a crate of their own so that the product holds no test
+//! code paths. This library is what they share: a tiny HTTP/1 server whose handler answers a status and a
 //! body, a poison-tolerant lock, and for the caption processes their slots, a histogram and the process's
-//! life.
+//! life. What they must agree on with the operator (tokens, the metrics exposition, durations) they take
+//! from `visio_operator` itself.
 
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
@@ -178,7 +180,7 @@ impl Histogram {
     pub fn render(&self, name: &str, help: &str) -> String {
         let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
         for (i, b) in self.bounds.iter().enumerate() {
-            out.push_str(&crate::agent::prometheus::render_sample(
+            out.push_str(&visio_operator::agent::prometheus::render_sample(
                 &format!("{name}_bucket"),
                 &[("le", &b.to_string())],
                 &self.buckets[i].to_string(),
@@ -349,7 +351,7 @@ mod tests {
         }
         let text = h.render("x_seconds", "x");
         assert_eq!(
-            crate::agent::captions::histogram(&text, "x_seconds"),
+            visio_operator::agent::captions::histogram(&text, "x_seconds"),
             Some(vec![(0.1, 1), (1.0, 2), (f64::INFINITY, 3)])
         );
         assert!(text.contains("x_seconds_count 3\n"), "{text}");

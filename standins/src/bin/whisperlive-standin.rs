@@ -22,7 +22,7 @@
 //! open; 401 without the key when `--api_key` is set), `DELETE /standin/rooms/<name>`, `GET
 //! /standin/state`. A WebSocket handshake (`GET` with `Upgrade: websocket`) is answered 101 (or 401); the
 //! stand-in speaks no WebSocket frames after it. Slots, histogram and the process's life are shared with
-//! `moshi-standin` (`visio_operator::standin`). The harness may place the ports with `--addr` and
+//! `moshi-standin` (`visio_standins`). The harness may place the ports with `--addr` and
 //! `--metrics-addr` instead of `--port` and `--metrics_port`.
 //!
 //! On start it prints one line to stdout: `whisperlive-standin http=<addr> metrics=<addr> pid=<pid>`.
@@ -35,7 +35,7 @@ use clap::Parser;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
-use visio_operator::standin::{self, Admit, Histogram, Slots};
+use visio_standins::{self as standin, Admit, Histogram, Slots};
 
 /// A stand-in for WhisperLive (tests only; loopback only).
 #[derive(Parser, Debug)]

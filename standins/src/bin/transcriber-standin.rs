@@ -29,7 +29,7 @@ use clap::Parser;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
-use visio_operator::standin::{self, Drain, Slots};
+use visio_standins::{self as standin, Drain, Slots};
 
 /// A stand-in for a LiveKit Agents transcriber worker (tests only; loopback only).
 #[derive(Parser, Debug)]

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use visio_operator::agent::jwt::{self, VideoGrant};
 use visio_operator::agent::prometheus::render_sample;
-use visio_operator::standin;
+use visio_standins as standin;
 
 /// A stand-in for LiveKit server (tests only; loopback only).
 #[derive(Parser, Debug)]
