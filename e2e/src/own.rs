@@ -89,7 +89,7 @@ impl OwnCluster {
 
     /// Starts `bin run` against this control plane (without leader election: one operator at a time).
     pub fn start_operator(&mut self, bin: &Path, instance: &str) -> Result<()> {
-        self.metrics_port = crate::fleet::free_port()?;
+        self.metrics_port = crate::process::free_port()?;
         self.starts += 1;
         if let Some(dir) = self.log().parent() {
             std::fs::create_dir_all(dir)?;

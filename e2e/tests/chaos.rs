@@ -33,6 +33,8 @@ use kube::discovery::ApiResource;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
+use visio_e2e::process::free_port;
+use visio_e2e::rng::Rng;
 use visio_e2e::{http_get, poll, repo};
 use visio_operator::api::VisioCluster;
 use visio_operator::builders::labels::{COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
@@ -122,14 +124,10 @@ struct Cluster {
     client: Option<Client>,
 }
 
-/// `cmd` run to its end (visio_e2e::chart::run): whether it succeeded, stdout, stderr.
+/// `cmd` run to its end (visio_e2e::process::run): whether it succeeded, stdout, stderr.
 fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<(bool, String, String)> {
-    let out = visio_e2e::chart::run(cmd, stdin)?;
+    let out = visio_e2e::process::run(cmd, stdin)?;
     Ok((out.ok, out.stdout, out.stderr))
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl Cluster {
@@ -401,23 +399,6 @@ async fn takeover(c: &Cluster, holder: &str, ns: &str, name: &str, t0: Instant) 
 // ---------------------------------------------------------------------------------------------
 // b. Killed at random points while 20 tenants converge
 
-/// splitmix64: a small seeded generator, so a failing run can be replayed with its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
 const TENANTS: usize = 20;
 
 fn env_u64(name: &str, default: u64) -> Result<u64> {
@@ -463,7 +444,7 @@ fn watch_credentials(client: Client) -> (SeenCredentials, tokio::task::JoinHandl
 async fn random_kills(c: &mut Cluster) -> Result<()> {
     let seed = env_u64("VISIO_CHAOS_SEED", 10)?;
     let kills = env_u64("VISIO_CHAOS_KILLS", 50)?;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (seen, watch) = watch_credentials(c.client());
     struct Abort(tokio::task::JoinHandle<()>);
     impl Drop for Abort {
@@ -485,7 +466,7 @@ async fn random_kills(c: &mut Cluster) -> Result<()> {
     let (mut leading, mut synced, mut created) = (0, 0, 0);
     for i in 0..kills {
         let op = c.start("chaos")?;
-        let wait = rng.between(50, 800);
+        let wait = rng.range(50, 800);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         c.operators[op].kill();
         let log = c.operators[op].log_text();

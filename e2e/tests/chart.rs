@@ -21,9 +21,10 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use visio_e2e::chart::{
-    chart, create_operator_namespace, helm, helm_ok, kubectl_at, kubectl_out, ready_as, refused_requests, run,
-    service_account_kubeconfig, wait_as_operator, NAMESPACE, RELEASE, SERVICE_ACCOUNT,
+    chart, create_operator_namespace, helm, helm_ok, ready_as, refused_requests, service_account_kubeconfig,
+    wait_as_operator, NAMESPACE, RELEASE, SERVICE_ACCOUNT,
 };
+use visio_e2e::process::{free_port, kubectl_at, kubectl_out, run};
 use visio_e2e::{http_get, repo, wait_for};
 
 /// One permission the operator needs, and the code that needs it.
@@ -706,10 +707,6 @@ impl Drop for OwnCluster {
         self.stop_operator();
         let _ = run(&mut Self::script(&self.state, &["down", "--purge"]), None);
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 const TENANT: &str = "rbac-proof";

@@ -36,12 +36,11 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
-use visio_e2e::fleet::{
-    client_at, unix_ms, visiocluster, Binaries, Churn, Fleet, FleetConfig, Join, MeetingStatus, StandinBackend, View,
-    Workload, NEW_VERSION as NEW, OLD_VERSION as OLD, VC_NAME as VC,
-};
+use visio_e2e::fixtures::{fleet_visio_cluster as visiocluster, NEW_VERSION as NEW, OLD_VERSION as OLD, VC_NAME as VC};
+use visio_e2e::fleet::{Binaries, Churn, Fleet, FleetConfig, Join, MeetingStatus, StandinBackend, View, Workload};
 use visio_e2e::own::{OwnCluster, Ports};
 use visio_e2e::{client, events, kubeconfig_path, namespace, Tenant};
+use visio_e2e::{client_at, unix_ms};
 use visio_operator::api::VisioCluster;
 use visio_operator::pod_protocol::{self, Load};
 
@@ -781,7 +780,7 @@ async fn node_drain(cluster: &OwnCluster, ns: &str) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     // Evictions as `kubectl drain` sends them: one request each (kube's client would retry a 429
     // itself, for up to minutes), the drain retrying every few seconds.
-    let mut cfg = visio_e2e::fleet::config_at(&cluster.kubeconfig).await?;
+    let mut cfg = visio_e2e::config_at(&cluster.kubeconfig).await?;
     cfg.default_retry = false;
     let evictions: Api<Pod> = Api::namespaced(Client::try_from(cfg)?, ns);
     let in_use = |p: &Pod| p.labels().get(pod_protocol::IN_USE).cloned();

@@ -23,10 +23,11 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use visio_e2e::chart::{
-    chart, create_operator_namespace, helm_ok, kubectl_at, ready_as, refused_requests, run, wait_as_operator, Output,
-    NAMESPACE, RELEASE, SERVICE_ACCOUNT,
+    chart, create_operator_namespace, helm_ok, ready_as, refused_requests, wait_as_operator, NAMESPACE, RELEASE,
+    SERVICE_ACCOUNT,
 };
 use visio_e2e::own::{OwnCluster, Ports};
+use visio_e2e::process::{kubectl_at, run, Output};
 use visio_e2e::{http_get, repo, wait_for};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -337,7 +338,7 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
     helm_ok(&[&install[..], &["--skip-crds", "--wait=false", "--set", "replicas=0"]].concat())?;
 
     // The chart's own arguments for the operator container; the metrics port on loopback (host network).
-    let port = visio_e2e::fleet::free_port()?;
+    let port = visio_e2e::process::free_port()?;
     let port_set = format!("metrics.port={port}");
     let rendered =
         helm_ok(&["template", RELEASE, chart.to_str().unwrap(), "--namespace", NAMESPACE, "--set", &port_set])?;
@@ -416,15 +417,15 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
         .filter_map(|a| a.as_str().map(String::from))
         .collect();
     let loopback = |port: u16| format!("http://127.0.0.1:{port}");
-    let health = format!("127.0.0.1:{}", visio_e2e::fleet::free_port()?);
+    let health = format!("127.0.0.1:{}", visio_e2e::process::free_port()?);
     let agent_args: Vec<String> = [
         "agent",
         "--backend",
         "livekit",
         "--metrics-url",
-        &format!("{}/metrics", loopback(visio_e2e::fleet::free_port()?)),
+        &format!("{}/metrics", loopback(visio_e2e::process::free_port()?)),
         "--api-url",
-        &loopback(visio_e2e::fleet::free_port()?),
+        &loopback(visio_e2e::process::free_port()?),
         "--health-addr",
         &health,
     ]
