@@ -7,6 +7,7 @@ pub mod fixtures;
 pub mod fleet;
 pub mod livekit;
 pub mod own;
+pub mod ports;
 pub mod process;
 pub mod rng;
 
