@@ -2,14 +2,14 @@
 //! ServiceAccount (image.rs): helm and kubectl from the local control plane, a ServiceAccount-only
 //! kubeconfig, and waits that fail at once on a request RBAC refused.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
+use crate::process::{kubectl_at, run, tool, Output};
 use crate::{repo, wait_for};
 
 pub const RELEASE: &str = "visio-operator";
@@ -19,36 +19,6 @@ pub const SERVICE_ACCOUNT: &str = "visio-operator";
 /// The chart's directory.
 pub fn chart() -> PathBuf {
     repo().join("helm/visio-operator")
-}
-
-/// A binary built with the local control plane (kubectl, helm).
-pub fn tool(name: &str) -> Result<PathBuf> {
-    let bin = std::env::var_os("VISIO_E2E_BIN").context("VISIO_E2E_BIN is not set (run `make e2e`)")?;
-    Ok(PathBuf::from(bin).join(name))
-}
-
-/// What a command printed, and whether it succeeded.
-pub struct Output {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs `cmd` to its end, with `stdin` written to it.
-pub fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<Output> {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let what = format!("{cmd:?}");
-    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
-    if let Some(input) = stdin {
-        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output()?;
-    Ok(Output {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
 }
 
 /// Runs the `helm` built with the control plane, its cache and config kept out of $HOME.
@@ -67,20 +37,6 @@ pub fn helm_ok(args: &[&str]) -> Result<String> {
     let out = helm(args)?;
     ensure!(out.ok, "helm {} failed:\n{}", args.join(" "), out.stderr);
     Ok(out.stdout)
-}
-
-/// `kubectl --kubeconfig <kubeconfig> <args>`: stdout on success, an error with stderr otherwise.
-pub fn kubectl_at(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let out = kubectl_out(kubeconfig, args, stdin)?;
-    ensure!(out.ok, "kubectl {}: {}", args.join(" "), out.stderr);
-    Ok(out.stdout)
-}
-
-/// `kubectl --kubeconfig <kubeconfig> <args>`, whatever its outcome.
-pub fn kubectl_out(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<Output> {
-    let mut cmd = Command::new(tool("kubectl")?);
-    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    run(&mut cmd, stdin)
 }
 
 /// The Namespace document of manifests/install.yaml, created for real (a dry run creates nothing,

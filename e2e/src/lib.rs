@@ -3,12 +3,16 @@
 
 pub mod baseline;
 pub mod chart;
+pub mod fixtures;
 pub mod fleet;
 pub mod livekit;
 pub mod own;
+pub mod ports;
+pub mod process;
+pub mod rng;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _, Result};
 use k8s_openapi::api::core::v1::Event;
@@ -18,6 +22,8 @@ use kube::Client;
 use serde_json::Value;
 
 pub mod s3;
+
+pub use process::kubectl;
 
 /// Path of the kubeconfig of the local control plane, or a clear error saying how to get one.
 pub fn kubeconfig_path() -> Result<PathBuf> {
@@ -32,15 +38,28 @@ pub fn kubeconfig_path() -> Result<PathBuf> {
 
 /// A client for the local control plane.
 pub async fn client() -> Result<Client> {
-    let path = kubeconfig_path()?;
-    let kc = Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
+    client_at(&kubeconfig_path()?).await
+}
+
+/// A client for the control plane behind `kubeconfig`, refused unless it is on loopback.
+pub async fn client_at(kubeconfig: &Path) -> Result<Client> {
+    Ok(Client::try_from(config_at(kubeconfig).await?)?)
+}
+
+/// The client configuration of a kubeconfig, on loopback only (the network rule).
+pub async fn config_at(kubeconfig: &Path) -> Result<kube::Config> {
+    let kc = Kubeconfig::read_from(kubeconfig).with_context(|| format!("reading {}", kubeconfig.display()))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-    let server = cfg.cluster_url.host().unwrap_or_default().to_string();
-    // The network rule: only loopback.
-    if server != "127.0.0.1" && server != "localhost" && server != "[::1]" {
-        bail!("refusing to test against {server}: the e2e suite only talks to loopback");
+    let host = cfg.cluster_url.host().unwrap_or_default().to_string();
+    if host != "127.0.0.1" && host != "localhost" && host != "[::1]" {
+        bail!("refusing to test against {host}: the e2e suite only talks to loopback");
     }
-    Ok(Client::try_from(cfg)?)
+    Ok(cfg)
+}
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// An untyped API for the object `obj` (`apiVersion`, `kind`, and `metadata.namespace` if namespaced),
@@ -68,27 +87,6 @@ pub fn repo() -> PathBuf {
     std::env::var_os("VISIO_E2E_REPO")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-}
-
-/// Runs the matching `kubectl` (built with the control plane) against it; returns stdout, or
-/// an error with stderr.
-pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String> {
-    use std::io::Write;
-    let bin =
-        std::env::var_os("VISIO_E2E_BIN").map(PathBuf::from).context("VISIO_E2E_BIN is not set (run `make e2e`)")?;
-    let mut cmd = std::process::Command::new(bin.join("kubectl"));
-    cmd.arg("--kubeconfig").arg(kubeconfig_path()?).args(args);
-    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn()?;
-    if let Some(input) = stdin {
-        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// RFC 7386 JSON merge patch (null removes a field).

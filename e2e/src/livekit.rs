@@ -20,7 +20,7 @@ use serde_yaml::Value as Yaml;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-use crate::fleet::free_port;
+use crate::process::{free_port, free_udp};
 
 /// The directory `e2e/livekit build` filled (livekit-server, visio-participant, redis-server).
 pub fn bin_dir() -> Result<PathBuf> {
@@ -114,10 +114,6 @@ impl NodeAddr {
         let start = 41_000 + u16::from(self.index % 60) * 200;
         (start, start + 199)
     }
-}
-
-fn free_udp() -> Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The operator's LiveKit config with only its binding changed to `addr` and `redis`: 127.0.0.1

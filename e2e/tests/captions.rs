@@ -31,7 +31,8 @@ use anyhow::{ensure, Context, Result};
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
-use visio_e2e::fleet::{unix_ms, Fleet, FleetConfig, Join, StandinBackend, View, Workload};
+use visio_e2e::fleet::{Fleet, FleetConfig, Join, StandinBackend, View, Workload};
+use visio_e2e::unix_ms;
 use visio_e2e::{client, events, kubeconfig_path, wait_for, Tenant};
 use visio_operator::api::{CaptionPool, VisioCluster};
 

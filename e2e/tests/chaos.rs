@@ -18,21 +18,21 @@
 //! `VISIO_CHAOS_SEED` and `VISIO_CHAOS_KILLS` override the seed and the number of kills of b.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::ApiResource;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
+use visio_e2e::own::{Operator, OperatorRun, OwnCluster};
+use visio_e2e::ports;
+use visio_e2e::process::operator_bin;
+use visio_e2e::rng::Rng;
 use visio_e2e::{http_get, poll, repo};
 use visio_operator::api::VisioCluster;
 use visio_operator::builders::labels::{COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
@@ -41,208 +41,32 @@ use visio_operator::builders::stack::{build_stack, Credentials};
 /// One scenario at a time: they share the cluster's state directory and ports.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Ports and state apart from the suite's (.e2e-test), the demo's (.e2e) and the chart proof's.
-const CLUSTER_ENV: &[(&str, &str)] = &[
-    ("VISIO_E2E_API_PORT", "16470"),
-    ("VISIO_E2E_ETCD_PORT", "23798"),
-    ("VISIO_E2E_ETCD_PEER_PORT", "23808"),
-    ("VISIO_E2E_KCM_PORT", "10397"),
-    ("VISIO_E2E_SCHED_PORT", "10399"),
-    ("VISIO_E2E_KWOK_PORT", "10287"),
-    ("VISIO_E2E_NODES", "8"),
-];
-
 /// `--lease-duration` of every operator started here.
 const LEASE_SECONDS: u64 = 5;
 /// Namespace of the leader Lease (what POD_NAMESPACE is in a cluster).
 const OPERATOR_NS: &str = "visio-system";
-const LEASE: &str = "visio-operator-leader";
 
 // ---------------------------------------------------------------------------------------------
-// Processes and the cluster
+// The cluster and its operators
 
-/// An operator process; killed (SIGKILL) and reaped when dropped.
-struct Operator {
-    child: Option<Child>,
-    instance: String,
-    port: u16,
-    log: PathBuf,
+/// A fresh chaos control plane, with the operators' namespace.
+async fn up() -> Result<OwnCluster> {
+    let started = Instant::now();
+    let cluster = OwnCluster::up(ports::CHAOS)?;
+    println!("[chaos] control plane up in {:.1} s", started.elapsed().as_secs_f64());
+    cluster.kubectl(&["create", "namespace", OPERATOR_NS], None)?;
+    Ok(cluster)
 }
 
-impl Operator {
-    fn pid(&self) -> Result<u32> {
-        Ok(self.child.as_ref().context("operator already stopped")?.id())
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// SIGKILL, and reap.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM (what the kubelet sends on a pod deletion).
-    fn terminate(&self) -> Result<()> {
-        let out = Command::new("kill").args(["-TERM", &self.pid()?.to_string()]).output()?;
-        ensure!(out.status.success(), "kill -TERM: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(())
-    }
-
-    /// Whether the process still runs (`None`), or how it ended.
-    fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
-        match self.child.as_mut() {
-            Some(c) => Ok(c.try_wait()?),
-            None => bail!("operator {} already reaped", self.instance),
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+/// Starts an operator replica (leader election on a [`LEASE_SECONDS`] Lease in [`OPERATOR_NS`]);
+/// returns its index in `operators`.
+fn start(c: &mut OwnCluster, instance: &str) -> Result<usize> {
+    let run = OperatorRun::new(&operator_bin()?, instance).lease_duration(LEASE_SECONDS).pod_namespace(OPERATOR_NS);
+    c.start(run)
 }
 
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The scenario's control plane and its operators: all stopped on drop.
-struct Cluster {
-    state: PathBuf,
-    kubeconfig: PathBuf,
-    bin: PathBuf,
-    operators: Vec<Operator>,
-    started: usize,
-    client: Option<Client>,
-}
-
-/// `cmd` run to its end (visio_e2e::chart::run): whether it succeeded, stdout, stderr.
-fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<(bool, String, String)> {
-    let out = visio_e2e::chart::run(cmd, stdin)?;
-    Ok((out.ok, out.stdout, out.stderr))
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-impl Cluster {
-    fn script(state: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new(repo().join("e2e/cluster"));
-        cmd.args(args).env("VISIO_E2E_STATE", state);
-        for (k, v) in CLUSTER_ENV {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    async fn up() -> Result<Self> {
-        let bin = match std::env::var_os("VISIO_E2E_OPERATOR_BIN") {
-            Some(p) => PathBuf::from(p),
-            None => repo().join("target/debug/visio-operator"),
-        };
-        ensure!(bin.exists(), "{} not found: build it (`make build`, which `make e2e` runs first)", bin.display());
-        let state = repo().join(".e2e-chaos");
-        // A run killed before its cleanup may have left one behind.
-        let _ = run(&mut Self::script(&state, &["down", "--purge"]), None);
-        let mut guard =
-            Cluster { kubeconfig: state.join("kubeconfig"), state, bin, operators: vec![], started: 0, client: None };
-        let started = Instant::now();
-        let (ok, _, err) = run(&mut Self::script(&guard.state, &["up"]), None)?;
-        ensure!(ok, "e2e/cluster up (chaos control plane) failed:\n{err}");
-        println!("[chaos] control plane up in {:.1} s", started.elapsed().as_secs_f64());
-        let kc = Kubeconfig::read_from(&guard.kubeconfig)?;
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-        let host = cfg.cluster_url.host().unwrap_or_default().to_string();
-        ensure!(host == "127.0.0.1" || host == "localhost", "loopback only: {host}");
-        guard.client = Some(Client::try_from(cfg)?);
-        guard.kubectl(&["create", "namespace", OPERATOR_NS], None)?;
-        Ok(guard)
-    }
-
-    fn client(&self) -> Client {
-        self.client.clone().expect("client set by up()")
-    }
-
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
-        let bin = std::env::var_os("VISIO_E2E_BIN").context("VISIO_E2E_BIN is not set (run `make e2e`)")?;
-        let mut cmd = Command::new(PathBuf::from(bin).join("kubectl"));
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        let (ok, out, err) = run(&mut cmd, stdin)?;
-        ensure!(ok, "kubectl {}: {err}", args.join(" "));
-        Ok(out)
-    }
-
-    /// Starts an operator replica; returns its index in `operators`.
-    fn start(&mut self, instance: &str) -> Result<usize> {
-        let port = free_port()?;
-        self.started += 1;
-        let log = self.state.join(format!("logs/operator-{:03}-{instance}.log", self.started));
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(&self.bin)
-            .args(["run", "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-format", "json"])
-            .args(["--lease-duration", &LEASE_SECONDS.to_string(), "--instance", instance])
-            .args(["--agent-image", "visio-operator:e2e"])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("POD_NAMESPACE", OPERATOR_NS)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .context("starting the operator")?;
-        self.operators.push(Operator { child: Some(child), instance: instance.into(), port, log });
-        Ok(self.operators.len() - 1)
-    }
-
-    async fn lease_holder(&self) -> Result<Option<String>> {
-        let api: Api<Lease> = Api::namespaced(self.client(), OPERATOR_NS);
-        Ok(api.get_opt(LEASE).await?.and_then(|l| l.spec).and_then(|s| s.holder_identity))
-    }
-
-    /// Applies a JSON document (a List or one object) with kubectl.
-    fn apply(&self, doc: &Value) -> Result<()> {
-        self.kubectl(&["apply", "-f", "-"], Some(&doc.to_string()))?;
-        Ok(())
-    }
-
-    async fn vc(&self, ns: &str, name: &str) -> Result<VisioCluster> {
-        Ok(Api::<VisioCluster>::namespaced(self.client(), ns).get(name).await?)
-    }
-
-    /// On failure: the end of the logs of the operators still known, to see why.
-    fn report<T>(&self, result: &Result<T>) {
-        if result.is_err() {
-            for op in self.operators.iter().rev().take(3) {
-                let log = op.log_text();
-                let tail: Vec<&str> = log.lines().rev().take(25).collect();
-                eprintln!("--- last lines of {} ({}) ---", op.instance, op.log.display());
-                for l in tail.iter().rev() {
-                    eprintln!("{l}");
-                }
-            }
-            // The apiserver's errors too: a scenario may fail on the control plane, not the operator.
-            let log = std::fs::read_to_string(self.state.join("logs/kube-apiserver.log")).unwrap_or_default();
-            let errors: Vec<&str> = log.lines().filter(|l| l.starts_with('E')).collect();
-            eprintln!("--- last errors of kube-apiserver ---");
-            for l in errors.iter().rev().take(25).rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.operators.clear();
-        let _ = run(&mut Self::script(&self.state, &["down", "--purge"]), None);
-    }
+async fn vc(c: &OwnCluster, ns: &str, name: &str) -> Result<VisioCluster> {
+    Ok(Api::<VisioCluster>::namespaced(c.client().await?, ns).get(name).await?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,9 +97,9 @@ fn namespace(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 }
 
-async fn wait_ready(c: &Cluster, ns: &str, name: &str, timeout: Duration) -> Result<()> {
+async fn wait_ready(c: &OwnCluster, ns: &str, name: &str, timeout: Duration) -> Result<()> {
     poll(&format!("VisioCluster {ns}/{name} Ready"), timeout, Duration::from_millis(100), || async {
-        Ok(ready(&c.vc(ns, name).await?).then_some(()))
+        Ok(ready(&vc(c, ns, name).await?).then_some(()))
     })
     .await
 }
@@ -288,10 +112,9 @@ async fn metrics(op: &Operator) -> Result<String> {
 macro_rules! scenario {
     ($body:ident) => {{
         let _serial = SERIAL.lock().await;
-        let mut cluster = Cluster::up().await?;
+        let mut cluster = up().await?;
         let result = $body(&mut cluster).await;
-        cluster.report(&result);
-        result
+        cluster.on_failure(result)
     }};
 }
 
@@ -303,14 +126,14 @@ async fn leader_takeover_after_kill_and_after_graceful_stop() -> Result<()> {
     scenario!(leader_takeover)
 }
 
-async fn leader_takeover(c: &mut Cluster) -> Result<()> {
+async fn leader_takeover(c: &mut OwnCluster) -> Result<()> {
     let ns = "chaos-leader";
     c.apply(&namespace(ns))?;
-    let a = c.start("replica-a")?;
-    let b = c.start("replica-b")?;
+    let a = start(c, "replica-a")?;
+    let b = start(c, "replica-b")?;
     let c_ = &*c;
     let leader = poll("one replica holds the Lease", Duration::from_secs(30), Duration::from_millis(200), || async {
-        c_.lease_holder().await
+        c_.lease_holder(OPERATOR_NS).await
     })
     .await?;
     let (leader, standby) = if leader == "replica-a" { (a, b) } else { (b, a) };
@@ -332,7 +155,7 @@ async fn leader_takeover(c: &mut Cluster) -> Result<()> {
     ensure!(!sm.contains("visio_reconcile_total{"), "the standby reconciled:\n{sm}");
     ensure!(c.operators[standby].log_text().contains("waiting to lead"), "the standby says it waits");
     ensure!(!c.operators[standby].log_text().contains("starting controllers"), "the standby started controllers");
-    ensure!(c.lease_holder().await?.as_deref() == Some(c.operators[leader].instance.as_str()));
+    ensure!(c.lease_holder(OPERATOR_NS).await?.as_deref() == Some(c.operators[leader].instance.as_str()));
 
     // SIGKILL of the leader: the Lease runs out, the standby takes it and reconciles.
     let standby_name = c.operators[standby].instance.clone();
@@ -348,7 +171,7 @@ async fn leader_takeover(c: &mut Cluster) -> Result<()> {
     ensure!(ready_s < bound, "takeover after SIGKILL took {ready_s:.2} s, over {bound} s");
 
     // SIGTERM of the new leader, with a fresh standby: it releases the Lease on the way out.
-    let next = c.start("replica-c")?;
+    let next = start(c, "replica-c")?;
     let url = c.operators[next].url("/readyz");
     poll("new standby /readyz", Duration::from_secs(30), Duration::from_millis(200), || async {
         Ok(http_get(&url).await.is_ok_and(|b| b == "ready\n").then_some(()))
@@ -385,14 +208,14 @@ async fn leader_takeover(c: &mut Cluster) -> Result<()> {
 }
 
 /// Seconds from `t0` until `holder` holds the Lease, and until `ns/name` is Ready.
-async fn takeover(c: &Cluster, holder: &str, ns: &str, name: &str, t0: Instant) -> Result<(f64, f64)> {
+async fn takeover(c: &OwnCluster, holder: &str, ns: &str, name: &str, t0: Instant) -> Result<(f64, f64)> {
     let limit = Duration::from_secs(LEASE_SECONDS + 30);
     let lease = poll("the standby holds the Lease", limit, Duration::from_millis(50), || async {
-        Ok((c.lease_holder().await?.as_deref() == Some(holder)).then(|| t0.elapsed().as_secs_f64()))
+        Ok((c.lease_holder(OPERATOR_NS).await?.as_deref() == Some(holder)).then(|| t0.elapsed().as_secs_f64()))
     })
     .await?;
     let ready = poll("the new VisioCluster Ready", limit, Duration::from_millis(50), || async {
-        Ok(ready(&c.vc(ns, name).await?).then(|| t0.elapsed().as_secs_f64()))
+        Ok(ready(&vc(c, ns, name).await?).then(|| t0.elapsed().as_secs_f64()))
     })
     .await?;
     Ok((lease, ready))
@@ -400,23 +223,6 @@ async fn takeover(c: &Cluster, holder: &str, ns: &str, name: &str, t0: Instant) 
 
 // ---------------------------------------------------------------------------------------------
 // b. Killed at random points while 20 tenants converge
-
-/// splitmix64: a small seeded generator, so a failing run can be replayed with its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 const TENANTS: usize = 20;
 
@@ -460,11 +266,11 @@ fn watch_credentials(client: Client) -> (SeenCredentials, tokio::task::JoinHandl
     (seen, task)
 }
 
-async fn random_kills(c: &mut Cluster) -> Result<()> {
+async fn random_kills(c: &mut OwnCluster) -> Result<()> {
     let seed = env_u64("VISIO_CHAOS_SEED", 10)?;
     let kills = env_u64("VISIO_CHAOS_KILLS", 50)?;
-    let mut rng = Rng(seed);
-    let (seen, watch) = watch_credentials(c.client());
+    let mut rng = Rng::new(seed);
+    let (seen, watch) = watch_credentials(c.client().await?);
     struct Abort(tokio::task::JoinHandle<()>);
     impl Drop for Abort {
         fn drop(&mut self) {
@@ -484,8 +290,8 @@ async fn random_kills(c: &mut Cluster) -> Result<()> {
     let started = Instant::now();
     let (mut leading, mut synced, mut created) = (0, 0, 0);
     for i in 0..kills {
-        let op = c.start("chaos")?;
-        let wait = rng.between(50, 800);
+        let op = start(c, "chaos")?;
+        let wait = rng.range(50, 800);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         c.operators[op].kill();
         let log = c.operators[op].log_text();
@@ -505,9 +311,9 @@ async fn random_kills(c: &mut Cluster) -> Result<()> {
     );
 
     // One run to completion.
-    let last = c.start("chaos")?;
+    let last = start(c, "chaos")?;
     let t0 = Instant::now();
-    let client = c.client();
+    let client = c.client().await?;
     poll("every tenant Ready", Duration::from_secs(120), Duration::from_millis(500), || async {
         let vcs: Vec<VisioCluster> = Api::<VisioCluster>::all(client.clone()).list(&ListParams::default()).await?.items;
         Ok((vcs.len() == TENANTS && vcs.iter().all(ready)).then_some(()))
@@ -539,12 +345,12 @@ async fn random_kills(c: &mut Cluster) -> Result<()> {
 /// Exactly the children the builders ask for, each once and owned by the tenant; SFU pods
 /// `<vc>-sfu-<n>` as many as desired, on the current template; one Redis ReplicaSet (a second
 /// one would mean its template, hence its password, changed).
-async fn check_children(c: &Cluster, ns: &str, name: &str) -> Result<Vec<String>> {
-    let vc = c.vc(ns, name).await?;
+async fn check_children(c: &OwnCluster, ns: &str, name: &str) -> Result<Vec<String>> {
+    let vc = vc(c, ns, name).await?;
     let uid = vc.uid().context("uid")?;
     // The stack built from the stored credentials: the SFU template hash covers the LiveKit
     // config, hence the keys, so a pod made with other keys shows as another hash.
-    let secret = Api::<Secret>::namespaced(c.client(), ns).get(&format!("{name}-credentials")).await?;
+    let secret = Api::<Secret>::namespaced(c.client().await?, ns).get(&format!("{name}-credentials")).await?;
     let data = secret.data.unwrap_or_default();
     let value = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned()).unwrap_or_default();
     let creds = Credentials {
@@ -579,7 +385,7 @@ async fn check_children(c: &Cluster, ns: &str, name: &str) -> Result<Vec<String>
             kind: kind.into(),
             plural: plural.into(),
         };
-        let api: Api<DynamicObject> = Api::namespaced_with(c.client(), ns, &ar);
+        let api: Api<DynamicObject> = Api::namespaced_with(c.client().await?, ns, &ar);
         for o in api.list(&ListParams::default().labels(&selector)).await? {
             let owned = o.owner_references().iter().any(|r| r.uid == uid && r.controller == Some(true));
             if !owned {
@@ -596,7 +402,7 @@ async fn check_children(c: &Cluster, ns: &str, name: &str) -> Result<Vec<String>
         problems.push(format!("{ns}: children differ: extra {extra:?}, missing {missing:?}"));
     }
     let status = vc.status.clone().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(c.client(), ns);
+    let pods: Api<Pod> = Api::namespaced(c.client().await?, ns);
     let sfu = pods.list(&ListParams::default().labels(&format!("{COMPONENT_LABEL}=sfu"))).await?.items;
     let live: Vec<&Pod> = sfu.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
     if live.len() as i32 != status.sfu.desired || status.sfu.desired < 1 {
@@ -633,7 +439,7 @@ async fn waits_for_the_crds_then_reconciles() -> Result<()> {
 
 const CRDS: [&str; 3] = ["visioclusters.visio.io", "captionpools.visio.io", "retentionpolicies.visio.io"];
 
-async fn missing_crds(c: &mut Cluster) -> Result<()> {
+async fn missing_crds(c: &mut OwnCluster) -> Result<()> {
     let mut args = vec!["delete", "crd", "--wait=false"];
     args.extend(CRDS);
     c.kubectl(&args, None)?;
@@ -655,7 +461,7 @@ async fn missing_crds(c: &mut Cluster) -> Result<()> {
         Err(anyhow::anyhow!("still there: {}", states.join("; ")))
     })
     .await?;
-    let op = c.start("no-crds")?;
+    let op = start(c, "no-crds")?;
     let o = &c.operators[op];
     poll("the operator says it waits for the CRDs", Duration::from_secs(20), Duration::from_millis(200), || async {
         Ok(o.log_text().contains("CRDs are not installed yet").then_some(()))
@@ -699,8 +505,8 @@ async fn a_malformed_visiocluster_does_not_stop_the_others() -> Result<()> {
     scenario!(malformed_object)
 }
 
-async fn malformed_object(c: &mut Cluster) -> Result<()> {
-    let op = c.start("malformed")?;
+async fn malformed_object(c: &mut OwnCluster) -> Result<()> {
+    let op = start(c, "malformed")?;
     c.apply(&json!({"apiVersion": "v1", "kind": "List",
                     "items": [namespace("chaos-good"), namespace("chaos-bad"), tenant("chaos-good", "first")]}))?;
     wait_ready(c, "chaos-good", "first", Duration::from_secs(60)).await?;
@@ -738,7 +544,7 @@ async fn malformed_object(c: &mut Cluster) -> Result<()> {
     wait_ready(c, "chaos-good", "second", Duration::from_secs(60)).await?;
     ensure!(c.operators[op].exited()?.is_none(), "the operator still runs");
     c.operators[op].kill();
-    let op = c.start("malformed-restarted")?;
+    let op = start(c, "malformed-restarted")?;
     c.apply(&tenant("chaos-good", "third"))?;
     wait_ready(c, "chaos-good", "third", Duration::from_secs(60)).await?;
     ensure!(c.operators[op].exited()?.is_none(), "the restarted operator still runs");

@@ -13,17 +13,20 @@
 //!   a tenant to Ready, prunes, scales down and publishes Events without a single Forbidden.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use visio_e2e::chart::{
-    chart, create_operator_namespace, helm, helm_ok, kubectl_at, kubectl_out, ready_as, refused_requests, run,
-    service_account_kubeconfig, wait_as_operator, NAMESPACE, RELEASE, SERVICE_ACCOUNT,
+    chart, create_operator_namespace, helm, helm_ok, ready_as, refused_requests, service_account_kubeconfig,
+    wait_as_operator, NAMESPACE, RELEASE, SERVICE_ACCOUNT,
 };
+use visio_e2e::own::{OperatorRun, OwnCluster};
+use visio_e2e::ports;
+use visio_e2e::process::{kubectl_at, kubectl_out, operator_bin, run};
 use visio_e2e::{http_get, repo, wait_for};
 
 /// One permission the operator needs, and the code that needs it.
@@ -625,108 +628,16 @@ fn rendered_manifests_pass_server_side_dry_run() -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // The RBAC proof, in a control plane of its own
 
-/// Ports and state of the proof's own control plane, apart from the suite's (.e2e-test,
-/// 16444...), the demo's (.e2e, 16443...) and a manual one for chart work (.e2e-chart, 16450...).
-const OWN_CLUSTER_ENV: &[(&str, &str)] = &[
-    ("VISIO_E2E_API_PORT", "16452"),
-    ("VISIO_E2E_ETCD_PORT", "23797"),
-    ("VISIO_E2E_ETCD_PEER_PORT", "23807"),
-    ("VISIO_E2E_KCM_PORT", "10387"),
-    ("VISIO_E2E_SCHED_PORT", "10389"),
-    ("VISIO_E2E_KWOK_PORT", "10277"),
-    ("VISIO_E2E_NODES", "8"),
-    // The chart installs the CRDs itself (a CRD deleted right after the apiserver started could stay
-    // in its cleanup finalizer for minutes: once a flaky failure of this test).
-    ("VISIO_E2E_NO_CRDS", "1"),
-];
-
-/// A control plane started for one test, and the operator process run against it; both are
-/// stopped when this is dropped, also when the test fails or panics.
-struct OwnCluster {
-    state: PathBuf,
-    kubeconfig: PathBuf,
-    operator: Option<Child>,
-}
-
-impl OwnCluster {
-    fn script(state: &Path, arg: &[&str]) -> Command {
-        let mut cmd = Command::new(repo().join("e2e/cluster"));
-        cmd.args(arg).env("VISIO_E2E_STATE", state);
-        for (k, v) in OWN_CLUSTER_ENV {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    fn up() -> Result<Self> {
-        let state = repo().join(".e2e-chart-test");
-        // A run killed before its cleanup may have left one behind.
-        let _ = run(&mut Self::script(&state, &["down", "--purge"]), None);
-        let guard = OwnCluster { kubeconfig: state.join("kubeconfig"), state, operator: None };
-        let out = run(&mut Self::script(&guard.state, &["up"]), None)?;
-        ensure!(out.ok, "e2e/cluster up (own control plane) failed:\n{}", out.stderr);
-        Ok(guard)
-    }
-
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
-        kubectl_at(&self.kubeconfig, args, stdin)
-    }
-
-    fn json(&self, args: &[&str]) -> Result<Value> {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        Ok(serde_json::from_str(&self.kubectl(&a, None)?)?)
-    }
-
-    fn helm(&self, args: &[&str]) -> Result<String> {
-        let mut a = args.to_vec();
-        a.extend(["--kubeconfig", self.kubeconfig.to_str().unwrap()]);
-        helm_ok(&a)
-    }
-
-    fn operator_log(&self) -> PathBuf {
-        self.state.join("logs/operator-as-service-account.log")
-    }
-
-    fn stop_operator(&mut self) {
-        if let Some(mut child) = self.operator.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        self.stop_operator();
-        let _ = run(&mut Self::script(&self.state, &["down", "--purge"]), None);
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 const TENANT: &str = "rbac-proof";
 
 #[tokio::test]
 async fn the_chart_service_account_is_enough_to_run_the_operator() -> Result<()> {
-    let bin = match std::env::var_os("VISIO_E2E_OPERATOR_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => repo().join("target/debug/visio-operator"),
-    };
-    ensure!(bin.exists(), "{} not found: build it (`make build`, which `make e2e` runs first)", bin.display());
-    let mut cluster = OwnCluster::up()?;
+    let bin = operator_bin()?;
+    // The chart installs the CRDs itself (a CRD deleted right after the apiserver started could stay in
+    // its cleanup finalizer for minutes: once a flaky failure of this test).
+    let mut cluster = OwnCluster::up_without_crds(ports::CHART)?;
     let result = rbac_proof(&mut cluster, &bin).await;
-    if result.is_err() {
-        let log = std::fs::read_to_string(cluster.operator_log()).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        eprintln!("--- last lines of the operator log (as the ServiceAccount) ---");
-        for l in tail.iter().rev() {
-            eprintln!("{l}");
-        }
-    }
-    result
+    cluster.on_failure(result)
 }
 
 async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
@@ -817,46 +728,33 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
             Some(ns) => args.extend(["-n", ns]),
             None => args.push("-A"),
         }
-        let out = kubectl_out(&cluster.kubeconfig, &args, None)?;
+        let out = cluster.kubectl_out(&args)?;
         assert_eq!(out.stdout.trim(), expected, "{sa} can {verb} {resource} in {ns:?}");
     }
 
     // The operator, authenticated only by a token of the chart's ServiceAccount.
     let token = cluster.kubectl(&["create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=1h"], None)?;
-    let kubeconfig = cluster.state.join("service-account.kubeconfig");
+    let kubeconfig = cluster.state().join("service-account.kubeconfig");
     service_account_kubeconfig(&cluster.kubeconfig, &kubeconfig, token.trim())?;
     let whoami = kubectl_at(&kubeconfig, &["auth", "whoami", "-o", "json"], None)?;
     let whoami: Value = serde_json::from_str(&whoami)?;
     assert_eq!(whoami["status"]["userInfo"]["username"], sa.as_str());
-    let port = free_port()?;
-    let log = std::fs::File::create(cluster.operator_log())?;
-    let child = Command::new(bin)
-        .args(["run", "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-format", "json"])
-        .args(["--agent-image", "visio-operator:e2e", "--instance", "rbac-proof"])
-        .env("KUBECONFIG", &kubeconfig)
-        // What the Deployment sets from the downward API: the leader Lease lives in the operator's namespace.
-        .env("POD_NAMESPACE", NAMESPACE)
-        // The network rule whatever runs this binary (e2e/run-tests exports it too): the tenant's
-        // RetentionPolicy names a real-looking endpoint that must never be dialled.
-        .env("VISIO_RETENTION_LOOPBACK_ONLY", "1")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting the operator")?;
-    cluster.operator = Some(child);
+    // Leader election as the chart runs it, the Lease in the operator's namespace (what the Deployment
+    // sets from the downward API).
+    let run = OperatorRun::new(bin, "rbac-proof").leader_election().pod_namespace(NAMESPACE).kubeconfig(&kubeconfig);
+    let op = cluster.start(run)?;
+    let operator_log = cluster.operators[op].log.clone();
 
     // Ready: every child cache listed and watched across all namespaces with this identity.
-    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let readyz = cluster.operators[op].url("/readyz");
     let readyz = readyz.as_str();
-    wait_as_operator(&cluster.operator_log(), "the operator's /readyz", || async move {
+    wait_as_operator(&operator_log, "the operator's /readyz", || async move {
         Ok(http_get(readyz).await.is_ok_and(|b| b == "ready\n"))
     })
     .await?;
     // It leads: the Lease in its namespace names it.
     let c = &*cluster;
-    wait_as_operator(&c.operator_log(), "the leader Lease held by the operator", || async move {
+    wait_as_operator(&operator_log, "the leader Lease held by the operator", || async move {
         let lease = kubectl_out(
             &c.kubeconfig,
             &["get", "lease", "visio-operator-leader", "-n", NAMESPACE, "-o", "json"],
@@ -889,12 +787,12 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
     cluster.kubectl(&["apply", "-f", "-"], Some(&tenant.to_string()))?;
 
     let c = &*cluster;
-    wait_as_operator(&c.operator_log(), "VisioCluster Ready (as the ServiceAccount)", || async move {
+    wait_as_operator(&operator_log, "VisioCluster Ready (as the ServiceAccount)", || async move {
         let vc = c.json(&["get", "visiocluster", "visio", "-n", TENANT])?;
         Ok(ready_as(&vc, "True", "Serving"))
     })
     .await?;
-    wait_as_operator(&c.operator_log(), "CaptionPool and RetentionPolicy status written", || async move {
+    wait_as_operator(&operator_log, "CaptionPool and RetentionPolicy status written", || async move {
         let cp = c.json(&["get", "captionpool", "captions", "-n", TENANT])?;
         let rp = c.json(&["get", "retentionpolicy", "meetings", "-n", TENANT])?;
         // The pool deploys its backends (Ready Serving once a backend pod is ready; PodsNotReady or
@@ -928,7 +826,7 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
     }
     // Secret rights where the tenant's resources are, and still nowhere else.
     for (ns, expected) in [(TENANT, "yes"), ("kube-system", "no"), ("default", "no")] {
-        let out = kubectl_out(&cluster.kubeconfig, &["auth", "can-i", "list", "secrets", "-n", ns, "--as", &sa], None)?;
+        let out = cluster.kubectl_out(&["auth", "can-i", "list", "secrets", "-n", ns, "--as", &sa])?;
         assert_eq!(out.stdout.trim(), expected, "{sa} can list secrets in {ns}");
     }
 
@@ -946,9 +844,9 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
                                 "sfu": {"replicas": {"min": 1, "max": 1}}}});
     cluster
         .kubectl(&["patch", "visiocluster", "visio", "-n", TENANT, "--type=merge", "-p", &patch.to_string()], None)?;
-    wait_as_operator(&c.operator_log(), "TURN Service and Ingress pruned, one SFU pod serving", || async move {
-        let svc = kubectl_out(&c.kubeconfig, &["get", "service", "visio-turn", "-n", TENANT], None)?;
-        let ing = kubectl_out(&c.kubeconfig, &["get", "ingress", "visio-signaling", "-n", TENANT], None)?;
+    wait_as_operator(&operator_log, "TURN Service and Ingress pruned, one SFU pod serving", || async move {
+        let svc = c.kubectl_out(&["get", "service", "visio-turn", "-n", TENANT])?;
+        let ing = c.kubectl_out(&["get", "ingress", "visio-signaling", "-n", TENANT])?;
         let pods = c.json(&["get", "pods", "-n", TENANT, "-l", "app.kubernetes.io/component=sfu"])?;
         let vc = c.json(&["get", "visiocluster", "visio", "-n", TENANT])?;
         let done = !svc.ok
@@ -975,17 +873,17 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
     );
 
     // Not one request refused along the way.
-    cluster.stop_operator();
-    let log = std::fs::read_to_string(cluster.operator_log())?;
+    cluster.kill_operator();
+    let log = std::fs::read_to_string(operator_log)?;
     let refused = refused_requests(&log);
     assert!(refused.is_empty(), "requests refused to the chart's ServiceAccount:\n{}", refused.join("\n"));
     assert!(log.contains("caches synced"), "the operator synced its caches");
 
     // helm uninstall removes the operator and keeps the CRDs, hence the tenant's resources.
     cluster.helm(&["uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout=60s"])?;
-    let left = kubectl_out(&cluster.kubeconfig, &["get", "deployment", RELEASE, "-n", NAMESPACE], None)?;
+    let left = cluster.kubectl_out(&["get", "deployment", RELEASE, "-n", NAMESPACE])?;
     assert!(!left.ok, "the operator Deployment is gone");
-    let left = kubectl_out(&cluster.kubeconfig, &["get", "clusterrole", RELEASE], None)?;
+    let left = cluster.kubectl_out(&["get", "clusterrole", RELEASE])?;
     assert!(!left.ok, "the ClusterRole is gone");
     cluster.kubectl(&["get", "crd", "visioclusters.visio.io"], None).context("the CRDs stay")?;
     cluster

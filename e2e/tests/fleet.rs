@@ -36,12 +36,12 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
-use visio_e2e::fleet::{
-    client_at, unix_ms, visiocluster, Binaries, Churn, Fleet, FleetConfig, Join, MeetingStatus, StandinBackend, View,
-    Workload, NEW_VERSION as NEW, OLD_VERSION as OLD, VC_NAME as VC,
-};
-use visio_e2e::own::{OwnCluster, Ports};
+use visio_e2e::fixtures::{fleet_visio_cluster as visiocluster, NEW_VERSION as NEW, OLD_VERSION as OLD, VC_NAME as VC};
+use visio_e2e::fleet::{Binaries, Churn, Fleet, FleetConfig, Join, MeetingStatus, StandinBackend, View, Workload};
+use visio_e2e::own::OwnCluster;
+use visio_e2e::ports;
 use visio_e2e::{client, events, kubeconfig_path, namespace, Tenant};
+use visio_e2e::{client_at, unix_ms};
 use visio_operator::api::VisioCluster;
 use visio_operator::pod_protocol::{self, Load};
 
@@ -502,22 +502,15 @@ async fn a_meeting_that_never_ends_is_warned_then_ended_at_the_deadline() -> Res
 // ---------------------------------------------------------------------------------------------
 // 5. The operator killed in the middle of an upgrade
 
-/// Ports of this scenario's own control plane (see the table in e2e/README.md).
-const OWN_PORTS: Ports =
-    Ports { api: 16478, etcd: 23786, etcd_peer: 23787, kcm: 10417, scheduler: 10419, kwok: 10317, nodes: 4 };
-
 #[tokio::test]
 async fn an_operator_killed_mid_upgrade_finishes_it_after_restart() -> Result<()> {
     const PODS: usize = 6;
     let ns = "e2e-fleet-restart";
-    let mut cluster = OwnCluster::up("fleet-restart", OWN_PORTS)?;
+    let mut cluster = OwnCluster::up(ports::FLEET_RESTART)?;
     let bin = Binaries::find()?.operator;
     cluster.start_operator(&bin, "fleet-restart-1")?;
     let result = killed_mid_upgrade(&mut cluster, ns, PODS).await;
-    if result.is_err() {
-        cluster.print_log_tail(30);
-    }
-    result
+    cluster.on_failure(result)
 }
 
 /// On a control plane of the test's own: a fleet of exactly `pods` SFU pods (surge and drain one at a
@@ -636,18 +629,12 @@ async fn killed_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> 
 // ---------------------------------------------------------------------------------------------
 // 6. The API server, then etcd, down for 30 s in the middle of an upgrade (issue #10)
 
-const OUTAGE_PORTS: Ports =
-    Ports { api: 16494, etcd: 23784, etcd_peer: 23785, kcm: 10437, scheduler: 10439, kwok: 10337, nodes: 4 };
-
 #[tokio::test]
 async fn an_api_server_or_etcd_outage_mid_upgrade_cuts_no_meeting() -> Result<()> {
-    let mut cluster = OwnCluster::up("api-outage", OUTAGE_PORTS)?;
+    let mut cluster = OwnCluster::up(ports::API_OUTAGE)?;
     cluster.start_operator(&Binaries::find()?.operator, "api-outage")?;
     let result = outages_mid_upgrade(&mut cluster, "e2e-fleet-outage", 4).await;
-    if result.is_err() {
-        cluster.print_log_tail(30);
-    }
-    result
+    cluster.on_failure(result)
 }
 
 async fn outages_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> Result<()> {
@@ -740,18 +727,12 @@ async fn outages_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) ->
 // cordoned, replaces it elsewhere and drains it, so the drain finishes once its meeting ends.
 // Own control plane: cordoning a node of the shared one would starve the other scenarios.
 
-const NODE_DRAIN_PORTS: Ports =
-    Ports { api: 16498, etcd: 23782, etcd_peer: 23783, kcm: 10447, scheduler: 10449, kwok: 10347, nodes: 5 };
-
 #[tokio::test]
 async fn a_node_drain_evicts_idle_pods_and_moves_busy_ones_without_cutting_a_meeting() -> Result<()> {
-    let mut cluster = OwnCluster::up("node-drain", NODE_DRAIN_PORTS)?;
+    let mut cluster = OwnCluster::up(ports::NODE_DRAIN)?;
     cluster.start_operator(&Binaries::find()?.operator, "node-drain")?;
     let result = node_drain(&cluster, "e2e-fleet-node-drain").await;
-    if result.is_err() {
-        cluster.print_log_tail(30);
-    }
-    result
+    cluster.on_failure(result)
 }
 
 async fn node_drain(cluster: &OwnCluster, ns: &str) -> Result<()> {
@@ -781,7 +762,7 @@ async fn node_drain(cluster: &OwnCluster, ns: &str) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     // Evictions as `kubectl drain` sends them: one request each (kube's client would retry a 429
     // itself, for up to minutes), the drain retrying every few seconds.
-    let mut cfg = visio_e2e::fleet::config_at(&cluster.kubeconfig).await?;
+    let mut cfg = visio_e2e::config_at(&cluster.kubeconfig).await?;
     cfg.default_retry = false;
     let evictions: Api<Pod> = Api::namespaced(Client::try_from(cfg)?, ns);
     let in_use = |p: &Pod| p.labels().get(pod_protocol::IN_USE).cloned();

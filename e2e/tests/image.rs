@@ -23,19 +23,17 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use visio_e2e::chart::{
-    chart, create_operator_namespace, helm_ok, kubectl_at, ready_as, refused_requests, run, wait_as_operator, Output,
-    NAMESPACE, RELEASE, SERVICE_ACCOUNT,
+    chart, create_operator_namespace, helm_ok, ready_as, refused_requests, wait_as_operator, NAMESPACE, RELEASE,
+    SERVICE_ACCOUNT,
 };
-use visio_e2e::own::{OwnCluster, Ports};
+use visio_e2e::own::OwnCluster;
+use visio_e2e::ports;
+use visio_e2e::process::{run, Output};
 use visio_e2e::{http_get, repo, wait_for};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The budget the README states: the layers as a registry stores them (gzip).
 const COMPRESSED_BUDGET: u64 = 30_000_000;
-
-/// This test's own control plane (the row `image` of the port table in e2e/README.md).
-const PORTS: Ports =
-    Ports { api: 16560, etcd: 23760, etcd_peer: 23761, kcm: 10560, scheduler: 10561, kwok: 10562, nodes: 8 };
 
 fn image_ref() -> String {
     format!("ghcr.io/visio/visio-operator:{VERSION}")
@@ -303,7 +301,7 @@ fn the_agent_from_the_image_refuses_to_start_without_its_settings() -> Result<()
 async fn the_operator_from_its_image_takes_a_tenant_to_ready_as_the_chart_service_account() -> Result<()> {
     load_image()?;
     let scratch = Scratch::new()?;
-    let cluster = OwnCluster::up("image", PORTS)?;
+    let cluster = OwnCluster::up(ports::IMAGE)?;
     let mut containers = vec![];
     let result = image_proof(&cluster, &scratch, &mut containers).await;
     if result.is_err() {
@@ -321,23 +319,18 @@ async fn the_operator_from_its_image_takes_a_tenant_to_ready_as_the_chart_servic
 
 async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut Vec<Container>) -> Result<()> {
     let admin = cluster.kubeconfig.as_path();
-    let kubectl = |args: &[&str]| kubectl_at(admin, args, None);
-    let json = |args: &[&str]| -> Result<Value> {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        Ok(serde_json::from_str(&kubectl_at(admin, &a, None)?)?)
-    };
+    let kubectl = |args: &[&str]| cluster.kubectl(args, None);
+    let json = |args: &[&str]| cluster.json(args);
 
     // The chart's ServiceAccount and RBAC (the CRDs are in already; replicas=0: the operator is the
     // container below, not a pod kwok would pretend to run).
     create_operator_namespace(admin)?;
     let chart = chart();
-    let kc = admin.to_str().context("kubeconfig path")?;
-    let install = ["install", RELEASE, chart.to_str().unwrap(), "--namespace", NAMESPACE, "--kubeconfig", kc];
-    helm_ok(&[&install[..], &["--skip-crds", "--wait=false", "--set", "replicas=0"]].concat())?;
+    let install = ["install", RELEASE, chart.to_str().unwrap(), "--namespace", NAMESPACE];
+    cluster.helm(&[&install[..], &["--skip-crds", "--wait=false", "--set", "replicas=0"]].concat())?;
 
     // The chart's own arguments for the operator container; the metrics port on loopback (host network).
-    let port = visio_e2e::fleet::free_port()?;
+    let port = visio_e2e::process::free_port()?;
     let port_set = format!("metrics.port={port}");
     let rendered =
         helm_ok(&["template", RELEASE, chart.to_str().unwrap(), "--namespace", NAMESPACE, "--set", &port_set])?;
@@ -358,7 +351,7 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
 
     let token = kubectl(&["create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=1h"])?;
     let mount = scratch.service_account("operator", admin, &token, NAMESPACE)?;
-    let mut flags = Container::service_account_flags(&mount, PORTS.api);
+    let mut flags = Container::service_account_flags(&mount, cluster.ports.api);
     // What the chart's Deployment sets from the downward API; and the network rule of every operator
     // the suite starts (e2e/run-tests): retention sweeps dial loopback only.
     flags.extend(["--env=POD_NAME=image-proof".to_string(), format!("--env=POD_NAMESPACE={NAMESPACE}")]);
@@ -416,15 +409,15 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
         .filter_map(|a| a.as_str().map(String::from))
         .collect();
     let loopback = |port: u16| format!("http://127.0.0.1:{port}");
-    let health = format!("127.0.0.1:{}", visio_e2e::fleet::free_port()?);
+    let health = format!("127.0.0.1:{}", visio_e2e::process::free_port()?);
     let agent_args: Vec<String> = [
         "agent",
         "--backend",
         "livekit",
         "--metrics-url",
-        &format!("{}/metrics", loopback(visio_e2e::fleet::free_port()?)),
+        &format!("{}/metrics", loopback(visio_e2e::process::free_port()?)),
         "--api-url",
-        &loopback(visio_e2e::fleet::free_port()?),
+        &loopback(visio_e2e::process::free_port()?),
         "--health-addr",
         &health,
     ]
@@ -433,7 +426,7 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
     let sa = pod["spec"]["serviceAccountName"].as_str().context("the SFU pod's ServiceAccount")?;
     let token = kubectl(&["create", "token", sa, "-n", tenant, "--duration=1h"])?;
     let mount = scratch.service_account("agent", admin, &token, tenant)?;
-    let mut flags = Container::service_account_flags(&mount, PORTS.api);
+    let mut flags = Container::service_account_flags(&mount, cluster.ports.api);
     flags.extend([format!("--env=POD_NAME={pod_name}"), format!("--env=POD_NAMESPACE={tenant}")]);
     containers.push(Container::start("agent", &scratch.0, &flags, &agent_args)?);
     let agent_container = &containers[1];

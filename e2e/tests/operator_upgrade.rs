@@ -16,13 +16,13 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use visio_e2e::fleet::{client_at, Binaries};
-use visio_e2e::own::{OwnCluster, Ports};
+use visio_e2e::client_at;
+use visio_e2e::fleet::Binaries;
+use visio_e2e::own::OwnCluster;
+use visio_e2e::ports;
 use visio_e2e::{namespace, repo};
 use visio_operator::api::VisioCluster;
 
-const PORTS: Ports =
-    Ports { api: 16486, etcd: 23788, etcd_peer: 23789, kcm: 10427, scheduler: 10429, kwok: 10327, nodes: 4 };
 const NS: &str = "e2e-operator-upgrade";
 
 fn previous_operator() -> Result<std::path::PathBuf> {
@@ -81,13 +81,10 @@ fn ready(vc: &VisioCluster) -> bool {
 #[tokio::test]
 async fn an_operator_upgrade_restarts_no_pod() -> Result<()> {
     let previous = previous_operator()?;
-    let mut cluster = OwnCluster::up("operator-upgrade", PORTS)?;
+    let mut cluster = OwnCluster::up(ports::OPERATOR_UPGRADE)?;
     cluster.start_operator(&previous, "previous")?;
     let result = upgrade(&mut cluster).await;
-    if result.is_err() {
-        cluster.print_log_tail(30);
-    }
-    result
+    cluster.on_failure(result)
 }
 
 async fn upgrade(cluster: &mut OwnCluster) -> Result<()> {
@@ -113,7 +110,7 @@ async fn upgrade(cluster: &mut OwnCluster) -> Result<()> {
     let t0 = Instant::now();
     cluster.start_operator(&Binaries::find()?.operator, "current")?;
     // The new release has reconciled the tenant: its own metrics say so.
-    let url = format!("http://127.0.0.1:{}/metrics", cluster.metrics_port);
+    let url = cluster.operator()?.metrics_url();
     visio_e2e::wait_for("the new operator's first reconcile", Duration::from_secs(60), || {
         let url = url.clone();
         async move {

@@ -24,16 +24,12 @@ fn tenant_admin_role() -> Result<String> {
 
 /// `kubectl auth can-i` as a member of `group` (it prints yes or no, and exits 1 on no).
 fn can(group: &str, verb: &str, resource: &str, ns: &str) -> Result<bool> {
-    let bin = std::env::var_os("VISIO_E2E_BIN").context("VISIO_E2E_BIN is not set (run `make e2e`)")?;
-    let out = std::process::Command::new(std::path::Path::new(&bin).join("kubectl"))
-        .arg("--kubeconfig")
-        .arg(visio_e2e::kubeconfig_path()?)
-        .args(["auth", "can-i", verb, resource, "-n", ns, "--as", "agent-de-test", "--as-group", group])
-        .output()?;
-    match String::from_utf8_lossy(&out.stdout).trim() {
+    let args = ["auth", "can-i", verb, resource, "-n", ns, "--as", "agent-de-test", "--as-group", group];
+    let out = visio_e2e::process::kubectl_out(&visio_e2e::kubeconfig_path()?, &args, None)?;
+    match out.stdout.trim() {
         "yes" => Ok(true),
         "no" => Ok(false),
-        other => anyhow::bail!("kubectl auth can-i: {other:?} {}", String::from_utf8_lossy(&out.stderr)),
+        other => anyhow::bail!("kubectl auth can-i: {other:?} {}", out.stderr),
     }
 }
 

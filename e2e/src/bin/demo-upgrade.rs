@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use visio_e2e::fleet::{visiocluster, Fleet, FleetConfig, StandinBackend, Workload, NEW_VERSION, OLD_VERSION, VC_NAME};
+use visio_e2e::fixtures::{fleet_visio_cluster as visiocluster, NEW_VERSION, OLD_VERSION, VC_NAME};
+use visio_e2e::fleet::{Fleet, FleetConfig, StandinBackend, Workload};
 use visio_operator::api::VisioCluster;
 
 const NS: &str = "demo-upgrade";

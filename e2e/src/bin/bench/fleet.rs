@@ -14,11 +14,9 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
 use visio_e2e::baseline::{self, Hpa, HpaSpec};
-use visio_e2e::fleet::{
-    unix_ms, visiocluster, Churn, Fleet, FleetConfig, Join, StandinBackend, View, Workload, NEW_VERSION, OLD_VERSION,
-    VC_NAME,
-};
-use visio_e2e::{client, kubeconfig_path, namespace};
+use visio_e2e::fixtures::{fleet_visio_cluster as visiocluster, NEW_VERSION, OLD_VERSION, VC_NAME};
+use visio_e2e::fleet::{Churn, Fleet, FleetConfig, Join, StandinBackend, View, Workload};
+use visio_e2e::{client, kubeconfig_path, namespace, unix_ms};
 use visio_operator::api::VisioCluster;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

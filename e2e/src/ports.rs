@@ -1,0 +1,204 @@
+//! Every control plane the harness starts, with its state directory and loopback ports, so that
+//! clusters never collide: the one table. e2e/README.md shows it, generated from here by
+//! `cargo run -q -p visio-e2e --bin ports -- --write`; `tests/ports.rs` checks the README and the shell
+//! scripts' defaults (`e2e/cluster`, `e2e/run-tests`, `e2e/bench`) against it, and that no two rows
+//! share a port.
+
+/// One control plane: where its state lives and the ports `e2e/cluster` gives its components.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ports {
+    /// What runs on it (the README's first column).
+    pub cluster: &'static str,
+    /// Its state directory, relative to the repository (git-ignored).
+    pub state: &'static str,
+    pub api: u16,
+    pub etcd: u16,
+    pub etcd_peer: u16,
+    pub kcm: u16,
+    pub scheduler: u16,
+    pub kwok: u16,
+    /// Fake nodes.
+    pub nodes: u16,
+}
+
+/// `make demo` (`e2e/demo`), and `e2e/cluster` without settings.
+pub const DEMO: Ports = Ports {
+    cluster: "demo (`make demo`)",
+    state: ".e2e",
+    api: 16443,
+    etcd: 23790,
+    etcd_peer: 23800,
+    kcm: 10357,
+    scheduler: 10359,
+    kwok: 10247,
+    nodes: 8,
+};
+
+/// The suite's shared control plane (`e2e/run-tests`).
+pub const SUITE: Ports = Ports {
+    cluster: "suite (`e2e/run-tests`)",
+    state: ".e2e-test",
+    api: 16444,
+    etcd: 23791,
+    etcd_peer: 23801,
+    kcm: 10367,
+    scheduler: 10369,
+    kwok: 10257,
+    nodes: 16,
+};
+
+/// The chart's RBAC proof (`tests/chart.rs`).
+pub const CHART: Ports = Ports {
+    cluster: "chart RBAC proof (`chart.rs`)",
+    state: ".e2e-chart-test",
+    api: 16452,
+    etcd: 23797,
+    etcd_peer: 23807,
+    kcm: 10387,
+    scheduler: 10389,
+    kwok: 10277,
+    nodes: 8,
+};
+
+/// Reliability under failure (`tests/chaos.rs`).
+pub const CHAOS: Ports = Ports {
+    cluster: "chaos (`chaos.rs`)",
+    state: ".e2e-chaos",
+    api: 16470,
+    etcd: 23798,
+    etcd_peer: 23808,
+    kcm: 10397,
+    scheduler: 10399,
+    kwok: 10287,
+    nodes: 8,
+};
+
+/// The operator SIGKILLed mid-upgrade (`tests/fleet.rs`).
+pub const FLEET_RESTART: Ports = Ports {
+    cluster: "fleet restart scenario (`fleet.rs`)",
+    state: ".e2e-own/fleet-restart",
+    api: 16478,
+    etcd: 23786,
+    etcd_peer: 23787,
+    kcm: 10417,
+    scheduler: 10419,
+    kwok: 10317,
+    nodes: 4,
+};
+
+/// The operator upgrade (`tests/operator_upgrade.rs`).
+pub const OPERATOR_UPGRADE: Ports = Ports {
+    cluster: "operator upgrade (`operator_upgrade.rs`)",
+    state: ".e2e-own/operator-upgrade",
+    api: 16486,
+    etcd: 23788,
+    etcd_peer: 23789,
+    kcm: 10427,
+    scheduler: 10429,
+    kwok: 10327,
+    nodes: 4,
+};
+
+/// The apiserver and etcd outages (`tests/fleet.rs`).
+pub const API_OUTAGE: Ports = Ports {
+    cluster: "fleet API outage scenario (`fleet.rs`)",
+    state: ".e2e-own/api-outage",
+    api: 16494,
+    etcd: 23784,
+    etcd_peer: 23785,
+    kcm: 10437,
+    scheduler: 10439,
+    kwok: 10337,
+    nodes: 4,
+};
+
+/// The node drain (`tests/fleet.rs`).
+pub const NODE_DRAIN: Ports = Ports {
+    cluster: "fleet node drain scenario (`fleet.rs`)",
+    state: ".e2e-own/node-drain",
+    api: 16498,
+    etcd: 23782,
+    etcd_peer: 23783,
+    kcm: 10447,
+    scheduler: 10449,
+    kwok: 10347,
+    nodes: 5,
+};
+
+/// The benchmarks (`e2e/bench`).
+pub const BENCH: Ports = Ports {
+    cluster: "benchmarks (`e2e/bench`)",
+    state: ".e2e-bench",
+    api: 16490,
+    etcd: 23794,
+    etcd_peer: 23804,
+    kcm: 10377,
+    scheduler: 10379,
+    kwok: 10267,
+    nodes: 16,
+};
+
+/// The operator run from its image (`tests/image.rs`).
+pub const IMAGE: Ports = Ports {
+    cluster: "operator from its image (`image.rs`)",
+    state: ".e2e-own/image",
+    api: 16560,
+    etcd: 23760,
+    etcd_peer: 23761,
+    kcm: 10560,
+    scheduler: 10561,
+    kwok: 10562,
+    nodes: 8,
+};
+
+/// Every row, in the README's order.
+pub const ALL: [Ports; 10] =
+    [DEMO, SUITE, CHART, CHAOS, FLEET_RESTART, OPERATOR_UPGRADE, API_OUTAGE, NODE_DRAIN, BENCH, IMAGE];
+
+impl Ports {
+    /// The variables `e2e/cluster` reads its ports and node count from.
+    pub fn env(&self) -> [(&'static str, u16); 7] {
+        [
+            ("VISIO_E2E_API_PORT", self.api),
+            ("VISIO_E2E_ETCD_PORT", self.etcd),
+            ("VISIO_E2E_ETCD_PEER_PORT", self.etcd_peer),
+            ("VISIO_E2E_KCM_PORT", self.kcm),
+            ("VISIO_E2E_SCHED_PORT", self.scheduler),
+            ("VISIO_E2E_KWOK_PORT", self.kwok),
+            ("VISIO_E2E_NODES", self.nodes),
+        ]
+    }
+
+    /// Every port it listens on.
+    pub fn listening(&self) -> [u16; 6] {
+        [self.api, self.etcd, self.etcd_peer, self.kcm, self.scheduler, self.kwok]
+    }
+}
+
+/// The lines around the generated table in e2e/README.md.
+pub const README_BEGIN: &str =
+    "<!-- ports: generated by `cargo run -q -p visio-e2e --bin ports -- --write` from e2e/src/ports.rs -->";
+pub const README_END: &str = "<!-- ports: end -->";
+
+/// The README's table of [`ALL`], Markdown.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| cluster | state | apiserver | etcd (client/peer) | controller-manager | scheduler | kwok | nodes |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for p in ALL {
+        out += &format!(
+            "| {} | `{}` | {} | {}/{} | {} | {} | {} | {} |\n",
+            p.cluster, p.state, p.api, p.etcd, p.etcd_peer, p.kcm, p.scheduler, p.kwok, p.nodes
+        );
+    }
+    out
+}
+
+/// `readme` with the text between [`README_BEGIN`] and [`README_END`] replaced by [`markdown_table`]
+/// (`None` without the markers).
+pub fn with_table(readme: &str) -> Option<String> {
+    let begin = readme.find(README_BEGIN)? + README_BEGIN.len();
+    let end = begin + readme[begin..].find(README_END)?;
+    Some(format!("{}\n\n{}\n{}", &readme[..begin], markdown_table(), &readme[end..]))
+}
