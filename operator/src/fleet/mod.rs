@@ -220,6 +220,24 @@ pub struct UpgradeProgress {
     pub outdated: u32,
 }
 
+/// What the fleet's metrics show, as the planner read the snapshot: the alerts compare headroom with
+/// the buffer and the oldest drain with the drain timeout, so they must be the planner's own figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Capacity of the Serving pods minus the load they report. An unreported load counts as 0, as
+    /// in the demand (`scale::serving_load`); `load_unknown_pods` says how far to trust it. Draining
+    /// pods are left out: their meetings need no serving capacity.
+    pub serving_headroom: i64,
+    /// The spec's buffer.
+    pub buffer: i64,
+    /// The spec's drain timeout.
+    pub drain_timeout_ms: Millis,
+    /// When the oldest drain started, `None` if no pod drains.
+    pub oldest_drain_since: Option<Millis>,
+    /// Serving pods with an unknown load (no `visio.io/load`, or an unreadable one).
+    pub load_unknown_pods: i64,
+}
+
 /// The planner's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -234,6 +252,8 @@ pub struct Plan {
     /// When the next time-based decision is due (warn time, deadline, end of the force-end grace,
     /// end of the scale-down delay), relative to `now`; `None` when nothing waits on time.
     pub requeue_after_ms: Option<i64>,
+    /// For the metrics.
+    pub figures: Figures,
 }
 
 impl FleetSpec {
@@ -338,7 +358,22 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
     // and an unknown load adds no demand (see "Unknown load" above). The drain floor, though,
     // reads an unknown load as full.
     let serving: Vec<&PodSnapshot> = pods.iter().copied().filter(|p| p.phase == PodPhase::Serving).collect();
-    let desired = scale::desired(&spec, scale::serving_load(&serving));
+    let serving_load = scale::serving_load(&serving);
+    let desired = scale::desired(&spec, serving_load);
+    let figures = Figures {
+        serving_headroom: count(serving.len()) as i64 * i64::from(spec.capacity_per_pod)
+            - i64::try_from(serving_load).unwrap_or(i64::MAX),
+        buffer: i64::from(spec.buffer),
+        drain_timeout_ms: spec.drain_timeout_ms,
+        oldest_drain_since: pods
+            .iter()
+            .filter_map(|p| match p.phase {
+                PodPhase::Draining { since } => Some(since),
+                _ => None,
+            })
+            .min(),
+        load_unknown_pods: serving.iter().filter(|p| p.load.is_none()).count() as i64,
+    };
     let floor = drain::capacity_floor(&spec, drain::assumed_load(&spec, &serving));
     let mut serving_left = count(serving.len());
 
@@ -398,5 +433,6 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
         low_load_since: low_since.filter(|_| target_active > desired),
         upgrade: upgrade::progress(&snap.target_hash, &pods),
         requeue_after_ms: next_due.after_ms(),
+        figures,
     }
 }

@@ -658,3 +658,39 @@ fn the_same_input_gives_the_same_plan() {
     let s = FleetSpec { min: 0, scale_down_delay_ms: 0, max_draining: 2, ..spec() };
     assert_eq!(plan(&s, &snap(pods)), plan(&s, &snap(reversed)));
 }
+
+#[test]
+fn the_plans_figures_are_what_the_planner_read() {
+    let snap = Snapshot {
+        now: T0,
+        target_hash: "v2".into(),
+        pods: vec![
+            pod("a", PodPhase::Serving, Some(40)),
+            pod("b", PodPhase::Serving, None),
+            pod("c", PodPhase::Serving, Some(100)),
+            pod("d", PodPhase::Draining { since: T0 - MINUTE }, Some(30)),
+            pod("e", PodPhase::Draining { since: T0 - 2 * MINUTE }, None),
+            pod("f", PodPhase::Pending, None),
+            pod("g", PodPhase::Terminating, Some(5)),
+            pod("h", PodPhase::Failed, None),
+        ],
+        low_load_since: None,
+    };
+    let spec = FleetSpec { buffer: 50, ..spec() };
+    assert_eq!(
+        plan(&spec, &snap).figures,
+        Figures {
+            // 3 serving pods of 100, reporting 40 + unknown (0) + 100; draining load left out.
+            serving_headroom: 160,
+            buffer: 50,
+            drain_timeout_ms: 60 * MINUTE,
+            oldest_drain_since: Some(T0 - 2 * MINUTE),
+            load_unknown_pods: 1,
+        }
+    );
+    let idle = Snapshot { pods: vec![serving("a", 0)], ..snap };
+    let f = plan(&spec, &idle).figures;
+    assert_eq!((f.serving_headroom, f.oldest_drain_since, f.load_unknown_pods), (100, None, 0));
+    let overfull = Snapshot { pods: vec![serving("a", 130)], ..idle };
+    assert_eq!(plan(&spec, &overfull).figures.serving_headroom, -30);
+}

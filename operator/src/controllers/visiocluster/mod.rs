@@ -115,7 +115,7 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
     let stack = build_stack(vc, &valid.credentials, &ctx.config.agent_image)?;
     apply::apply(ctx, vc, apply::children(vc, &stack, ctx.operator.as_ref())?).await?;
     let fleet = pods::reconcile(ctx, vc, &valid, &stack).await?;
-    let status_wait = status::update(ctx, vc, &valid, &stack, &fleet).await?;
+    let status_wait = status::update(ctx, vc, &stack, &fleet).await?;
     let requeue = fleet.plan.requeue_after_ms.map(|ms| Duration::from_millis(ms.clamp(1000, 600_000) as u64));
     let requeue = [requeue, status_wait].into_iter().flatten().min();
     Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(600))))

@@ -12,11 +12,10 @@ use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
 use super::pods::Fleet;
-use super::validate::Validated;
 use crate::api::visiocluster::{LiveLoad, SfuCounts, VisioCluster, VisioClusterStatus};
 use crate::builders::quota;
 use crate::builders::stack::Stack;
-use crate::fleet::{FleetSpec, PodPhase, PodSnapshot, Snapshot};
+use crate::fleet::{Figures, PodPhase, PodSnapshot, Snapshot};
 use crate::pod_protocol::{self, DRAIN_SINCE};
 use crate::runtime::conditions::{self, Decided};
 use crate::runtime::error::{Error, Result};
@@ -24,13 +23,7 @@ use crate::runtime::pods::{annotation, label, pod_load, pod_ready};
 use crate::runtime::{key_of, Context};
 
 /// Decides and writes the status; returns how long a paced status write waits.
-pub async fn update(
-    ctx: &Context,
-    vc: &VisioCluster,
-    valid: &Validated,
-    stack: &Stack,
-    fleet: &Fleet,
-) -> Result<Option<Duration>> {
+pub async fn update(ctx: &Context, vc: &VisioCluster, stack: &Stack, fleet: &Fleet) -> Result<Option<Duration>> {
     let (ns, name) = (vc.namespace().unwrap_or_default(), vc.name_any());
     let snapshot = &fleet.snapshot;
     let status = build_status(vc, stack, &fleet.pods, fleet.plan.desired, snapshot);
@@ -62,7 +55,7 @@ pub async fn update(
     let mut next = VisioClusterStatus { conditions: old_conditions, ..status };
     set_conditions(&mut next, vc, &decided);
     let status_wait = if vc.status.as_ref() != Some(&next) { write_status(ctx, vc, &next).await? } else { None };
-    export_metrics(ctx, &ns, &name, &next, &valid.fleet, snapshot);
+    export_metrics(ctx, &ns, &name, &next, &fleet.plan.figures);
     Ok(status_wait)
 }
 
@@ -213,7 +206,7 @@ async fn write_status(ctx: &Context, vc: &VisioCluster, status: &VisioClusterSta
 /// The tenant's series: pod counts and load from the status, and the figures the alerts compare
 /// (headroom against buffer, drain age against drain timeout, unreported loads) from the
 /// planner's spec and snapshot.
-fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &VisioClusterStatus, spec: &FleetSpec, snap: &Snapshot) {
+fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &VisioClusterStatus, figures: &Figures) {
     let m = &ctx.metrics;
     let c = &status.sfu;
     for (state, v) in [
@@ -227,7 +220,7 @@ fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &VisioClusterStat
     }
     m.participants.with_label_values(&[ns, name]).set(status.load.participants);
     m.rooms.with_label_values(&[ns, name]).set(status.load.rooms);
-    m.set_fleet(ns, name, &crate::telemetry::FleetFigures::of(spec, snap));
+    m.set_fleet(ns, name, figures);
     let ready = conditions::is_true(&status.conditions, conditions::READY);
     m.ready.with_label_values(&["VisioCluster", ns, name]).set(if ready { 1.0 } else { 0.0 });
     // Follows the RetentionPolicyMissing condition once the controller sets it.

@@ -1,4 +1,4 @@
-//! Metrics (Prometheus text format), logging set-up, and the health/metrics HTTP endpoint.
+//! The operator's metrics (Prometheus text format).
 //!
 //! Labels stay bounded: controller, error label, tenant namespace and resource name (`cluster`,
 //! `pool`, `policy`, or `kind` + `name`), data class — never room or participant names.
@@ -9,20 +9,15 @@
 //! ([`Metrics::forget_cluster`], [`Metrics::forget_pool`], [`Metrics::forget_policy`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
 use prometheus::core::{Collector, Desc, MetricVec, MetricVecBuilder};
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::fleet::{FleetSpec, PodPhase, Snapshot};
+use crate::fleet::Figures;
 
 /// Kinds as they appear in the `kind` label, and the label that names a resource of that kind
 /// in the families that carry no `kind` label.
@@ -41,7 +36,7 @@ pub struct Metrics {
     pub sfu_pods: IntGaugeVec,
     pub participants: IntGaugeVec,
     pub rooms: IntGaugeVec,
-    /// Free places on the Serving SFU pods (see [`FleetFigures::serving_headroom`]).
+    /// Free places on the Serving SFU pods (see [`Figures::serving_headroom`]).
     pub capacity_headroom: IntGaugeVec,
     /// `spec.autoscaling.participantBuffer`, the headroom the autoscaler keeps.
     pub sfu_participant_buffer: IntGaugeVec,
@@ -274,11 +269,11 @@ impl Metrics {
 
     /// Sets the per-tenant fleet figures the alerts compare (headroom against buffer, drain age
     /// against drain timeout, unreported loads).
-    pub fn set_fleet(&self, namespace: &str, cluster: &str, f: &FleetFigures) {
+    pub fn set_fleet(&self, namespace: &str, cluster: &str, f: &Figures) {
         let l = &[namespace, cluster];
         self.capacity_headroom.with_label_values(l).set(f.serving_headroom);
-        self.sfu_participant_buffer.with_label_values(l).set(f.participant_buffer);
-        self.sfu_drain_timeout.with_label_values(l).set(f.drain_timeout_seconds);
+        self.sfu_participant_buffer.with_label_values(l).set(f.buffer);
+        self.sfu_drain_timeout.with_label_values(l).set(f.drain_timeout_ms.max(0) as f64 / 1000.0);
         self.sfu_load_unknown.with_label_values(l).set(f.load_unknown_pods);
         self.sfu_oldest_drain.set_oldest(namespace, cluster, f.oldest_drain_since);
     }
@@ -366,43 +361,6 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// What the fleet metrics say about one tenant, from the planner's own inputs (pure).
-#[derive(Clone, Debug, PartialEq)]
-pub struct FleetFigures {
-    /// Capacity of the Serving pods minus the load they report. An unreported load counts as 0,
-    /// as in the planner's demand (`fleet::scale::serving_load`); `load_unknown_pods` says how
-    /// far to trust it. Draining pods are left out: their meetings need no serving capacity.
-    pub serving_headroom: i64,
-    pub participant_buffer: i64,
-    pub drain_timeout_seconds: f64,
-    /// When the oldest drain started (Unix ms), `None` if no pod drains.
-    pub oldest_drain_since: Option<i64>,
-    /// Serving pods with an unknown load (no `visio.io/load`, or an unreadable one).
-    pub load_unknown_pods: i64,
-}
-
-impl FleetFigures {
-    pub fn of(spec: &FleetSpec, snap: &Snapshot) -> Self {
-        let serving: Vec<_> = snap.pods.iter().filter(|p| p.phase == PodPhase::Serving).collect();
-        let capacity = serving.len() as i64 * i64::from(spec.capacity_per_pod.max(1));
-        let load: i64 = serving.iter().filter_map(|p| p.load).map(i64::from).sum();
-        FleetFigures {
-            serving_headroom: capacity - load,
-            participant_buffer: i64::from(spec.buffer),
-            drain_timeout_seconds: spec.drain_timeout_ms.max(0) as f64 / 1000.0,
-            oldest_drain_since: snap
-                .pods
-                .iter()
-                .filter_map(|p| match p.phase {
-                    PodPhase::Draining { since } => Some(since),
-                    _ => None,
-                })
-                .min(),
-            load_unknown_pods: serving.iter().filter(|p| p.load.is_none()).count() as i64,
-        }
     }
 }
 
@@ -526,74 +484,9 @@ impl Family for DrainAge {
         Box::new(self.clone())
     }
 }
-/// Readiness of the process: true once the caches are synced and the controllers run.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed)
-    }
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (caches synced) until the task is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, readiness: Readiness) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let metrics = metrics.clone();
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (status, body) = route(req.uri().path(), &metrics, &readiness);
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        Response::builder().status(status).body(Full::new(Bytes::from(body))).unwrap_or_default(),
-                    )
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-        });
-    }
-}
-
-fn route(path: &str, metrics: &Metrics, readiness: &Readiness) -> (StatusCode, String) {
-    match path {
-        "/metrics" => (StatusCode::OK, metrics.render()),
-        "/healthz" => (StatusCode::OK, "ok\n".into()),
-        "/readyz" if readiness.get() => (StatusCode::OK, "ready\n".into()),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n".into()),
-        _ => (StatusCode::NOT_FOUND, "not found\n".into()),
-    }
-}
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-/// Structured logs; the level comes from `--log-level` (or `RUST_LOG`, which wins).
-pub fn init_logging(level: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::PodSnapshot;
 
     /// Every series of `name` in the registry, as label maps.
     fn series(m: &Metrics, name: &str) -> Vec<BTreeMap<String, String>> {
@@ -637,34 +530,6 @@ mod tests {
         out
     }
 
-    fn spec() -> FleetSpec {
-        FleetSpec {
-            min: 1,
-            max: 10,
-            capacity_per_pod: 100,
-            buffer: 50,
-            target_utilization_percent: 70,
-            scale_down_delay_ms: 0,
-            max_surge: 1,
-            max_draining: 1,
-            drain_timeout_ms: 2 * 3600 * 1000,
-            warn_before_ms: 600_000,
-        }
-    }
-
-    fn pod(name: &str, phase: PodPhase, load: Option<u32>) -> PodSnapshot {
-        PodSnapshot {
-            name: name.into(),
-            template_hash: "h".into(),
-            phase,
-            load,
-            sessions: load,
-            warned: false,
-            created: 0,
-            evacuate: false,
-        }
-    }
-
     /// Sets every per-tenant series of one cluster, one pool and one policy named `name` in `ns`.
     fn populate(m: &Metrics, ns: &str, name: &str) {
         for state in ["desired", "current", "ready", "updated", "draining"] {
@@ -672,10 +537,10 @@ mod tests {
         }
         m.participants.with_label_values(&[ns, name]).set(3);
         m.rooms.with_label_values(&[ns, name]).set(1);
-        let f = FleetFigures {
+        let f = Figures {
             serving_headroom: 197,
-            participant_buffer: 50,
-            drain_timeout_seconds: 7200.0,
+            buffer: 50,
+            drain_timeout_ms: 7_200_000,
             oldest_drain_since: Some(now_ms() - 60_000),
             load_unknown_pods: 1,
         };
@@ -703,21 +568,6 @@ mod tests {
     }
 
     #[test]
-    fn routes_health_and_metrics() {
-        let m = Metrics::new();
-        m.reconciles.with_label_values(&["visiocluster", "ok"]).inc();
-        let r = Readiness::default();
-        assert_eq!(route("/healthz", &m, &r).0, StatusCode::OK);
-        assert_eq!(route("/readyz", &m, &r).0, StatusCode::SERVICE_UNAVAILABLE);
-        r.set(true);
-        assert_eq!(route("/readyz", &m, &r).0, StatusCode::OK);
-        let (s, body) = route("/metrics", &m, &r);
-        assert_eq!(s, StatusCode::OK);
-        assert!(body.contains("visio_reconcile_total{controller=\"visiocluster\",result=\"ok\"} 1"));
-        assert_eq!(route("/nope", &m, &r).0, StatusCode::NOT_FOUND);
-    }
-
-    #[test]
     fn build_info_is_one_with_the_release() {
         let body = Metrics::new().render();
         let line = format!("visio_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
@@ -725,48 +575,12 @@ mod tests {
     }
 
     #[test]
-    fn fleet_figures_come_from_the_planner_snapshot() {
-        let snap = Snapshot {
-            now: 10_000_000,
-            target_hash: "h".into(),
-            pods: vec![
-                pod("a", PodPhase::Serving, Some(40)),
-                pod("b", PodPhase::Serving, None),
-                pod("c", PodPhase::Serving, Some(100)),
-                pod("d", PodPhase::Draining { since: 9_000_000 }, Some(30)),
-                pod("e", PodPhase::Draining { since: 8_000_000 }, None),
-                pod("f", PodPhase::Pending, None),
-                pod("g", PodPhase::Terminating, Some(5)),
-                pod("h", PodPhase::Failed, None),
-            ],
-            low_load_since: None,
-        };
-        let f = FleetFigures::of(&spec(), &snap);
-        assert_eq!(
-            f,
-            FleetFigures {
-                // 3 serving pods of 100, reporting 40 + unknown (0) + 100; draining load left out.
-                serving_headroom: 160,
-                participant_buffer: 50,
-                drain_timeout_seconds: 7200.0,
-                oldest_drain_since: Some(8_000_000),
-                load_unknown_pods: 1,
-            }
-        );
-        let idle = Snapshot { pods: vec![pod("a", PodPhase::Serving, Some(0))], ..snap };
-        let f = FleetFigures::of(&spec(), &idle);
-        assert_eq!((f.serving_headroom, f.oldest_drain_since, f.load_unknown_pods), (100, None, 0));
-        let overfull = Snapshot { pods: vec![pod("a", PodPhase::Serving, Some(130))], ..idle };
-        assert_eq!(FleetFigures::of(&spec(), &overfull).serving_headroom, -30);
-    }
-
-    #[test]
     fn set_fleet_exports_every_figure() {
         let m = Metrics::new();
-        let f = FleetFigures {
+        let f = Figures {
             serving_headroom: 20,
-            participant_buffer: 50,
-            drain_timeout_seconds: 5400.0,
+            buffer: 50,
+            drain_timeout_ms: 5_400_000,
             oldest_drain_since: None,
             load_unknown_pods: 2,
         };
