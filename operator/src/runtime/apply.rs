@@ -21,6 +21,17 @@ use super::error::{Error, Result};
 use super::Context;
 use crate::builders::labels::FIELD_MANAGER;
 
+/// A namespaced object as the API reads and writes it.
+pub trait Namespaced:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug
+{
+}
+
 /// Annotation with the hash of the applied object.
 pub const APPLIED_HASH: &str = "visio.io/applied-hash";
 
@@ -41,11 +52,7 @@ pub fn stamp<K: Resource + Serialize>(obj: &mut K) -> Result<String> {
 /// Server-side applies `desired` unless the cache shows it is already applied. Returns whether it wrote.
 pub async fn ensure<K>(ctx: &Context, store: &Store<K>, desired: K) -> Result<bool>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
+    K: Namespaced + Serialize,
 {
     let ns = desired.meta().namespace.clone().unwrap_or_default();
     let current = store.get(&ObjectRef::<K>::new(&desired.name_any()).within(&ns));
@@ -58,11 +65,7 @@ where
 /// taken over. Returns whether it wrote.
 pub async fn ensure_over<K>(ctx: &Context, current: Option<&K>, mut desired: K) -> Result<bool>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
+    K: Namespaced + Serialize,
 {
     let ns = desired.meta().namespace.clone().unwrap_or_default();
     let name = desired.name_any();
@@ -125,11 +128,7 @@ pub fn adoption_conflict<K: Resource<DynamicType = ()>>(current: &K, desired: &K
 /// already exists (a cache that lags behind) is not an error.
 pub async fn create<K>(ctx: &Context, obj: &K) -> Result<bool>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
+    K: Namespaced + Serialize,
 {
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
@@ -154,7 +153,7 @@ pub fn refused_by_quota_or_limits(s: &kube::core::Status) -> bool {
 /// optional grace period override. A missing object is not an error.
 pub async fn delete<K>(ctx: &Context, obj: &K, grace_period_seconds: Option<u32>) -> Result<bool>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K: Namespaced,
 {
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
@@ -183,7 +182,7 @@ pub async fn delete_orphans<K>(
     keep: &BTreeSet<String>,
 ) -> Result<usize>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K: Namespaced,
 {
     let orphans: Vec<_> = store
         .state()

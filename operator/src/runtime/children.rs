@@ -245,9 +245,9 @@ impl ChildSet {
         self.children.iter().map(|c| (c.kind(), c.name())).collect()
     }
 
-    /// Ensures every child in order, then prunes `owner`'s children the set does not hold. Returns how
-    /// many were pruned.
-    pub async fn apply<K: Resource>(self, ctx: &Context, owner: &K) -> Result<usize> {
+    /// Ensures every child in order, then prunes `owner`'s children the set does not hold, and says in
+    /// an Event how many were pruned.
+    pub async fn apply<K: Resource<DynamicType = ()>>(self, ctx: &Context, owner: &K) -> Result<()> {
         let mut keep: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
         for (kind, name) in self.names() {
             keep.entry(kind).or_default().insert(name);
@@ -255,7 +255,12 @@ impl ChildSet {
         for child in self.children {
             child.ensure(ctx).await?;
         }
-        prune(ctx, owner, &keep).await
+        let pruned = prune(ctx, owner, &keep).await?;
+        if pruned > 0 {
+            let note = format!("deleted {pruned} objects the spec no longer asks for");
+            ctx.event(owner, kube::runtime::events::EventType::Normal, "ChildrenPruned", "Prune", note).await;
+        }
+        Ok(())
     }
 }
 

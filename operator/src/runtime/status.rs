@@ -44,3 +44,57 @@ where
     ctx.metrics.child_writes.with_label_values(&[K::kind(&()).as_ref(), "status"]).inc();
     Ok(None)
 }
+
+/// Implements [`Conditioned`] for a status type with `conditions` and `observed_generation` fields.
+#[macro_export]
+macro_rules! conditioned {
+    ($status:ty) => {
+        impl $crate::runtime::status::Conditioned for $status {
+            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+                &self.conditions
+            }
+            fn observed_generation(&self) -> Option<i64> {
+                self.observed_generation
+            }
+            fn parts_mut(
+                &mut self,
+            ) -> (&mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>, &mut Option<i64>) {
+                (&mut self.conditions, &mut self.observed_generation)
+            }
+        }
+    };
+}
+
+/// A status with conditions and the generation they were decided for.
+pub trait Conditioned {
+    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition];
+    fn observed_generation(&self) -> Option<i64>;
+    fn parts_mut(&mut self) -> (&mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>, &mut Option<i64>);
+}
+
+/// Merges the decided conditions into `status` for the object's `generation`; returns whether
+/// anything changed.
+pub fn set_conditions<S: Conditioned>(
+    status: &mut S,
+    generation: Option<i64>,
+    decided: &[super::conditions::Decided],
+) -> bool {
+    let (conditions, observed) = status.parts_mut();
+    super::conditions::set(conditions, observed, decided, generation)
+}
+
+/// Writes `status` as the status of `obj`, whose cached status is `old`; a change of counts only
+/// waits out the object's pace (see `status_pace`), and then the wait is returned for the reconcile
+/// to come back after it.
+pub async fn write_paced<K, S>(ctx: &Context, obj: &K, old: Option<&S>, status: &S) -> error::Result<Option<Duration>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Conditioned + serde::Serialize,
+{
+    let old = old.map(|s| (s.conditions(), s.observed_generation()));
+    let urgent = super::status_pace::urgent(old, (status.conditions(), status.observed_generation()));
+    write_status(ctx, obj, status, urgent).await
+}

@@ -174,3 +174,20 @@ where
         .with_config(kube::runtime::controller::Config::default().concurrency(config.max_concurrent_reconciles))
         .trigger_backoff(WatchBackoff::default())
 }
+
+/// The objects of `store` in `namespace`: what a change of a namespace-wide object (a
+/// RetentionPolicy) re-decides.
+pub fn in_namespace<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    namespace: Option<String>,
+) -> Vec<kube::runtime::reflector::ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace == namespace)
+        .map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}

@@ -1,11 +1,9 @@
 //! Step 5: every child of the pool in one [`ChildSet`], applied in order, then the orphans pruned.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
-use crate::api::captionpool::CaptionPool;
 use crate::builders::captions::CaptionStack;
 use crate::runtime::apply;
 use crate::runtime::children::ChildSet;
@@ -29,16 +27,6 @@ pub fn children(stack: &CaptionStack, ctx: &Context) -> Result<ChildSet> {
         .add(stack.pdb.clone())
         .add(transcribers);
     Ok(set)
-}
-
-/// Applies `set` and says in an Event what was pruned.
-pub async fn apply(ctx: &Context, cp: &CaptionPool, set: ChildSet) -> Result<()> {
-    let pruned = set.apply(ctx, cp).await?;
-    if pruned > 0 {
-        let note = format!("deleted {pruned} objects the spec no longer asks for");
-        ctx.event(cp, EventType::Normal, "ChildrenPruned", "Prune", note).await;
-    }
-    Ok(())
 }
 
 /// The agent image in a pod template, if it has the agent.

@@ -126,13 +126,7 @@ pub fn controller(
             .collect::<Vec<_>>()
     })
     .watches_stream(runtime::without_errors(policies), move |rp: crate::api::RetentionPolicy| {
-        let ns = rp.namespace();
-        pools_of_ns
-            .state()
-            .into_iter()
-            .filter(|cp| cp.namespace() == ns)
-            .map(|cp| ObjectRef::from_obj(cp.as_ref()))
-            .collect::<Vec<_>>()
+        runtime::watch::in_namespace(&pools_of_ns, rp.namespace())
     })
     .watches_stream(runtime::without_errors(clusters), move |vc| {
         pools
@@ -204,7 +198,7 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pools: &Pools) -> Resul
         transcriber_replicas: i32::try_from(workers.plan.replicas).unwrap_or(i32::MAX),
     };
     let stack = build_captions(cp, &inputs)?;
-    apply::apply(ctx, cp, apply::children(&stack, ctx)?).await?;
+    apply::children(&stack, ctx)?.apply(ctx, cp).await?;
     let backends = pods::reconcile(ctx, cp, &valid, &stack, &observed).await?;
     workers::announce(ctx, cp, &workers).await;
     let status_wait = status::update(ctx, pools, cp, &stack, &observed, &backends, &workers).await?;

@@ -20,6 +20,7 @@ use crate::fleet::{self, PodPhase, Snapshot};
 use crate::runtime::conditions::{self, Decided};
 use crate::runtime::error::Result;
 use crate::runtime::pods::pod_load;
+use crate::runtime::status::{set_conditions, write_paced};
 use crate::runtime::{key_of, Context};
 
 /// How long `Degraded` stays `StreamsRejected` after the last rejection seen.
@@ -72,7 +73,7 @@ pub async fn update(
     decided.extend(missing);
     status.conditions = old.conditions.clone();
     let was = |t: &str| old.conditions.iter().find(|c| c.type_ == t).map(|c| c.reason.clone());
-    set_conditions(&mut status, cp, &decided);
+    set_conditions(&mut status, cp.metadata.generation, &decided);
     // Events for what changed in a way a person should hear of, published before the status that
     // records the change: if the status write fails, the next reconcile sees the old reason and
     // publishes again (the recorder folds repeats into a count) rather than never.
@@ -88,7 +89,11 @@ pub async fn update(
             ctx.event(cp, EventType::Warning, "Unschedulable", "Schedule", msg).await;
         }
     }
-    let status_wait = if cp.status.as_ref() != Some(&status) { write_status(ctx, cp, &status).await? } else { None };
+    let status_wait = if cp.status.as_ref() != Some(&status) {
+        write_paced(ctx, cp, cp.status.as_ref(), &status).await?
+    } else {
+        None
+    };
     if new_rejections > 0 {
         ctx.metrics.caption_streams_rejected.with_label_values(&[&ns, &name]).inc_by(u64::from(new_rejections));
     }
@@ -242,9 +247,9 @@ pub async fn report_problem(cp: &CaptionPool, ctx: &Context, reason: &str, messa
         Decided::new(conditions::DEGRADED, true, reason, message.clone()),
     ];
     let mut status = cp.status.clone().unwrap_or_default();
-    if set_conditions(&mut status, cp, &decided) {
+    if set_conditions(&mut status, cp.metadata.generation, &decided) {
         ctx.event(cp, EventType::Warning, reason, "Validate", message).await;
-        write_status(ctx, cp, &status).await?;
+        write_paced(ctx, cp, cp.status.as_ref(), &status).await?;
     }
     let ready = &ctx.metrics.ready;
     ready.with_label_values(&["CaptionPool", &cp.namespace().unwrap_or_default(), &cp.name_any()]).set(0.0);
@@ -306,18 +311,6 @@ fn transcriber_counts(ctx: &Context, ns: &str, name: &str, desired: i32) -> PodC
     PodCounts { desired, ready, jobs: None }
 }
 
-fn set_conditions(status: &mut CaptionPoolStatus, cp: &CaptionPool, decided: &[Decided]) -> bool {
-    conditions::set(&mut status.conditions, &mut status.observed_generation, decided, cp.metadata.generation)
-}
-
-/// Writes the pool's status; a count-only change may wait (see `status_pace`), and then the wait is
-/// returned for the reconcile to come back after it.
-async fn write_status(ctx: &Context, cp: &CaptionPool, status: &CaptionPoolStatus) -> Result<Option<Duration>> {
-    let old = cp.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation));
-    let urgent = crate::runtime::status_pace::urgent(old, (&status.conditions, status.observed_generation));
-    crate::runtime::write_status(ctx, cp, status, urgent).await
-}
-
 fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &CaptionPoolStatus) {
     let m = &ctx.metrics;
     m.init_pool(ns, name);
@@ -338,3 +331,5 @@ fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &CaptionPoolStatu
     let ready = conditions::is_true(&status.conditions, conditions::READY);
     m.ready.with_label_values(&["CaptionPool", ns, name]).set(if ready { 1.0 } else { 0.0 });
 }
+
+crate::conditioned!(CaptionPoolStatus);

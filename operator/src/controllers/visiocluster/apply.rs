@@ -2,7 +2,6 @@
 //! no longer asks for (TURN switched off, Redis made external, ...) pruned.
 
 use k8s_openapi::api::rbac::v1::Subject;
-use kube::runtime::events::EventType;
 
 use crate::api::VisioCluster;
 use crate::builders::stack::Stack;
@@ -10,7 +9,6 @@ use crate::builders::tenant::operator_secrets_binding;
 use crate::builders::BuildError;
 use crate::runtime::children::ChildSet;
 use crate::runtime::error::Result;
-use crate::runtime::Context;
 
 /// The stack's children in apply order: the LimitRange first (its defaults only reach pods created
 /// after it) and the quota; the Secrets and the agent's identity before any pod that reads or runs as
@@ -37,16 +35,6 @@ pub fn children(vc: &VisioCluster, stack: &Stack, operator: Option<&Subject>) ->
         .extend(stack.network_policies.clone())
         .extend(stack.ingress.clone());
     Ok(set)
-}
-
-/// Applies `set` and says in an Event what was pruned.
-pub async fn apply(ctx: &Context, vc: &VisioCluster, set: ChildSet) -> Result<()> {
-    let pruned = set.apply(ctx, vc).await?;
-    if pruned > 0 {
-        let note = format!("deleted {pruned} objects the spec no longer asks for");
-        ctx.event(vc, EventType::Normal, "ChildrenPruned", "Prune", note).await;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -58,13 +58,7 @@ pub fn controller(client: Client, ctx: Arc<Context>, triggers: Triggers) -> impl
     let controller = controller
         // A RetentionPolicy that appears, changes or goes re-decides every VisioCluster of its namespace.
         .watches_stream(runtime::without_errors(triggers.retention_policies), move |rp: RetentionPolicy| {
-            let ns = rp.namespace();
-            clusters
-                .state()
-                .into_iter()
-                .filter(|vc| vc.namespace() == ns)
-                .map(|vc| ObjectRef::from_obj(vc.as_ref()))
-                .collect::<Vec<_>>()
+            runtime::watch::in_namespace(&clusters, rp.namespace())
         })
         // A node cordoned or uncordoned re-decides the clusters with SFU pods on it.
         .watches_stream(triggers.nodes, move |node| {
@@ -113,7 +107,7 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
     };
     let valid = validate::validate(vc, refs)?;
     let stack = build_stack(vc, &valid.credentials, &ctx.config.agent_image)?;
-    apply::apply(ctx, vc, apply::children(vc, &stack, ctx.operator.as_ref())?).await?;
+    apply::children(vc, &stack, ctx.operator.as_ref())?.apply(ctx, vc).await?;
     let fleet = pods::reconcile(ctx, vc, &valid, &stack).await?;
     let status_wait = status::update(ctx, vc, &stack, &fleet).await?;
     let requeue = fleet.plan.requeue_after_ms.map(|ms| Duration::from_millis(ms.clamp(1000, 600_000) as u64));

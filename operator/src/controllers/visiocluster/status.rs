@@ -20,6 +20,7 @@ use crate::pod_protocol::{self, DRAIN_SINCE};
 use crate::runtime::conditions::{self, Decided};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::pods::{annotation, label, pod_load, pod_ready};
+use crate::runtime::status::{set_conditions, write_paced};
 use crate::runtime::{key_of, Context};
 
 /// Decides and writes the status; returns how long a paced status write waits.
@@ -53,8 +54,9 @@ pub async fn update(ctx: &Context, vc: &VisioCluster, stack: &Stack, fleet: &Fle
         &old_conditions,
     ));
     let mut next = VisioClusterStatus { conditions: old_conditions, ..status };
-    set_conditions(&mut next, vc, &decided);
-    let status_wait = if vc.status.as_ref() != Some(&next) { write_status(ctx, vc, &next).await? } else { None };
+    set_conditions(&mut next, vc.metadata.generation, &decided);
+    let status_wait =
+        if vc.status.as_ref() != Some(&next) { write_paced(ctx, vc, vc.status.as_ref(), &next).await? } else { None };
     export_metrics(ctx, &ns, &name, &next, &fleet.plan.figures);
     Ok(status_wait)
 }
@@ -67,9 +69,9 @@ pub async fn report_problem(ctx: &Context, vc: &VisioCluster, e: &Error) -> Resu
         Decided::new(conditions::DEGRADED, true, reason_of(e), e.to_string()),
     ];
     let mut status = vc.status.clone().unwrap_or_default();
-    if set_conditions(&mut status, vc, &decided) {
+    if set_conditions(&mut status, vc.metadata.generation, &decided) {
         ctx.event(vc, EventType::Warning, reason_of(e), "Validate", e.to_string()).await;
-        write_status(ctx, vc, &status).await?;
+        write_paced(ctx, vc, vc.status.as_ref(), &status).await?;
     }
     // Referenced objects are not watched: look again now and then, slowly.
     Ok(Action::requeue(Duration::from_secs(300)))
@@ -190,19 +192,6 @@ fn degrade_for_quota(decided: &mut [Decided], problems: &[quota::Problem]) {
     }
 }
 
-/// Merges the decided conditions into `status`; returns whether anything changed.
-fn set_conditions(status: &mut VisioClusterStatus, vc: &VisioCluster, decided: &[Decided]) -> bool {
-    conditions::set(&mut status.conditions, &mut status.observed_generation, decided, vc.metadata.generation)
-}
-
-/// Writes the cluster's status; a count-only change may wait (see `status_pace`), and then the wait
-/// is returned for the reconcile to come back after it.
-async fn write_status(ctx: &Context, vc: &VisioCluster, status: &VisioClusterStatus) -> Result<Option<Duration>> {
-    let old = vc.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation));
-    let urgent = crate::runtime::status_pace::urgent(old, (&status.conditions, status.observed_generation));
-    crate::runtime::write_status(ctx, vc, status, urgent).await
-}
-
 /// The tenant's series: pod counts and load from the status, and the figures the alerts compare
 /// (headroom against buffer, drain age against drain timeout, unreported loads) from the
 /// planner's spec and snapshot.
@@ -234,6 +223,8 @@ fn export_metrics(ctx: &Context, ns: &str, name: &str, status: &VisioClusterStat
         }
     }
 }
+
+crate::conditioned!(VisioClusterStatus);
 
 #[cfg(test)]
 mod tests {
