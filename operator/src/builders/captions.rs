@@ -17,23 +17,20 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy,
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource,
     Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Secret, SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume,
-    VolumeMount, WeightedPodAffinityTerm,
+    Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::Resource;
 
+use super::agent::{agent_container as sfu_agent_container, agent_token_volume, AgentAccess, AGENT_CONTAINER};
 use super::labels::{CLUSTER_LABEL, IN_USE_LABEL, LABEL_TRUE, SERVING_LABEL, TEMPLATE_HASH_LABEL};
 use super::meta::{ChildLabels, ChildMeta};
-use super::sfu::{
-    agent_container as sfu_agent_container, agent_token_volume, container_security_context, quantities,
-    runtime_default, secret_env, AgentAccess, AGENT_CONTAINER,
-};
+use super::sfu::{container_security_context, quantities, runtime_default, secret_env};
 use super::{duration_seconds, short_hash, BuildError};
 use crate::api::captionpool::{CaptionEngine, CaptionPool};
 
@@ -644,38 +641,7 @@ pub fn backend_template(cp: &CaptionPool, agent_image: &str, config_hash: &str) 
 
 /// The agent's ServiceAccount, Role (get, list, watch, patch pods) and RoleBinding.
 pub fn agent_access(cp: &CaptionPool) -> Result<AgentAccess, BuildError> {
-    let name = agent_name(pool_name(cp)?);
-    let meta = child_metadata(cp, name.clone(), BACKEND_COMPONENT)?;
-    Ok(AgentAccess {
-        service_account: ServiceAccount {
-            metadata: meta.clone(),
-            automount_service_account_token: Some(false),
-            ..ServiceAccount::default()
-        },
-        role: Role {
-            metadata: meta.clone(),
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["pods".into()]),
-                verbs: ["get", "list", "watch", "patch"].map(String::from).to_vec(),
-                ..PolicyRule::default()
-            }]),
-        },
-        role_binding: RoleBinding {
-            metadata: meta,
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "Role".into(),
-                name: name.clone(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".into(),
-                name,
-                namespace: Some(pool_namespace(cp)?.to_string()),
-                api_group: None,
-            }]),
-        },
-    })
+    Ok(super::agent::access(child_metadata(cp, agent_name(pool_name(cp)?), BACKEND_COMPONENT)?))
 }
 
 /// The transcriber workers. Their grace period is `spec.transcribers.drainTimeout` plus a minute: a LiveKit

@@ -9,6 +9,7 @@
 //! [`tenant`] (the tenant admins' RoleBinding), [`quota`] (the tenant's ResourceQuota and LimitRange, and whether
 //! the stack's pods fit in them).
 
+pub mod agent;
 pub mod captions;
 pub mod labels;
 pub mod livekit_config;

@@ -1,4 +1,4 @@
-//! The SFU pod template of one VisioCluster, and the access its in-pod agent needs.
+//! The SFU pod template of one VisioCluster (its agent sidecar is `agent`'s).
 //!
 //! There is no Deployment: the controller creates and deletes SFU pods itself from [`SfuTemplate`], because
 //! it orders rollouts and drains (new pods first, then old ones drain until empty or past `drainTimeout`).
@@ -10,18 +10,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
-    DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, KeyToPath,
-    ObjectFieldSelector, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Sysctl, TCPSocketAction, Volume, VolumeMount,
-    VolumeProjection, WeightedPodAffinityTerm,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    KeyToPath, ObjectFieldSelector, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Sysctl,
+    TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::agent::{agent_container, agent_token_volume};
+pub use super::agent::{AgentAccess, AGENT_CONTAINER};
 use super::labels::{
     agent_name, child_metadata, cluster_name, cluster_namespace, owner_reference, selector_labels, sfu_name,
     standard_labels, Component, CONFIG_HASH_ANNOTATION, TEMPLATE_HASH_LABEL, VERSION_LABEL,
@@ -34,8 +33,6 @@ use crate::pod_protocol;
 
 /// Name of the LiveKit container.
 pub const LIVEKIT_CONTAINER: &str = "livekit";
-/// Name of the agent sidecar.
-pub const AGENT_CONTAINER: &str = "agent";
 /// User and group both containers run as.
 pub const SFU_UID: i64 = 1000;
 /// Added to `spec.upgrade.drainTimeout` for the pods' termination grace period.
@@ -52,18 +49,6 @@ pub struct SfuTemplate {
     pub hash: String,
     /// LiveKit version the pod runs (`spec.version`).
     pub version: String,
-}
-
-/// What the agent sidecar needs to write its pod's load: a ServiceAccount, and a Role bound to it that lets
-/// it read and patch pods in the namespace. The token is mounted into the agent container only.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AgentAccess {
-    /// `<vc>-sfu-agent`, without automounted token.
-    pub service_account: ServiceAccount,
-    /// `<vc>-sfu-agent`: get, list, watch, patch on pods.
-    pub role: Role,
-    /// `<vc>-sfu-agent`: binds the Role to the ServiceAccount.
-    pub role_binding: RoleBinding,
 }
 
 /// The SFU pod template of `vc`. `config_secret_name` is the Secret holding `livekit.yaml`, `config_hash`
@@ -282,47 +267,6 @@ pub fn sfu_template(
     Ok(SfuTemplate { pod: Pod { metadata, spec: Some(pod_spec), status: None }, hash, version: spec.version.clone() })
 }
 
-/// The agent sidecar (`visio-operator agent <args>`), with the pod's name and namespace from the downward API
-/// and `env` after them, its exec readiness probe (fails once the pod drains, so the pod leaves every
-/// Service's endpoints), small resources, the hardened security context and its own API token.
-pub(crate) fn agent_container(agent_image: &str, args: Vec<String>, env: Vec<EnvVar>) -> Container {
-    Container {
-        name: AGENT_CONTAINER.into(),
-        image: Some(agent_image.into()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(args),
-        env: Some(
-            [field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")]
-                .into_iter()
-                .chain(env)
-                .collect(),
-        ),
-        // An exec probe: kubelet's httpGet would dial the pod IP, and the agent listens on loopback only.
-        readiness_probe: Some(Probe {
-            exec: Some(ExecAction {
-                command: Some(["visio-operator", "agent", "--probe", "readyz"].map(String::from).to_vec()),
-            }),
-            period_seconds: Some(5),
-            timeout_seconds: Some(3),
-            failure_threshold: Some(2),
-            ..Probe::default()
-        }),
-        resources: Some(ResourceRequirements {
-            requests: Some(quantities(&[("cpu", "10m"), ("memory", "32Mi")])),
-            limits: Some(quantities(&[("memory", "64Mi")])),
-            ..ResourceRequirements::default()
-        }),
-        security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "agent-token".into(),
-            mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
-        ..Container::default()
-    }
-}
-
 /// The agent's flag naming LiveKit's config file.
 const AGENT_CONFIG_FLAG: &str = "--livekit-config";
 
@@ -360,81 +304,13 @@ fn template_hash(spec: &PodSpec, config_hash: &str) -> Result<String, BuildError
     Ok(short_hash(&bytes, 10))
 }
 
-/// The agent's ServiceAccount, Role and RoleBinding.
-pub fn agent_access(vc: &VisioCluster) -> Result<AgentAccess, BuildError> {
-    let name = agent_name(cluster_name(vc)?);
-    let namespace = cluster_namespace(vc)?.to_string();
-    let service_account = ServiceAccount {
-        metadata: child_metadata(vc, name.clone(), Component::Sfu)?,
-        automount_service_account_token: Some(false),
-        ..ServiceAccount::default()
-    };
-    let role = Role {
-        metadata: child_metadata(vc, name.clone(), Component::Sfu)?,
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["pods".into()]),
-            verbs: ["get", "list", "watch", "patch"].map(String::from).to_vec(),
-            ..PolicyRule::default()
-        }]),
-    };
-    let role_binding = RoleBinding {
-        metadata: child_metadata(vc, name.clone(), Component::Sfu)?,
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: name.clone() },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name,
-            namespace: Some(namespace),
-            api_group: None,
-        }]),
-    };
-    Ok(AgentAccess { service_account, role, role_binding })
-}
-
-/// What kubelet would automount, projected into the agent container only.
-pub(crate) fn agent_token_volume() -> Volume {
-    Volume {
-        name: "agent-token".into(),
-        projected: Some(ProjectedVolumeSource {
-            default_mode: Some(0o444),
-            sources: Some(vec![
-                VolumeProjection {
-                    service_account_token: Some(ServiceAccountTokenProjection {
-                        path: "token".into(),
-                        expiration_seconds: Some(3607),
-                        audience: None,
-                    }),
-                    ..VolumeProjection::default()
-                },
-                VolumeProjection {
-                    config_map: Some(ConfigMapProjection {
-                        name: "kube-root-ca.crt".into(),
-                        items: Some(vec![KeyToPath { key: "ca.crt".into(), path: "ca.crt".into(), mode: None }]),
-                        optional: None,
-                    }),
-                    ..VolumeProjection::default()
-                },
-                VolumeProjection {
-                    downward_api: Some(DownwardAPIProjection {
-                        items: Some(vec![DownwardAPIVolumeFile {
-                            path: "namespace".into(),
-                            field_ref: Some(ObjectFieldSelector {
-                                field_path: "metadata.namespace".into(),
-                                api_version: Some("v1".into()),
-                            }),
-                            ..DownwardAPIVolumeFile::default()
-                        }]),
-                    }),
-                    ..VolumeProjection::default()
-                },
-            ]),
-        }),
-        ..Volume::default()
-    }
-}
-
 /// One SFU pod per node: required in hostNetwork mode (two pods would clash on the node's ports), preferred
 /// otherwise (losing a node then loses fewer meetings).
+/// The SFU agent's ServiceAccount, Role and RoleBinding (`<vc>-sfu-agent`).
+pub fn agent_access(vc: &VisioCluster) -> Result<AgentAccess, BuildError> {
+    Ok(super::agent::access(child_metadata(vc, agent_name(cluster_name(vc)?), Component::Sfu)?))
+}
+
 fn default_affinity(vc: &VisioCluster, host_network: bool) -> Affinity {
     let term = PodAffinityTerm {
         label_selector: Some(LabelSelector {

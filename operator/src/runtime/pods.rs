@@ -166,15 +166,6 @@ pub async fn patch_pod_meta(ctx: &Context, ns: &str, name: &str, patch: serde_js
     }
 }
 
-/// Applies the agent's ServiceAccount, Role and RoleBinding (before any pod that runs as it).
-pub async fn ensure_agent_access(ctx: &Context, access: &crate::builders::sfu::AgentAccess) -> Result<()> {
-    let s = &ctx.stores;
-    apply::ensure(ctx, &s.service_accounts, access.service_account.clone()).await?;
-    apply::ensure(ctx, &s.roles, access.role.clone()).await?;
-    apply::ensure(ctx, &s.role_bindings, access.role_binding.clone()).await?;
-    Ok(())
-}
-
 /// The pods of one fleet, as [`execute`] creates and names them.
 pub struct PodFleet<'a, K> {
     /// The custom resource owning the pods.
