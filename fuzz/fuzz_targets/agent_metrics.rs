@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| visio_operator::fuzz::agent_metrics(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| visio_fuzz_bodies::agent_metrics(data));

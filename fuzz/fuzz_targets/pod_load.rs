@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| visio_operator::fuzz::pod_load(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| visio_fuzz_bodies::pod_load(data));

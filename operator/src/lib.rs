@@ -7,8 +7,6 @@ pub mod builders;
 pub mod controllers;
 pub mod duration;
 pub mod fleet;
-#[doc(hidden)]
-pub mod fuzz;
 pub mod leader;
 pub mod pod_protocol;
 pub mod retention;

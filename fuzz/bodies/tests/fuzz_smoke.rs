@@ -1,9 +1,9 @@
-//! The fuzz targets' bodies (`visio_operator::fuzz`, run under libFuzzer by `make fuzz`) on generated
+//! The fuzz targets' bodies (`visio_fuzz_bodies`, run under libFuzzer by `make fuzz`) on generated
 //! inputs, on stable Rust, in every `make test`: arbitrary bytes, and near-valid inputs built from the
 //! grammar each parser expects, where the interesting mistakes are.
 
 use proptest::prelude::*;
-use visio_operator::fuzz;
+use visio_fuzz_bodies as fuzz;
 
 fn metric_line() -> impl Strategy<Value = String> {
     let name = prop_oneof![

@@ -1,12 +1,12 @@
-//! Bodies of the fuzz targets (`fuzz/`, run with `make fuzz` under cargo-fuzz and libFuzzer), kept in
-//! the library so that `operator/tests/fuzz_smoke.rs` runs the very same checks on stable Rust with
-//! generated inputs in every `make test`.
+//! Bodies of the fuzz targets (`fuzz/`, run with `make fuzz` under cargo-fuzz and libFuzzer), kept in a
+//! library of the workspace so that `tests/fuzz_smoke.rs` runs the very same checks on stable Rust with
+//! generated inputs in every `make test`, and out of the product's crate, which holds no test code.
 //!
 //! Each body takes arbitrary bytes, must never panic on them, and asserts what a parser promises about
 //! what it accepts.
 
-use crate::agent::prometheus::{count_value, parse_line, sum_metric, Sum};
-use crate::pod_protocol::{parse_load, render_load};
+use visio_operator::agent::prometheus::{count_value, parse_line, sum_metric, Sum};
+use visio_operator::pod_protocol::{parse_load, render_load};
 
 /// The agent reading a backend's metrics endpoint. A known sum means every sample of the metric was a
 /// readable count: summing them again gives the same figure. Garbage is never read as zero load.
@@ -40,14 +40,14 @@ pub fn agent_metrics(data: &[u8]) {
 /// number reads as exactly that.
 pub fn duration(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else { return };
-    if let Ok(d) = crate::duration::parse(s) {
+    if let Ok(d) = visio_operator::duration::parse(s) {
         assert!(d.as_secs_f64().is_finite(), "{s:?}");
         assert!(!s.is_empty() && s.chars().next().is_some_and(|c| c.is_ascii_digit()), "{s:?} parsed");
     }
     let digits: String = s.chars().filter(char::is_ascii_digit).take(6).collect();
     if let Ok(n) = digits.parse::<u64>() {
-        assert_eq!(crate::duration::parse(&format!("{n}s")).map(|d| d.as_secs()), Ok(n));
-        assert_eq!(crate::duration::parse(&format!("{n}m")).map(|d| d.as_secs()), Ok(n * 60));
+        assert_eq!(visio_operator::duration::parse(&format!("{n}s")).map(|d| d.as_secs()), Ok(n));
+        assert_eq!(visio_operator::duration::parse(&format!("{n}m")).map(|d| d.as_secs()), Ok(n * 60));
     }
 }
 
