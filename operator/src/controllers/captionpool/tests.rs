@@ -251,3 +251,81 @@ fn status_counts_slots_of_serving_pods_and_streams_of_all() {
         (2, 1, 3, 2, 1)
     );
 }
+
+/// The whole CaptionPool reconcile against the scripted apiserver (`runtime::testing`): its writes in
+/// step order, and none on a second pass once the caches show them.
+#[tokio::test]
+async fn a_first_reconcile_writes_children_then_backends_then_status_and_a_second_writes_nothing() {
+    use hyper::Method;
+    use kube::runtime::reflector;
+    use serde_json::Value;
+
+    use super::{reconcile_pool, Pools};
+    use crate::runtime::children::Child;
+    use crate::runtime::testing::context;
+
+    let (ctx, mut writers, calls) = context();
+    let mut cp = pool(json!({"backend": {"replicas": {"min": 2, "max": 4}}}));
+    let ns = cp.metadata.namespace.clone().unwrap();
+    let mut vc = crate::builders::testing::test_cluster();
+    vc.metadata.namespace = Some(ns.clone());
+    calls.seed(
+        &format!("/apis/visio.io/v1alpha1/namespaces/{ns}/visioclusters/visio"),
+        serde_json::to_value(&vc).unwrap(),
+    );
+    calls.seed(
+        &format!("/apis/visio.io/v1alpha1/namespaces/{ns}/captionpools/captions"),
+        serde_json::to_value(&cp).unwrap(),
+    );
+    let (pods, mut pods_w) = reflector::store::<Pod>();
+    pods_w.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+    pods_w.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+    let pools = Pools { pods, memory: Default::default() };
+
+    reconcile_pool(&cp, &ctx, &pools).await.expect("reconcile");
+    let writes = calls.writes();
+    let kind =
+        |c: &crate::runtime::testing::Call| c.body.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kinds: Vec<String> = writes.iter().map(kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Secret",
+            "Secret",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "PodDisruptionBudget",
+            "Deployment",
+            "Pod",
+            "Pod",
+            "CaptionPool"
+        ],
+        "children in apply order, then the backend pods (replicas.min), then the status: {writes:#?}"
+    );
+    assert!(writes.last().unwrap().path.ends_with("/captionpools/captions/status"));
+    let transcribers = &writes[7].body;
+    assert_eq!(
+        transcribers["spec"]["replicas"],
+        json!(cp.spec.transcribers.replicas.min),
+        "built with its planned count"
+    );
+
+    // The caches now show what was written: the same reconcile writes nothing.
+    for c in writes.iter().filter(|c| c.method == Method::PATCH && !c.path.ends_with("/status")) {
+        writers.cache(Child::from_json(&kind(c), c.body.clone()).expect("a child kind"));
+    }
+    for c in writes.iter().filter(|c| c.method == Method::POST) {
+        let mut pod: Pod = serde_json::from_value(c.body.clone()).unwrap();
+        pod.metadata.uid = Some(format!("uid-{}", pod.metadata.name.clone().unwrap_or_default()));
+        pod.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+        pods_w.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod));
+    }
+    cp.status = serde_json::from_value(writes.last().unwrap().body["status"].clone()).unwrap();
+    calls.clear();
+    reconcile_pool(&cp, &ctx, &pools).await.expect("second reconcile");
+    let again: Vec<(Method, String)> = calls.writes().into_iter().map(|c| (c.method, c.path)).collect();
+    assert_eq!(again, vec![], "a reconcile that changes nothing writes nothing");
+}
