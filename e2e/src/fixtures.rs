@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use visio_operator::api::VisioCluster;
@@ -99,6 +100,24 @@ where
 {
     let name = doc["metadata"]["name"].as_str().context("a document without metadata.name")?;
     Ok(api.patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(doc)).await?)
+}
+
+/// A tenant up: creates the namespace `ns` (if missing), applies `vc` there (field manager `e2e`) and
+/// waits (every 250 ms, `timeout` at most) until it is [`ready`]; returns the namespace's VisioCluster
+/// API and the Ready object.
+pub async fn ready_tenant(
+    client: &Client,
+    ns: &str,
+    vc: VisioClusterFixture,
+    timeout: Duration,
+) -> Result<(Api<VisioCluster>, VisioCluster)> {
+    crate::namespace(client, ns).await?;
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+    let vc = vc.value();
+    apply(&vcs, "e2e", &vc).await?;
+    let name = vc["metadata"]["name"].as_str().context("a VisioCluster without a name")?;
+    let ready = wait_ready(&vcs, name, timeout).await?;
+    Ok((vcs, ready))
 }
 
 /// The condition of this type in a VisioCluster's status.

@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
-use kube::api::Api;
-use visio_e2e::fixtures::{apply, visio_cluster, wait_ready};
-use visio_e2e::{client, kubectl, namespace};
-use visio_operator::api::VisioCluster;
+use visio_e2e::fixtures::{ready_tenant, visio_cluster};
+use visio_e2e::{client, kubectl};
 
 /// Write requests per resource, from the apiserver's metrics, for the resources the operator writes.
 fn writes() -> Result<BTreeMap<String, f64>> {
@@ -43,14 +41,11 @@ fn writes() -> Result<BTreeMap<String, f64>> {
 #[tokio::test]
 async fn a_converged_operator_writes_nothing() -> Result<()> {
     let client = client().await?;
-    namespace(&client, "e2e-idle").await?;
-    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), "e2e-idle");
     let vc = visio_cluster("visio")
         .ministry("Ministère de la Culture", "visio.culture.gouv.fr")
         .replicas(2, 3)
         .pod_network();
-    apply(&vcs, "e2e", &vc.value()).await?;
-    wait_ready(&vcs, "visio", Duration::from_secs(90)).await?;
+    ready_tenant(&client, "e2e-idle", vc, Duration::from_secs(90)).await?;
     // Let the last pod label patches and the Redis Deployment's rollout settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = writes()?;

@@ -16,12 +16,11 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use visio_e2e::client_at;
-use visio_e2e::fixtures::{apply, ready, visio_cluster, wait_ready};
+use visio_e2e::fixtures::{ready, ready_tenant, visio_cluster};
 use visio_e2e::fleet::Binaries;
 use visio_e2e::own::OwnCluster;
 use visio_e2e::ports;
-use visio_e2e::{namespace, repo};
-use visio_operator::api::VisioCluster;
+use visio_e2e::repo;
 
 const NS: &str = "e2e-operator-upgrade";
 
@@ -82,15 +81,12 @@ async fn an_operator_upgrade_restarts_no_pod() -> Result<()> {
 
 async fn upgrade(cluster: &mut OwnCluster) -> Result<()> {
     let client = client_at(&cluster.kubeconfig).await?;
-    namespace(&client, NS).await?;
-    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), NS);
     let vc = visio_cluster("visio")
         .ministry("Ministère de la Justice", "visio.justice.gouv.fr")
         .replicas(3, 4)
         .pod_network();
-    apply(&vcs, "e2e", &vc.value()).await?;
     // Ready under the previous release.
-    wait_ready(&vcs, "visio", Duration::from_secs(120)).await?;
+    let (vcs, _) = ready_tenant(&client, NS, vc, Duration::from_secs(120)).await?;
     // Let the pods' readiness labels and the Redis rollout settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = pods(&client).await?;

@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use visio_e2e::fixtures::{apply, visio_cluster, wait_ready};
-use visio_e2e::{client, metric, namespace, wait_for};
+use visio_e2e::fixtures::{ready_tenant, visio_cluster};
+use visio_e2e::{client, metric, wait_for};
 use visio_operator::api::VisioCluster;
 
 const NS: &str = "e2e-redis-outage";
@@ -61,15 +61,12 @@ async fn set_ready(client: &Client, ready: bool) -> Result<()> {
 #[tokio::test]
 async fn a_redis_outage_restarts_no_sfu_and_raises_the_alert_condition() -> Result<()> {
     let client = client().await?;
-    namespace(&client, NS).await?;
-    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), NS);
     let vc = visio_cluster("visio")
         .ministry("Ministère de la Transformation publique", "visio.numerique.gouv.fr")
         .replicas(2, 6)
         .pod_network()
         .spec(json!({"autoscaling": {"scaleDownDelay": "0s"}}));
-    apply(&vcs, "e2e", &vc.value()).await?;
-    wait_ready(&vcs, "visio", Duration::from_secs(90)).await?;
+    let (vcs, _) = ready_tenant(&client, NS, vc, Duration::from_secs(90)).await?;
     let before = sfu_pods(&client).await?;
     ensure!(before.len() == 2, "two SFU pods: {before:?}");
     let series = r#"visio_sfu_pods{cluster="visio",namespace="e2e-redis-outage",state="ready"}"#;

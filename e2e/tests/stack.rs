@@ -12,7 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::ResourceExt;
 use serde_json::json;
-use visio_e2e::fixtures::{apply, visio_cluster, wait_ready};
+use visio_e2e::fixtures::{apply, ready_tenant, visio_cluster};
 use visio_e2e::{client, namespace, wait_for};
 use visio_operator::api::VisioCluster;
 
@@ -21,14 +21,11 @@ const NS: &str = "e2e-stack";
 #[tokio::test]
 async fn visiocluster_lifecycle() -> Result<()> {
     let client = client().await?;
-    namespace(&client, NS).await?;
-    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), NS);
     let sante = visio_cluster("visio").ministry("Ministère de la Santé", "visio.sante.gouv.fr").replicas(2, 4);
-    let vc = sante.clone().contact("visio-oncall@sante.gouv.fr").turn("turn.sante.gouv.fr").value();
-    apply(&vcs, "e2e", &vc).await?;
+    let vc = sante.clone().contact("visio-oncall@sante.gouv.fr").turn("turn.sante.gouv.fr");
 
     // Ready: two SFU pods serving.
-    let vc = wait_ready(&vcs, "visio", Duration::from_secs(90)).await?;
+    let (vcs, vc) = ready_tenant(&client, NS, vc, Duration::from_secs(90)).await?;
     let status = vc.status.clone().context("status")?;
     assert_eq!(status.sfu.ready, 2);
     assert_eq!(status.sfu.desired, 2);
