@@ -1,5 +1,17 @@
 //! Shared helpers of the end-to-end tests. They talk to the local control plane started by
 //! `e2e/run-tests` (or `e2e/cluster up`) through the kubeconfig it wrote — loopback only.
+//!
+//! One home each:
+//! - this file: clients (`client`, `client_at`, loopback only), waits (`wait_for`, `poll`), namespaces
+//!   (`namespace`, `Tenant`), the suite operator's metrics, Events, `http_get`, `merge_patch`;
+//! - [`process`]: commands run to their end, `kubectl`, the workspace's binaries, free ports, signals;
+//! - [`ports`]: the table of every control plane the harness starts (README's copy generated from it);
+//! - [`own`]: a control plane of a test's own and the operators it starts, kills and replaces;
+//! - [`fixtures`]: the VisioCluster manifests the tests apply (a builder), server-side apply, Ready waits;
+//! - [`fleet`]: the fleet harness (fake kubelet, meeting books, workload, fleet upgrades);
+//! - [`livekit`]: the real livekit-server, Redis and participants on loopback;
+//! - [`chart`]: helm and the chart's ServiceAccount; [`baseline`]: the chart-style LiveKit of the bench;
+//!   [`s3`]: the retention suite's S3 server; [`rng`]: the one seeded generator.
 
 pub mod baseline;
 pub mod chart;
@@ -10,6 +22,7 @@ pub mod own;
 pub mod ports;
 pub mod process;
 pub mod rng;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,8 +33,6 @@ use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::Value;
-
-pub mod s3;
 
 pub use process::kubectl;
 

@@ -28,9 +28,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::Client;
 use serde_json::{json, Value};
+use visio_e2e::fixtures::visio_cluster;
 use visio_e2e::fleet::{Fleet, FleetConfig, Join, StandinBackend, View, Workload};
 use visio_e2e::unix_ms;
 use visio_e2e::{client, events, kubeconfig_path, wait_for, Tenant};
@@ -43,16 +44,14 @@ const SLOTS: u32 = 16;
 /// write of the operator, and two harnesses at once would share the 2 cores of the machine.
 static LOAD_SCENARIO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The VisioCluster every pool refers to: one SFU pod, on the pod network, without TURN.
 fn visiocluster() -> Value {
-    json!({
-        "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
-        "spec": {
-            "tenant": {"displayName": "Ministère de la Santé"},
-            "signaling": {"host": "visio.sante.gouv.fr"},
-            "sfu": {"network": {"mode": "podNetwork"}, "replicas": {"min": 1, "max": 1}},
-            "turn": {"enabled": false}
-        }
-    })
+    visio_cluster("visio")
+        .ministry("Ministère de la Santé", "visio.sante.gouv.fr")
+        .pod_network()
+        .replicas(1, 1)
+        .no_turn()
+        .value()
 }
 
 fn pool(name: &str, spec: Value) -> Value {
@@ -64,7 +63,7 @@ fn pool(name: &str, spec: Value) -> Value {
     cp
 }
 
-async fn apply<K>(client: &Client, ns: &str, name: &str, obj: &Value) -> Result<()>
+async fn apply<K>(client: &Client, ns: &str, obj: &Value) -> Result<()>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -72,7 +71,7 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
-    api.patch(name, &PatchParams::apply("e2e-captions").force(), &Patch::Apply(obj)).await?;
+    visio_e2e::fixtures::apply(&api, "e2e-captions", obj).await?;
     Ok(())
 }
 
@@ -107,7 +106,7 @@ async fn captions_scale_on_slots_and_never_cut_a_stream() -> Result<()> {
     let ns = "e2e-captions";
     let client = client().await?;
     let _tenant = Tenant::create(&client, ns).await?;
-    apply::<VisioCluster>(&client, ns, "visio", &visiocluster()).await?;
+    apply::<VisioCluster>(&client, ns, &visiocluster()).await?;
     let spec = json!({
         "engine": "kyutai",
         "backend": {
@@ -118,7 +117,7 @@ async fn captions_scale_on_slots_and_never_cut_a_stream() -> Result<()> {
         },
         "transcribers": {"replicas": {"min": 1, "max": 5}, "jobsPerWorker": 10}
     });
-    apply::<CaptionPool>(&client, ns, POOL, &pool(POOL, spec.clone())).await?;
+    apply::<CaptionPool>(&client, ns, &pool(POOL, spec.clone())).await?;
     let mut cfg = FleetConfig::new(ns, POOL, &kubeconfig_path()?);
     cfg.backend = StandinBackend::Moshi { slots: SLOTS };
     cfg.component = "caption-backend".into();
@@ -237,7 +236,7 @@ async fn captions_scale_on_slots_and_never_cut_a_stream() -> Result<()> {
     let upgrade_started = Instant::now();
     let mut upgraded = spec.clone();
     upgraded["image"] = json!("registry.visio.local/kyutai/moshi-server:0.6.5");
-    apply::<CaptionPool>(&client, ns, POOL, &pool(POOL, upgraded)).await?;
+    apply::<CaptionPool>(&client, ns, &pool(POOL, upgraded)).await?;
     let open_now: Vec<String> = fleet
         .view()
         .await
@@ -340,7 +339,7 @@ async fn transcribers_scale_on_active_jobs_and_drain_when_removed() -> Result<()
     let ns = "e2e-captions-tx";
     let client = client().await?;
     let _tenant = Tenant::create(&client, ns).await?;
-    apply::<VisioCluster>(&client, ns, "visio", &visiocluster()).await?;
+    apply::<VisioCluster>(&client, ns, &visiocluster()).await?;
     // 4 jobs per worker, a 75 % target and 2 free jobs: 10 jobs need 4 workers.
     let spec = json!({
         "engine": "whisperlive",
@@ -348,7 +347,7 @@ async fn transcribers_scale_on_active_jobs_and_drain_when_removed() -> Result<()
         "transcribers": {"replicas": {"min": 1, "max": 5}, "jobsPerWorker": JOBS, "targetOccupancyPercent": 75,
             "jobBuffer": 2, "scaleDownDelay": "5s", "drainTimeout": "30s"}
     });
-    apply::<CaptionPool>(&client, ns, TX_POOL, &pool(TX_POOL, spec)).await?;
+    apply::<CaptionPool>(&client, ns, &pool(TX_POOL, spec)).await?;
     let mut cfg = FleetConfig::new(ns, TX_POOL, &kubeconfig_path()?);
     cfg.backend = StandinBackend::Transcriber { jobs: JOBS };
     cfg.component = "transcriber".into();
@@ -486,7 +485,7 @@ async fn whisperlive_pool_scales_on_slots_and_counts_rejections() -> Result<()> 
     let ns = "e2e-captions-wl";
     let client = client().await?;
     let _tenant = Tenant::create(&client, ns).await?;
-    apply::<VisioCluster>(&client, ns, "visio", &visiocluster()).await?;
+    apply::<VisioCluster>(&client, ns, &visiocluster()).await?;
     // On CPU (no GPU asked), at most 3 backends of 4 slots: 12 streams in all.
     let spec = json!({
         "engine": "whisperlive",
@@ -497,7 +496,7 @@ async fn whisperlive_pool_scales_on_slots_and_counts_rejections() -> Result<()> 
         },
         "transcribers": {"replicas": {"min": 1, "max": 2}, "jobsPerWorker": 10}
     });
-    apply::<CaptionPool>(&client, ns, WL_POOL, &pool(WL_POOL, spec)).await?;
+    apply::<CaptionPool>(&client, ns, &pool(WL_POOL, spec)).await?;
     let mut cfg = FleetConfig::new(ns, WL_POOL, &kubeconfig_path()?);
     cfg.backend = StandinBackend::WhisperLive { slots: WL_SLOTS };
     cfg.component = "caption-backend".into();
@@ -595,7 +594,7 @@ async fn bad_input_is_reported() -> Result<()> {
     let _tenant = Tenant::create(&client, ns).await?;
 
     // A VisioCluster that does not exist.
-    apply::<CaptionPool>(&client, ns, "orphan", &pool("orphan", json!({"clusterRef": {"name": "nowhere"}}))).await?;
+    apply::<CaptionPool>(&client, ns, &pool("orphan", json!({"clusterRef": {"name": "nowhere"}}))).await?;
     let st = wait_for("ClusterNotFound", Duration::from_secs(30), || async {
         Ok(status(&client, ns, "orphan")
             .await?
@@ -610,10 +609,10 @@ async fn bad_input_is_reported() -> Result<()> {
     .await?;
 
     // A GPU no node offers: the pod stays Pending and the status quotes the scheduler.
-    apply::<VisioCluster>(&client, ns, "visio", &visiocluster()).await?;
+    apply::<VisioCluster>(&client, ns, &visiocluster()).await?;
     let gpu =
         json!({"backend": {"gpu": {"count": 2, "resourceName": "example.com/tpu"}, "replicas": {"min": 1, "max": 2}}});
-    apply::<CaptionPool>(&client, ns, "tpu", &pool("tpu", gpu)).await?;
+    apply::<CaptionPool>(&client, ns, &pool("tpu", gpu)).await?;
     let st = wait_for("Unschedulable", Duration::from_secs(60), || async {
         Ok(status(&client, ns, "tpu").await?.filter(|s| condition(s, "Ready").is_some_and(|c| c.1 == "Unschedulable")))
     })

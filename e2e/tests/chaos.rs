@@ -29,6 +29,7 @@ use kube::discovery::ApiResource;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
+use visio_e2e::fixtures::{poll_ready, ready, visio_cluster};
 use visio_e2e::own::{Operator, OperatorRun, OwnCluster};
 use visio_e2e::ports;
 use visio_e2e::process::operator_bin;
@@ -72,25 +73,15 @@ async fn vc(c: &OwnCluster, ns: &str, name: &str) -> Result<VisioCluster> {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn ready(vc: &VisioCluster) -> bool {
-    vc.status.as_ref().is_some_and(|s| {
-        s.observed_generation == vc.metadata.generation
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-    })
-}
-
 /// A tenant in podNetwork mode, one to two SFU pods.
 fn tenant(ns: &str, name: &str) -> Value {
-    json!({
-        "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "tenant": {"displayName": format!("Ministère {ns}")},
-            "signaling": {"host": format!("visio.{ns}.gouv.fr")},
-            "sfu": {"replicas": {"min": 1, "max": 2}, "network": {"mode": "podNetwork"}},
-            "turn": {"domain": format!("turn.{ns}.gouv.fr"), "tlsSecretName": "turn-tls"}
-        }
-    })
+    visio_cluster(name)
+        .namespace(ns)
+        .ministry(&format!("Ministère {ns}"), &format!("visio.{ns}.gouv.fr"))
+        .replicas(1, 2)
+        .pod_network()
+        .turn(&format!("turn.{ns}.gouv.fr"))
+        .value()
 }
 
 fn namespace(name: &str) -> Value {
@@ -98,14 +89,13 @@ fn namespace(name: &str) -> Value {
 }
 
 async fn wait_ready(c: &OwnCluster, ns: &str, name: &str, timeout: Duration) -> Result<()> {
-    poll(&format!("VisioCluster {ns}/{name} Ready"), timeout, Duration::from_millis(100), || async {
-        Ok(ready(&vc(c, ns, name).await?).then_some(()))
-    })
-    .await
+    let vcs = Api::<VisioCluster>::namespaced(c.client().await?, ns);
+    poll_ready(&vcs, name, timeout, Duration::from_millis(100)).await?;
+    Ok(())
 }
 
 async fn metrics(op: &Operator) -> Result<String> {
-    http_get(&op.url("/metrics")).await
+    http_get(&op.metrics_url()).await
 }
 
 /// Serialises a scenario, runs it in a fresh cluster, prints logs on failure.

@@ -24,6 +24,7 @@ use visio_e2e::chart::{
     chart, create_operator_namespace, helm, helm_ok, ready_as, refused_requests, service_account_kubeconfig,
     wait_as_operator, NAMESPACE, RELEASE, SERVICE_ACCOUNT,
 };
+use visio_e2e::fixtures::visio_cluster;
 use visio_e2e::own::{OperatorRun, OwnCluster};
 use visio_e2e::ports;
 use visio_e2e::process::{kubectl_at, kubectl_out, operator_bin, run};
@@ -766,18 +767,21 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
 
     // A tenant: a VisioCluster with its own keys Secret and an Ingress, a CaptionPool, a RetentionPolicy.
     cluster.kubectl(&["create", "namespace", TENANT], None)?;
+    let vc = visio_cluster("visio")
+        .namespace(TENANT)
+        .ministry("Ministère de la Culture", "visio.culture.gouv.fr")
+        .replicas(2, 3)
+        .pod_network()
+        .turn("turn.culture.gouv.fr")
+        .spec(json!({"signaling": {"ingressClassName": "nginx"}, "keys": {"secretName": "livekit-keys"},
+                     "autoscaling": {"scaleDownDelay": "1s"}}))
+        .value();
     let tenant = json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "livekit-keys", "namespace": TENANT},
          "stringData": {"apiKey": "APIrbacproof", "apiSecret": "0123456789abcdef0123456789abcdef0123"}},
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3", "namespace": TENANT},
          "stringData": {"accessKeyId": "id", "secretAccessKey": "key"}},
-        {"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio", "namespace": TENANT},
-         "spec": {"tenant": {"displayName": "Ministère de la Culture"},
-                  "signaling": {"host": "visio.culture.gouv.fr", "ingressClassName": "nginx"},
-                  "keys": {"secretName": "livekit-keys"},
-                  "sfu": {"replicas": {"min": 2, "max": 3}, "network": {"mode": "podNetwork"}},
-                  "autoscaling": {"scaleDownDelay": "1s"},
-                  "turn": {"domain": "turn.culture.gouv.fr", "tlsSecretName": "turn-tls"}}},
+        vc,
         {"apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool", "metadata": {"name": "captions", "namespace": TENANT},
          "spec": {"clusterRef": {"name": "visio"}}},
         {"apiVersion": "visio.io/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": "meetings", "namespace": TENANT},
@@ -927,10 +931,9 @@ fn built_pods() -> Result<Vec<BuiltPod>> {
         spec.containers.iter().flat_map(|c| c.ports.iter().flatten()).filter_map(|p| p.name.clone()).collect()
     };
     let mut out = vec![];
-    let vc: visio_operator::api::VisioCluster = serde_json::from_value(json!({
-        "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": meta("visio"),
-        "spec": {"tenant": {"displayName": "Santé"}, "signaling": {"host": "visio.sante.gouv.fr"}}
-    }))?;
+    let mut vc = visio_cluster("visio").ministry("Santé", "visio.sante.gouv.fr").value();
+    vc["metadata"] = meta("visio");
+    let vc: visio_operator::api::VisioCluster = serde_json::from_value(vc)?;
     let sfu = visio_operator::builders::sfu::sfu_template(&vc, "visio-livekit-config", "h", "visio-operator:1")?.pod;
     out.push((
         "sfu".into(),

@@ -37,7 +37,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 use visio_e2e::fixtures::{fleet_visio_cluster as visiocluster, NEW_VERSION as NEW, OLD_VERSION as OLD, VC_NAME as VC};
-use visio_e2e::fleet::{Binaries, Churn, Fleet, FleetConfig, Join, MeetingStatus, StandinBackend, View, Workload};
+use visio_e2e::fleet::{Binaries, Churn, Fleet, FleetConfig, Join, MeetingStatus, StandinBackend, Upgrade, Workload};
 use visio_e2e::own::OwnCluster;
 use visio_e2e::ports;
 use visio_e2e::{client, events, kubeconfig_path, namespace, Tenant};
@@ -52,43 +52,8 @@ fn real(cfg: FleetConfig) -> FleetConfig {
 
 async fn apply(client: &Client, ns: &str, vc: &Value) -> Result<()> {
     let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
-    vcs.patch(VC, &PatchParams::apply("e2e-fleet").force(), &Patch::Apply(vc)).await?;
+    visio_e2e::fixtures::apply(&vcs, "e2e-fleet", vc).await?;
     Ok(())
-}
-
-async fn set_version(client: &Client, ns: &str, version: &str) -> Result<()> {
-    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
-    let patch = json!({"spec": {"version": version}});
-    vcs.patch(VC, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
-}
-
-/// The upgrade to [`NEW`] is over: the status says so for the current generation, and every pod the
-/// harness lists runs the new template.
-async fn upgrade_done(client: &Client, ns: &str, view: &View, old_hash: &str, pods: usize) -> Result<bool> {
-    upgraded_to(client, ns, view, old_hash, pods, NEW).await
-}
-
-/// The upgrade (or rollback) to `version` is over.
-async fn upgraded_to(
-    client: &Client,
-    ns: &str,
-    view: &View,
-    old_hash: &str,
-    pods: usize,
-    version: &str,
-) -> Result<bool> {
-    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
-    let vc = vcs.get(VC).await?;
-    let Some(s) = vc.status.as_ref() else { return Ok(false) };
-    let n = pods as i32;
-    Ok(s.observed_generation == vc.metadata.generation
-        && s.version.as_deref() == Some(version)
-        && s.sfu.updated == n
-        && s.sfu.current == n
-        && s.sfu.draining == 0
-        && view.pods.len() == pods
-        && view.active().all(|p| p.template_hash != old_hash && p.version == version && p.drain_since.is_none()))
 }
 
 /// What a watch on the SFU pods of a namespace delivered: (when, pod, its load annotation).
@@ -335,7 +300,8 @@ async fn upgrading_ten_pods_holding_meetings_cuts_none() -> Result<()> {
     // The upgrade, while the 40 meetings (about 60 participants: every pod holds several) end at
     // random times within 35 s and new meetings keep arriving (two a second, 2 to 12 s long).
     let t0 = Instant::now();
-    set_version(&client, ns, NEW).await?;
+    let upgrade = Upgrade { client: &client, ns, old_hash: &old_hash, pods: PODS, version: NEW };
+    upgrade.start().await?;
     work.end_between(&first, t0, Duration::from_secs(3), Duration::from_secs(35));
     work.churn(Some(Churn {
         prefix: "later".into(),
@@ -343,18 +309,7 @@ async fn upgrading_ten_pods_holding_meetings_cuts_none() -> Result<()> {
         participants: (1, 2),
         lasting: (Duration::from_secs(2), Duration::from_secs(12)),
     }));
-    let mut last_check = Instant::now();
-    let took = loop {
-        ensure!(t0.elapsed() < Duration::from_secs(240), "upgrade not done after 240 s");
-        work.step(&fleet).await?;
-        if last_check.elapsed() >= Duration::from_millis(500) {
-            last_check = Instant::now();
-            if upgrade_done(&client, ns, &fleet.view().await, &old_hash, PODS).await? {
-                break t0.elapsed();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let took = upgrade.wait(&mut work, &fleet, t0, Duration::from_secs(240)).await?;
     work.close_all(&fleet).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outcome = fleet.stop().await;
@@ -412,18 +367,15 @@ async fn a_meeting_that_never_ends_is_warned_then_ended_at_the_deadline() -> Res
     let short = work.open_many(&fleet, "short", 3, (2, 3)).await?;
 
     let t0 = Instant::now();
-    set_version(&client, ns, NEW).await?;
+    let upgrade = Upgrade { client: &client, ns, old_hash: &old_hash, pods: 2, version: NEW };
+    upgrade.start().await?;
     work.end_between(&short, t0, Duration::from_secs(2), Duration::from_secs(6));
     // The pod holding the meeting drains, and is warned 20 s before its deadline.
-    let mut warned_pod = None;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while warned_pod.is_none() {
-        ensure!(Instant::now() < deadline, "pod {pod} not warned within 120 s");
-        work.step(&fleet).await?;
-        warned_pod = fleet.view().await.pods.get(&pod).filter(|p| p.warn_deadline.is_some()).cloned();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let p = warned_pod.context("warned")?;
+    let p = work
+        .run_until(&fleet, &format!("pod {pod} warned (120 s)"), t0 + Duration::from_secs(120), |v| {
+            v.pods.get(&pod).filter(|p| p.warn_deadline.is_some()).cloned()
+        })
+        .await?;
     let since = p.drain_since.clone().context("a warned pod drains")?;
     let warn_deadline = p.warn_deadline.clone().context("warn deadline")?;
     let since_ms = since.parse::<k8s_openapi::jiff::Timestamp>()?.as_millisecond();
@@ -457,17 +409,8 @@ async fn a_meeting_that_never_ends_is_warned_then_ended_at_the_deadline() -> Res
         Ok((!events(&client, ns, "DrainDeadlinePassed").await?.is_empty()).then_some(()))
     })
     .await?;
-    let mut last_view;
-    let done_deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        ensure!(Instant::now() < done_deadline, "upgrade not done 120 s after the forced end");
-        work.step(&fleet).await?;
-        last_view = fleet.view().await;
-        if upgrade_done(&client, ns, &last_view, &old_hash, 2).await? {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Done within 120 s of the forced end.
+    upgrade.wait(&mut work, &fleet, Instant::now(), Duration::from_secs(120)).await?;
     let took = t0.elapsed();
     let outcome = fleet.stop().await;
     summary(
@@ -546,7 +489,8 @@ async fn killed_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> 
 
     let t0 = Instant::now();
     let t0_ms = unix_ms();
-    set_version(&client, ns, NEW).await?;
+    let upgrade = Upgrade { client: &client, ns, old_hash: &old_hash, pods, version: NEW };
+    upgrade.start().await?;
     work.end_between(&first, t0, Duration::from_secs(4), Duration::from_secs(40));
     work.churn(Some(Churn {
         prefix: "later".into(),
@@ -556,18 +500,13 @@ async fn killed_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> 
     }));
 
     // Mid-upgrade: old pods already replaced, one draining, one still serving. Then SIGKILL.
-    loop {
-        ensure!(t0.elapsed() < Duration::from_secs(90), "the upgrade never got under way");
-        work.step(&fleet).await?;
-        let v = fleet.view().await;
+    work.run_until(&fleet, "the upgrade under way", t0 + Duration::from_secs(90), |v| {
         let old_left = v.active().filter(|p| p.template_hash == old_hash).count();
         let old_draining = v.active().filter(|p| p.template_hash == old_hash && p.drain_since.is_some()).count();
         let old_serving = v.active().filter(|p| p.template_hash == old_hash && p.serving).count();
-        if old_left <= pods - 2 && old_draining >= 1 && old_serving >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (old_left <= pods - 2 && old_draining >= 1 && old_serving >= 1).then_some(())
+    })
+    .await?;
     let killed_after = t0.elapsed();
     cluster.kill_operator();
     let before = fleet.view().await;
@@ -576,18 +515,7 @@ async fn killed_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) -> 
     work.run_for(&fleet, Duration::from_secs(8)).await?;
     cluster.start_operator(&Binaries::find()?.operator, "fleet-restart-2")?;
 
-    let mut last_check = Instant::now();
-    let took = loop {
-        ensure!(t0.elapsed() < Duration::from_secs(240), "upgrade not done after 240 s");
-        work.step(&fleet).await?;
-        if last_check.elapsed() >= Duration::from_millis(500) {
-            last_check = Instant::now();
-            if upgrade_done(&client, ns, &fleet.view().await, &old_hash, pods).await? {
-                break t0.elapsed();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let took = upgrade.wait(&mut work, &fleet, t0, Duration::from_secs(240)).await?;
     work.close_all(&fleet).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outcome = fleet.stop().await;
@@ -646,7 +574,8 @@ async fn outages_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) ->
         let old_hash = fleet.view().await.only_hash()?;
         let meetings = work.open_many(&fleet, &format!("round{round}"), 16, (1, 2)).await?;
         let t0 = Instant::now();
-        set_version(&client, ns, to).await?;
+        let upgrade = Upgrade { client: &client, ns, old_hash: &old_hash, pods, version: to };
+        upgrade.start().await?;
         work.end_between(&meetings, t0, Duration::from_secs(5), Duration::from_secs(40));
         work.churn(Some(Churn {
             prefix: format!("later{round}"),
@@ -655,44 +584,19 @@ async fn outages_mid_upgrade(cluster: &mut OwnCluster, ns: &str, pods: usize) ->
             lasting: (Duration::from_secs(2), Duration::from_secs(8)),
         }));
         // Under way: a new pod serves and an old one drains.
-        loop {
-            ensure!(t0.elapsed() < Duration::from_secs(90), "the {to} upgrade never got under way");
-            work.step(&fleet).await?;
-            let v = fleet.view().await;
+        work.run_until(&fleet, &format!("the {to} upgrade under way"), t0 + Duration::from_secs(90), |v| {
             let draining = v.active().filter(|p| p.template_hash == old_hash && p.drain_since.is_some()).count();
             let new_serving = v.active().filter(|p| p.template_hash != old_hash && p.serving).count();
-            if draining >= 1 && new_serving >= 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            (draining >= 1 && new_serving >= 1).then_some(())
+        })
+        .await?;
         let at = t0.elapsed();
         cluster.stop_component(component)?;
         // 30 s without it: meetings go on and end on the stand-ins; nobody can write to the API.
         work.run_for(&fleet, Duration::from_secs(30)).await?;
         cluster.start_component(component)?;
-        let back = Instant::now();
-        let took = loop {
-            if back.elapsed() > Duration::from_secs(180) {
-                let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
-                let status = vcs.get(VC).await.ok().and_then(|v| v.status);
-                let v = fleet.view().await;
-                anyhow::bail!(
-                    "the {to} upgrade not done 180 s after {component} came back\nstatus: {status:#?}\npods: {:#?}",
-                    v.pods.values().collect::<Vec<_>>()
-                );
-            }
-            work.step(&fleet).await?;
-            // Bounded: while etcd recovers an API call can hang for a minute, and the meetings must
-            // keep ending on time meanwhile (the workload steps between checks).
-            let view = fleet.view().await;
-            let check =
-                tokio::time::timeout(Duration::from_secs(2), upgraded_to(&client, ns, &view, &old_hash, pods, to));
-            if matches!(check.await, Ok(Ok(true))) {
-                break back.elapsed();
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        // Done within 180 s of its return.
+        let took = upgrade.wait(&mut work, &fleet, Instant::now(), Duration::from_secs(180)).await?;
         work.churn(None);
         ensure!(cluster.operator_running(), "the operator exited during the {component} outage");
         lines.push(format!(

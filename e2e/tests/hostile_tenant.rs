@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
+use visio_e2e::fixtures::{apply, condition, visio_cluster};
 use visio_e2e::{client, events, wait_for, Tenant};
 use visio_operator::api::VisioCluster;
 
@@ -24,15 +25,13 @@ async fn an_object_planted_under_a_childs_name_is_not_adopted_nor_deleted() -> R
     }))?;
     secrets.create(&PostParams::default(), &planted).await?;
     let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
-    let vc = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
-        "spec": {"tenant": {"displayName": "Ministère hostile"}, "signaling": {"host": "visio.example.gouv.fr"},
-                 "sfu": {"replicas": {"min": 1, "max": 2}, "network": {"mode": "podNetwork"}}}});
-    vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await?;
+    let vc = visio_cluster("visio").ministry("Ministère hostile", "visio.example.gouv.fr").replicas(1, 2).pod_network();
+    apply(&vcs, "e2e", &vc.value()).await?;
 
     let message = wait_for("Ready=False, reason Conflict", Duration::from_secs(60), || async {
         let vc = vcs.get("visio").await?;
-        let ready = vc.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
-        Ok(ready.filter(|c| c.status == "False" && c.reason == "Conflict").map(|c| c.message))
+        let ready = condition(&vc, "Ready");
+        Ok(ready.filter(|c| c.status == "False" && c.reason == "Conflict").map(|c| c.message.clone()))
     })
     .await?;
     ensure!(message.contains("Secret e2e-hostile-adopt/visio-livekit-config"), "names the object: {message}");

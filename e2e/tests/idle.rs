@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
-use visio_e2e::{client, kubectl, namespace, wait_for};
-use visio_operator::api::VisioCluster;
+use visio_e2e::fixtures::{ready_tenant, visio_cluster};
+use visio_e2e::{client, kubectl};
 
 /// Write requests per resource, from the apiserver's metrics, for the resources the operator writes.
 fn writes() -> Result<BTreeMap<String, f64>> {
@@ -43,21 +41,11 @@ fn writes() -> Result<BTreeMap<String, f64>> {
 #[tokio::test]
 async fn a_converged_operator_writes_nothing() -> Result<()> {
     let client = client().await?;
-    namespace(&client, "e2e-idle").await?;
-    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), "e2e-idle");
-    let vc = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
-        "spec": {"tenant": {"displayName": "Ministère de la Culture"}, "signaling": {"host": "visio.culture.gouv.fr"},
-                 "sfu": {"replicas": {"min": 2, "max": 3}, "network": {"mode": "podNetwork"}}}});
-    vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await?;
-    wait_for("VisioCluster Ready", Duration::from_secs(90), || async {
-        let vc = vcs.get("visio").await?;
-        Ok(vc
-            .status
-            .as_ref()
-            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            .then_some(()))
-    })
-    .await?;
+    let vc = visio_cluster("visio")
+        .ministry("Ministère de la Culture", "visio.culture.gouv.fr")
+        .replicas(2, 3)
+        .pod_network();
+    ready_tenant(&client, "e2e-idle", vc, Duration::from_secs(90)).await?;
     // Let the last pod label patches and the Redis Deployment's rollout settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = writes()?;

@@ -462,8 +462,7 @@ async fn a_host_network_sfu_starts_without_stun_and_advertises_its_node() -> Res
     std::fs::create_dir_all(&dir)?;
     // The default network mode: one SFU pod per node on the node's network. No STUN server is reachable
     // from this machine, as from an offline ministry network.
-    let mut vc = visiocluster("Réseau sans Internet", json!({}));
-    vc["spec"]["sfu"]["network"] = json!({"mode": "hostNetwork"});
+    let vc = visiocluster("Réseau sans Internet", json!({"sfu": {"network": {"mode": "hostNetwork"}}}));
     let tenant = tenant_config(&client, HOSTNET, vc).await?;
     let redis_password = match Placement::from_config(&tenant.config).map_err(anyhow::Error::msg)? {
         Placement::Redis(r) => r.password,

@@ -12,16 +12,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use visio_e2e::client_at;
+use visio_e2e::fixtures::{ready, ready_tenant, visio_cluster};
 use visio_e2e::fleet::Binaries;
 use visio_e2e::own::OwnCluster;
 use visio_e2e::ports;
-use visio_e2e::{namespace, repo};
-use visio_operator::api::VisioCluster;
+use visio_e2e::repo;
 
 const NS: &str = "e2e-operator-upgrade";
 
@@ -71,13 +70,6 @@ async fn versions(client: &Client) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-fn ready(vc: &VisioCluster) -> bool {
-    vc.status.as_ref().is_some_and(|s| {
-        s.observed_generation == vc.metadata.generation
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-    })
-}
-
 #[tokio::test]
 async fn an_operator_upgrade_restarts_no_pod() -> Result<()> {
     let previous = previous_operator()?;
@@ -89,16 +81,12 @@ async fn an_operator_upgrade_restarts_no_pod() -> Result<()> {
 
 async fn upgrade(cluster: &mut OwnCluster) -> Result<()> {
     let client = client_at(&cluster.kubeconfig).await?;
-    namespace(&client, NS).await?;
-    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), NS);
-    let vc = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
-        "spec": {"tenant": {"displayName": "Ministère de la Justice"}, "signaling": {"host": "visio.justice.gouv.fr"},
-                 "sfu": {"replicas": {"min": 3, "max": 4}, "network": {"mode": "podNetwork"}}}});
-    vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await?;
-    visio_e2e::wait_for("Ready under the previous release", Duration::from_secs(120), || async {
-        Ok(ready(&vcs.get("visio").await?).then_some(()))
-    })
-    .await?;
+    let vc = visio_cluster("visio")
+        .ministry("Ministère de la Justice", "visio.justice.gouv.fr")
+        .replicas(3, 4)
+        .pod_network();
+    // Ready under the previous release.
+    let (vcs, _) = ready_tenant(&client, NS, vc, Duration::from_secs(120)).await?;
     // Let the pods' readiness labels and the Redis rollout settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = pods(&client).await?;

@@ -16,13 +16,15 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use visio_e2e::{client, metric, namespace, wait_for};
+use visio_e2e::fixtures::{ready_tenant, visio_cluster};
+use visio_e2e::{client, metric, wait_for};
 use visio_operator::api::VisioCluster;
 
 const NS: &str = "e2e-redis-outage";
 
+/// The status and reason of the condition of this type.
 fn condition(vc: &VisioCluster, type_: &str) -> Option<(String, String)> {
-    vc.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
+    visio_e2e::fixtures::condition(vc, type_).map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 /// The SFU pods: name -> uid.
@@ -59,18 +61,12 @@ async fn set_ready(client: &Client, ready: bool) -> Result<()> {
 #[tokio::test]
 async fn a_redis_outage_restarts_no_sfu_and_raises_the_alert_condition() -> Result<()> {
     let client = client().await?;
-    namespace(&client, NS).await?;
-    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), NS);
-    let vc = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
-        "spec": {"tenant": {"displayName": "Ministère de la Transformation publique"},
-                 "signaling": {"host": "visio.numerique.gouv.fr"},
-                 "sfu": {"replicas": {"min": 2, "max": 6}, "network": {"mode": "podNetwork"}},
-                 "autoscaling": {"scaleDownDelay": "0s"}}});
-    vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await?;
-    wait_for("Ready", Duration::from_secs(90), || async {
-        Ok((condition(&vcs.get("visio").await?, "Ready").is_some_and(|(s, _)| s == "True")).then_some(()))
-    })
-    .await?;
+    let vc = visio_cluster("visio")
+        .ministry("Ministère de la Transformation publique", "visio.numerique.gouv.fr")
+        .replicas(2, 6)
+        .pod_network()
+        .spec(json!({"autoscaling": {"scaleDownDelay": "0s"}}));
+    let (vcs, _) = ready_tenant(&client, NS, vc, Duration::from_secs(90)).await?;
     let before = sfu_pods(&client).await?;
     ensure!(before.len() == 2, "two SFU pods: {before:?}");
     let series = r#"visio_sfu_pods{cluster="visio",namespace="e2e-redis-outage",state="ready"}"#;

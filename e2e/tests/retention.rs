@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
+use visio_e2e::fixtures::{apply, visio_cluster};
 use visio_e2e::s3::{self, S3};
 use visio_e2e::{client, metric, namespace, wait_for};
 use visio_operator::api::retentionpolicy::{DataClass, LegalHoldSpec, RetentionMode, RetentionRule};
@@ -60,7 +61,7 @@ async fn apply_policy(
         "spec": {"mode": mode, "interval": "1h",
                  "target": {"endpoint": endpoint, "bucket": bucket, "credentialsSecret": secret},
                  "rules": rules()}});
-    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&rp)).await?;
+    apply(&api, "e2e", &rp).await?;
     Ok(())
 }
 
@@ -331,17 +332,13 @@ async fn a_visiocluster_whose_recordings_no_policy_covers_reports_it() -> Result
     let client = client().await?;
     namespace(&client, NS).await?;
     let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), NS);
-    let vc = json!({
-        "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
-        "spec": {
-            "tenant": {"displayName": "Ministère de la Culture", "contact": "visio-oncall@culture.gouv.fr"},
-            "signaling": {"host": "visio.culture.gouv.fr"},
-            "sfu": {"replicas": {"min": 1, "max": 2}},
-            "turn": {"domain": "turn.culture.gouv.fr", "tlsSecretName": "turn-tls"},
-            "recordings": {"endpoint": s3.endpoint, "bucket": "ret-gov", "prefix": "recordings/visio/"}
-        }
-    });
-    vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await?;
+    let vc = visio_cluster("visio")
+        .ministry("Ministère de la Culture", "visio.culture.gouv.fr")
+        .contact("visio-oncall@culture.gouv.fr")
+        .replicas(1, 2)
+        .turn("turn.culture.gouv.fr")
+        .spec(json!({"recordings": {"endpoint": s3.endpoint, "bucket": "ret-gov", "prefix": "recordings/visio/"}}));
+    apply(&vcs, "e2e", &vc.value()).await?;
     // A CaptionPool that stores transcripts in the same bucket: the same governance.
     let pools: Api<CaptionPool> = Api::namespaced(client.clone(), NS);
     let pool = json!({
@@ -350,7 +347,7 @@ async fn a_visiocluster_whose_recordings_no_policy_covers_reports_it() -> Result
                  "transcripts": {"store": true,
                                  "bucket": {"endpoint": s3.endpoint, "bucket": "ret-gov", "prefix": "transcripts/visio/"}}}
     });
-    pools.patch("captions", &PatchParams::apply("e2e").force(), &Patch::Apply(&pool)).await?;
+    apply(&pools, "e2e", &pool).await?;
     let pool_missing = |want: &'static str| {
         let pools = pools.clone();
         async move {

@@ -9,43 +9,23 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::ResourceExt;
 use serde_json::json;
+use visio_e2e::fixtures::{apply, ready_tenant, visio_cluster};
 use visio_e2e::{client, namespace, wait_for};
 use visio_operator::api::VisioCluster;
 
 const NS: &str = "e2e-stack";
 
-fn ready(vc: &VisioCluster) -> bool {
-    vc.status.as_ref().is_some_and(|s| {
-        s.observed_generation == vc.metadata.generation
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-    })
-}
-
 #[tokio::test]
 async fn visiocluster_lifecycle() -> Result<()> {
     let client = client().await?;
-    namespace(&client, NS).await?;
-    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), NS);
-    let vc = json!({
-        "apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
-        "spec": {
-            "tenant": {"displayName": "Ministère de la Santé", "contact": "visio-oncall@sante.gouv.fr"},
-            "signaling": {"host": "visio.sante.gouv.fr"},
-            "sfu": {"replicas": {"min": 2, "max": 4}},
-            "turn": {"domain": "turn.sante.gouv.fr", "tlsSecretName": "turn-tls"}
-        }
-    });
-    vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await?;
+    let sante = visio_cluster("visio").ministry("Ministère de la Santé", "visio.sante.gouv.fr").replicas(2, 4);
+    let vc = sante.clone().contact("visio-oncall@sante.gouv.fr").turn("turn.sante.gouv.fr");
 
     // Ready: two SFU pods serving.
-    let vc = wait_for("VisioCluster Ready", Duration::from_secs(90), || async {
-        let vc = vcs.get("visio").await?;
-        Ok(ready(&vc).then_some(vc))
-    })
-    .await?;
+    let (vcs, vc) = ready_tenant(&client, NS, vc, Duration::from_secs(90)).await?;
     let status = vc.status.clone().context("status")?;
     assert_eq!(status.sfu.ready, 2);
     assert_eq!(status.sfu.desired, 2);
@@ -122,10 +102,7 @@ async fn visiocluster_lifecycle() -> Result<()> {
     }
 
     // Switching TURN off prunes its Service.
-    let off = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
-        "spec": {"tenant": {"displayName": "Ministère de la Santé"}, "signaling": {"host": "visio.sante.gouv.fr"},
-                 "sfu": {"replicas": {"min": 2, "max": 4}}, "turn": {"enabled": false}}});
-    vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&off)).await?;
+    apply(&vcs, "e2e", &sante.no_turn().value()).await?;
     wait_for("TURN Service pruned", Duration::from_secs(30), || async {
         Ok(services.get_opt("visio-turn").await?.is_none().then_some(()))
     })
@@ -152,10 +129,11 @@ async fn a_missing_keys_secret_gives_a_condition_and_an_event() -> Result<()> {
     let ns = "e2e-badref";
     namespace(&client, ns).await?;
     let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
-    let vc = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
-        "spec": {"tenant": {"displayName": "Ministère des Armées"}, "signaling": {"host": "visio.defense.gouv.fr"},
-                 "keys": {"secretName": "livekit-keys"}}});
-    vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await?;
+    let vc = visio_cluster("visio")
+        .ministry("Ministère des Armées", "visio.defense.gouv.fr")
+        .spec(json!({"keys": {"secretName": "livekit-keys"}}))
+        .value();
+    apply(&vcs, "e2e", &vc).await?;
     let cond = wait_for("KeysSecretMissing condition", Duration::from_secs(30), || async {
         let vc = vcs.get("visio").await?;
         Ok(vc

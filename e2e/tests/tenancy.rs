@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{LimitRange, Pod, ResourceQuota};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
+use visio_e2e::fixtures::{apply, visio_cluster};
 use visio_e2e::{client, events, kubectl, namespace, repo, wait_for, Tenant};
 use visio_operator::api::VisioCluster;
 
@@ -41,10 +42,12 @@ async fn each_ministry_administers_its_own_namespace_only() -> Result<()> {
     for (ns, group) in tenants {
         namespace(&client, ns).await?;
         let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
-        let vc = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
-            "spec": {"tenant": {"displayName": ns, "adminGroups": [group]}, "signaling": {"host": "visio.example.gouv.fr"},
-                     "sfu": {"replicas": {"min": 1, "max": 2}, "network": {"mode": "podNetwork"}}}});
-        vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await?;
+        let vc = visio_cluster("visio")
+            .ministry(ns, "visio.example.gouv.fr")
+            .spec(json!({"tenant": {"adminGroups": [group]}}))
+            .replicas(1, 2)
+            .pod_network();
+        apply(&vcs, "e2e", &vc.value()).await?;
     }
     for (ns, group) in tenants {
         let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
@@ -111,18 +114,18 @@ async fn quota_and_limit_range_follow_the_spec() -> Result<()> {
     let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
     let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), ns);
     let limit_ranges: Api<LimitRange> = Api::namespaced(client.clone(), ns);
-    let apply = |tenant: serde_json::Value| {
+    let set_tenant = |tenant: serde_json::Value| {
         let vcs = vcs.clone();
         async move {
-            let mut t = json!({"displayName": "Ministère de la Culture"});
-            visio_e2e::merge_patch(&mut t, &tenant);
-            let vc = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio"},
-                "spec": {"tenant": t, "signaling": {"host": "visio.culture.gouv.fr"},
-                         "sfu": {"replicas": {"min": 1, "max": 2}, "network": {"mode": "podNetwork"}}}});
-            vcs.patch("visio", &PatchParams::apply("e2e").force(), &Patch::Apply(&vc)).await
+            let vc = visio_cluster("visio")
+                .ministry("Ministère de la Culture", "visio.culture.gouv.fr")
+                .spec(json!({"tenant": tenant}))
+                .replicas(1, 2)
+                .pod_network();
+            apply(&vcs, "e2e", &vc.value()).await
         }
     };
-    apply(json!({"quota": {"hard": {"requests.cpu": "20", "limits.memory": "40Gi", "pods": "10"}},
+    set_tenant(json!({"quota": {"hard": {"requests.cpu": "20", "limits.memory": "40Gi", "pods": "10"}},
                  "limits": {"defaultRequest": {"cpu": "100m"}, "max": {"memory": "8Gi"}}}))
     .await?;
 
@@ -172,7 +175,7 @@ async fn quota_and_limit_range_follow_the_spec() -> Result<()> {
     }
 
     // A spec change reaches the objects; a quota too small for spec.sfu.replicas.min is reported.
-    apply(json!({"quota": {"hard": {"requests.cpu": "20", "limits.memory": "40Gi", "pods": "1"}},
+    set_tenant(json!({"quota": {"hard": {"requests.cpu": "20", "limits.memory": "40Gi", "pods": "1"}},
                  "limits": {"defaultRequest": {"cpu": "100m"}, "max": {"memory": "8Gi"}}}))
     .await?;
     let want = quantities(&[("requests.cpu", "20"), ("limits.memory", "40Gi"), ("pods", "1")]);
@@ -197,7 +200,7 @@ async fn quota_and_limit_range_follow_the_spec() -> Result<()> {
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
 
     // Removed from the spec: both go, and the condition clears.
-    apply(json!({})).await?;
+    set_tenant(json!({})).await?;
     wait_for("quota and LimitRange deleted", Duration::from_secs(60), || async {
         let gone =
             quotas.get_opt("visio-quota").await?.is_none() && limit_ranges.get_opt("visio-limits").await?.is_none();

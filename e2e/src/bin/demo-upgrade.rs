@@ -9,10 +9,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
-use visio_e2e::fixtures::{fleet_visio_cluster as visiocluster, NEW_VERSION, OLD_VERSION, VC_NAME};
-use visio_e2e::fleet::{Fleet, FleetConfig, StandinBackend, Workload};
+use visio_e2e::fixtures::{apply, fleet_visio_cluster as visiocluster, NEW_VERSION, OLD_VERSION, VC_NAME};
+use visio_e2e::fleet::{Fleet, FleetConfig, StandinBackend, Upgrade, Workload};
 use visio_operator::api::VisioCluster;
 
 const NS: &str = "demo-upgrade";
@@ -31,7 +31,7 @@ async fn main() -> Result<()> {
                "autoscaling": {"participantBuffer": 0, "targetUtilizationPercent": 100, "scaleDownDelay": "0s"},
                "upgrade": {"maxSurge": 1, "maxDraining": 1}}),
     );
-    vcs.patch(VC_NAME, &PatchParams::apply("visio-demo").force(), &Patch::Apply(&vc)).await?;
+    apply(&vcs, "visio-demo", &vc).await?;
     let kubeconfig = visio_e2e::kubeconfig_path()?;
     let cfg =
         FleetConfig { seed: 9, backend: StandinBackend::RealLivekit, ..FleetConfig::new(NS, VC_NAME, &kubeconfig) };
@@ -55,20 +55,16 @@ async fn main() -> Result<()> {
 
     println!("[demo] upgrading LiveKit {OLD_VERSION} -> {NEW_VERSION} while they talk");
     let t0 = Instant::now();
-    vcs.patch(VC_NAME, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"version": NEW_VERSION}}))).await?;
+    Upgrade { client: &client, ns: NS, old_hash: &old_hash, pods: PODS, version: NEW_VERSION }.start().await?;
     // The meetings end one after another within 40 s, as meetings do; the upgrade waits for each.
     work.end_between(&meetings, t0, Duration::from_secs(5), Duration::from_secs(40));
-    let took = loop {
-        ensure!(t0.elapsed() < Duration::from_secs(180), "the upgrade did not finish within 180 s");
-        work.step(&fleet).await?;
-        let v = fleet.view().await;
-        let done = v.active().count() == PODS
-            && v.active().all(|p| p.template_hash != old_hash && p.serving && p.drain_since.is_none());
-        if done {
-            break t0.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let took = work
+        .run_until(&fleet, "the upgrade (180 s)", t0 + Duration::from_secs(180), |v| {
+            let done = v.active().count() == PODS
+                && v.active().all(|p| p.template_hash != old_hash && p.serving && p.drain_since.is_none());
+            done.then(|| t0.elapsed())
+        })
+        .await?;
     work.close_all(&fleet).await?;
     let outcome = fleet.stop().await;
     println!(

@@ -34,13 +34,14 @@
 //! The parts, one module each: [`kubelet`] (the loop that starts and stops a pod's processes as kwok
 //! runs and deletes it), [`books`] (who is connected where, and what ended how), [`view`] (the pods as
 //! the harness last listed them), [`standin`] (the stand-ins' control API), [`real`] (the real LiveKit
-//! behind [`StandinBackend::RealLivekit`]), and [`workload`] (the meetings a scenario opens and
-//! closes).
+//! behind [`StandinBackend::RealLivekit`]),, [`workload`] (the meetings a scenario opens and
+//! closes) and [`upgrade`] (a fleet upgrade, waited for while the workload runs).
 
 mod books;
 mod kubelet;
 mod real;
 mod standin;
+mod upgrade;
 mod view;
 mod workload;
 
@@ -57,6 +58,7 @@ use serde_json::json;
 use visio_operator::pod_protocol::Load;
 
 pub use books::{Join, Meeting, MeetingStatus, Outcome};
+pub use upgrade::Upgrade;
 pub use view::{PodView, View};
 pub use workload::{Churn, Workload};
 

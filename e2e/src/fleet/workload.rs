@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 
-use super::{Fleet, Join};
+use super::{Fleet, Join, View};
 use crate::rng::Rng;
 
 /// Meetings opened in bulk, closed at planned times, and a stream of short meetings arriving: the
@@ -121,6 +121,25 @@ impl Workload {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+
+    /// Runs [`Workload::step`] every 100 ms until `check` returns `Some` for the fleet's view; fails at
+    /// `deadline`, saying it was waiting for `what`.
+    pub async fn run_until<T>(
+        &mut self,
+        fleet: &Fleet,
+        what: &str,
+        deadline: Instant,
+        mut check: impl FnMut(&View) -> Option<T>,
+    ) -> Result<T> {
+        loop {
+            ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+            self.step(fleet).await?;
+            if let Some(v) = check(&fleet.view().await) {
+                return Ok(v);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stops the stream and closes every meeting still planned.

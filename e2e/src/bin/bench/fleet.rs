@@ -80,7 +80,7 @@ impl Under {
         let cfg = match system {
             System::Operator => {
                 let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), &ns);
-                vcs.patch(VC_NAME, &PatchParams::apply("e2e-bench").force(), &Patch::Apply(&vc)).await?;
+                visio_e2e::fixtures::apply(&vcs, "e2e-bench", &vc).await?;
                 FleetConfig {
                     seed,
                     deadline_ends_expected: true,

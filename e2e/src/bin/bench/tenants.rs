@@ -35,6 +35,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use visio_e2e::fixtures::visio_cluster;
 use visio_e2e::{client, kubectl};
 use visio_operator::api::VisioCluster;
 
@@ -84,12 +85,14 @@ fn tenant_objects(i: usize, s3: &visio_e2e::s3::S3) -> Vec<Value> {
     vec![
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": ns},
                "stringData": {"accessKeyId": ak, "secretAccessKey": sk}}),
-        json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioCluster", "metadata": {"name": "visio", "namespace": ns},
-               "spec": {"tenant": {"displayName": format!("Ministère n°{i}")},
-                        "signaling": {"host": format!("visio.t{i:03}.gouv.fr")},
-                        "sfu": {"replicas": {"min": 1, "max": 4}, "network": {"mode": "podNetwork"}},
-                        "turn": {"enabled": false},
-                        "recordings": {"endpoint": endpoint, "bucket": "meetings", "prefix": "recordings/"}}}),
+        visio_cluster("visio")
+            .namespace(&ns)
+            .ministry(&format!("Ministère n°{i}"), &format!("visio.t{i:03}.gouv.fr"))
+            .replicas(1, 4)
+            .pod_network()
+            .no_turn()
+            .spec(json!({"recordings": {"endpoint": endpoint, "bucket": "meetings", "prefix": "recordings/"}}))
+            .value(),
         json!({"apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool", "metadata": {"name": "captions", "namespace": ns},
                "spec": {"clusterRef": {"name": "visio"},
                         "backend": {"gpu": {"count": 0}, "replicas": {"min": 1, "max": 2}},
@@ -367,11 +370,7 @@ pub async fn run(n: usize, idle: Duration, operator_pid: u32) -> Result<Figures>
     let watch = tokio::spawn(async move {
         let mut stream = watcher(vcs, watcher::Config::default()).applied_objects().boxed();
         while let Some(Ok(vc)) = stream.next().await {
-            let ready = vc
-                .status
-                .as_ref()
-                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if ready {
+            if visio_e2e::fixtures::ready(&vc) {
                 if let Ok(mut m) = seen.lock() {
                     m.entry(vc.namespace().unwrap_or_default()).or_insert_with(Instant::now);
                 }
