@@ -109,6 +109,8 @@ pub struct Context {
     /// reports Not Ready when its Redis stats go stale) still serves its sessions and is still capacity;
     /// only a pod never seen ready is `Pending`.
     pub ready_seen: Memory<BTreeSet<String>>,
+    /// Per fleet, the pods it created that its cache may not show yet (see `pods::Created`).
+    pub created: Memory<pods::Created>,
     /// Per object, the count of consecutive transient failures, for exponential backoff.
     pub failures: Memory<u32>,
     /// Our Secrets, one watch per tenant namespace (the operator has no cluster-wide Secret rights).
@@ -141,6 +143,7 @@ impl Context {
             stores,
             low_load_since: Memory::default(),
             ready_seen: Memory::default(),
+            created: Memory::default(),
             failures: Memory::default(),
             secrets,
             operator,

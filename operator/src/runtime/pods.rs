@@ -4,7 +4,7 @@
 //! labels (`visio.io/serving`, `visio.io/in-use`) in line with what the pods report. Used by the
 //! SFU fleet (VisioCluster) and the caption backend pool (CaptionPool).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -100,9 +100,32 @@ pub fn pod_snapshot(p: &Pod, was_ready: bool) -> PodSnapshot {
     }
 }
 
+/// The pods a fleet created, by name: the template hash each was created with, and when (Unix ms).
+///
+/// Why: a reconcile that starts before the cache shows the pods the previous one created would plan
+/// them again. Their names stop most such creates (`AlreadyExists`), but not when a name was freed in
+/// between (a drained pod deleted): seen in the fleet suite as one pod over `maxSurge`. So until the
+/// cache shows a created pod, or [`CREATED_TTL_MS`] passes, the planner sees it as Pending and no new
+/// pod takes its name (Kubernetes' own ReplicaSet controller keeps "expectations" for the same reason).
+pub type Created = BTreeMap<String, (String, i64)>;
+
+/// How long a created pod the cache does not show is still counted (a watch that lags longer has
+/// failed, and the next relist brings the pod anyway).
+pub const CREATED_TTL_MS: i64 = 30_000;
+
+/// The fleet's created pods the cache does not show yet (the others are forgotten).
+fn expected(ctx: &Context, key: &str, pods: &[Arc<Pod>], now_ms: i64) -> Created {
+    let cached: BTreeSet<String> = pods.iter().map(|p| p.name_any()).collect();
+    ctx.created.update(key, |created| {
+        created.retain(|name, (_, at)| !cached.contains(name) && now_ms.saturating_sub(*at) < CREATED_TTL_MS);
+        created.clone()
+    })
+}
+
 pub fn snapshot(ctx: &Context, key: &str, target_hash: &str, pods: &[Arc<Pod>], now: Timestamp) -> Snapshot {
     let low = ctx.low_load_since.get(key);
     let seen = remember_ready(ctx, key, pods);
+    let created = expected(ctx, key, pods, now.as_millisecond());
     let mut pods: Vec<PodSnapshot> = pods
         .iter()
         .map(|p| PodSnapshot {
@@ -110,6 +133,17 @@ pub fn snapshot(ctx: &Context, key: &str, target_hash: &str, pods: &[Arc<Pod>], 
             ..pod_snapshot(p, seen.contains(p.uid().as_deref().unwrap_or_default()))
         })
         .collect();
+    // Created by us, not in the cache yet: Pending, as the apiserver holds them.
+    pods.extend(created.into_iter().map(|(name, (hash, at))| PodSnapshot {
+        name,
+        template_hash: hash,
+        phase: PodPhase::Pending,
+        load: None,
+        sessions: None,
+        warned: false,
+        created: at,
+        evacuate: false,
+    }));
     pods.sort_by(|a, b| a.name.cmp(&b.name));
     Snapshot { now: now.as_millisecond(), target_hash: target_hash.to_string(), pods, low_load_since: low }
 }
@@ -140,8 +174,8 @@ pub fn remember_low_load(ctx: &Context, key: &str, since: Option<i64>) {
 
 /// Lowest free pod indexes: pod names are `<prefix>-<n>` (`<cluster>-sfu-<n>`), so a create retried
 /// after a crash or a lagging cache hits AlreadyExists instead of making a duplicate.
-pub fn free_names(prefix: &str, pods: &[Arc<Pod>], count: u32) -> Vec<String> {
-    let used: BTreeSet<String> = pods.iter().map(|p| p.name_any()).collect();
+pub fn free_names(prefix: &str, pods: &[Arc<Pod>], taken: &[String], count: u32) -> Vec<String> {
+    let used: BTreeSet<String> = pods.iter().map(|p| p.name_any()).chain(taken.iter().cloned()).collect();
     (0..).map(|i| format!("{prefix}-{i}")).filter(|n| !used.contains(n)).take(count as usize).collect()
 }
 
@@ -174,6 +208,8 @@ pub struct PodFleet<'a, K> {
     pub template: &'a Pod,
     /// Pod names are `<prefix>-<n>`.
     pub prefix: String,
+    /// The fleet's key in the planner's memories (the one its snapshot was taken with).
+    pub key: String,
     /// What a pod is, for Events (`SFU pod`, `caption backend pod`).
     pub noun: &'static str,
     /// What a pod holds, for Events (`meetings`, `streams`).
@@ -198,7 +234,8 @@ where
     for action in actions {
         match action {
             FleetAction::Create { count } => {
-                for name in free_names(&fleet.prefix, pods, *count) {
+                let taken: Vec<String> = ctx.created.get(&fleet.key).unwrap_or_default().into_keys().collect();
+                for name in free_names(&fleet.prefix, pods, &taken, *count) {
                     let mut pod = fleet.template.clone();
                     pod.metadata.name = Some(name.clone());
                     pod.metadata.generate_name = None;
@@ -211,7 +248,12 @@ where
                     labels.insert(SERVING.into(), "true".into());
                     labels.insert(IN_USE.into(), "true".into());
                     match apply::create(ctx, &pod).await {
-                        Ok(true) => tracing::info!(pod = %name, "created {noun}"),
+                        Ok(true) => {
+                            tracing::info!(pod = %name, "created {noun}");
+                            let hash = label(&pod, TEMPLATE_HASH_LABEL).unwrap_or_default().to_string();
+                            let at = now.as_millisecond();
+                            ctx.created.update(&fleet.key, |c| c.insert(name.clone(), (hash, at)));
+                        }
                         Ok(false) => {}
                         // The namespace's quota or LimitRange refuses the pod: say so and go on with the
                         // other actions (drains, status), and try again on the next reconcile.

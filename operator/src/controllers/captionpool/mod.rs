@@ -216,6 +216,8 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pools: &Pools) -> Resul
 fn forget(ctx: &Context, pools: &Pools, key: &str) {
     pools.memory.forget(key);
     ctx.low_load_since.forget(&fleet_key(key));
+    ctx.ready_seen.forget(&fleet_key(key));
+    ctx.created.forget(&fleet_key(key));
     ctx.low_load_since.forget(&workers::memory_key(key));
 }
 

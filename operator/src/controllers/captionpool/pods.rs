@@ -35,6 +35,7 @@ pub async fn reconcile(
         owner: cp,
         template: &stack.backend.pod,
         prefix: backend_name(&cp.name_any()),
+        key: key.clone(),
         noun: "caption backend pod",
         holds: "streams",
     };

@@ -81,8 +81,11 @@ async fn reconcile(vc: Arc<VisioCluster>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let key = key_of(vc.as_ref());
     if vc.meta().deletion_timestamp.is_some() {
-        // Children go with their owner (ownerReferences); only our own series need forgetting.
+        // Children go with their owner (ownerReferences); only our own series and memories need forgetting.
         ctx.metrics.forget_cluster(&vc.namespace().unwrap_or_default(), &vc.name_any());
+        ctx.low_load_since.forget(&key);
+        ctx.ready_seen.forget(&key);
+        ctx.created.forget(&key);
         return Ok(Action::await_change());
     }
     let span =

@@ -42,6 +42,7 @@ pub async fn reconcile(ctx: &Context, vc: &VisioCluster, valid: &Validated, stac
         owner: vc,
         template: &stack.sfu.pod,
         prefix: crate::builders::labels::sfu_name(&name),
+        key: key_of(vc),
         noun: "SFU pod",
         holds: "meetings",
     };
