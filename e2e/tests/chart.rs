@@ -329,13 +329,31 @@ fn wrong_values_fail_naming_the_key() -> Result<()> {
 #[test]
 fn default_values_render_the_operator_and_nothing_optional() -> Result<()> {
     let docs = render(&[])?;
-    let want: BTreeSet<String> =
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment"]
-            .map(String::from)
-            .into();
+    let want: BTreeSet<String> = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(kinds(&docs), want, "no PDB (one replica), no NetworkPolicy, no ServiceMonitor by default");
+    assert!(
+        !kinds(&render(&["admissionPolicies.enabled=false"])?).contains("ValidatingAdmissionPolicy"),
+        "the admission policies can be left out"
+    );
     for d in &docs {
-        if !matches!(d["kind"].as_str(), Some("ClusterRole" | "ClusterRoleBinding")) {
+        if !matches!(
+            d["kind"].as_str(),
+            Some(
+                "ClusterRole" | "ClusterRoleBinding" | "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding"
+            )
+        ) {
             assert_eq!(d["metadata"]["namespace"], NAMESPACE, "{} is namespaced", d["kind"]);
         }
     }
@@ -418,6 +436,8 @@ fn non_default_values_render_what_they_ask() -> Result<()> {
         "Deployment",
         "NetworkPolicy",
         "ServiceMonitor",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     .map(String::from)
     .into();
