@@ -760,6 +760,29 @@ async fn rbac_proof(cluster: &mut OwnCluster, bin: &Path) -> Result<()> {
     let whoami = kubectl_at(&kubeconfig, &["auth", "whoami", "-o", "json"], None)?;
     let whoami: Value = serde_json::from_str(&whoami)?;
     assert_eq!(whoami["status"]["userInfo"]["username"], sa.as_str());
+    // Its RBAC lets it create Services anywhere; the chart's admission policy keeps its writes out of
+    // the Kubernetes namespaces and its own (a dry run: admission runs, nothing is stored).
+    let service = |ns: &str| {
+        kubectl_out(
+            &kubeconfig,
+            &["create", "service", "clusterip", "probe", "--tcp=80", "-n", ns, "--dry-run=server"],
+            None,
+        )
+    };
+    let refused = wait_for("the operator's namespace policy in force", long, || async {
+        let out = service("kube-system")?;
+        Ok((!out.ok).then_some(out.stderr))
+    })
+    .await?;
+    assert!(refused.contains("writes only in tenant namespaces"), "kube-system: {refused}");
+    for ns in ["kube-public", "kube-node-lease", NAMESPACE] {
+        let out = service(ns)?;
+        assert!(!out.ok && out.stderr.contains("writes only in tenant namespaces"), "{ns}: {}", out.stderr);
+    }
+    cluster.kubectl(&["create", "namespace", "policy-probe"], None)?;
+    let out = service("policy-probe")?;
+    assert!(out.ok, "a tenant namespace is writable: {}", out.stderr);
+
     // Leader election as the chart runs it, the Lease in the operator's namespace (what the Deployment
     // sets from the downward API).
     let run = OperatorRun::new(bin, "rbac-proof").leader_election().pod_namespace(NAMESPACE).kubeconfig(&kubeconfig);
