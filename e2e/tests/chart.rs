@@ -326,22 +326,23 @@ fn wrong_values_fail_naming_the_key() -> Result<()> {
     Ok(())
 }
 
+/// What the chart renders with its default values.
+const DEFAULT_KINDS: [&str; 9] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "Deployment",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
+
 #[test]
 fn default_values_render_the_operator_and_nothing_optional() -> Result<()> {
     let docs = render(&[])?;
-    let want: BTreeSet<String> = [
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-        "Service",
-        "Deployment",
-        "ValidatingAdmissionPolicy",
-        "ValidatingAdmissionPolicyBinding",
-    ]
-    .map(String::from)
-    .into();
+    let want: BTreeSet<String> = DEFAULT_KINDS.map(String::from).into();
     assert_eq!(kinds(&docs), want, "no PDB (one replica), no NetworkPolicy, no ServiceMonitor by default");
     assert!(
         !kinds(&render(&["admissionPolicies.enabled=false"])?).contains("ValidatingAdmissionPolicy"),
@@ -426,21 +427,8 @@ fn non_default_values_render_what_they_ask() -> Result<()> {
         "serviceMonitor.enabled=true",
         "serviceMonitor.labels.release=prometheus",
     ])?;
-    let want: BTreeSet<String> = [
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-        "Service",
-        "Deployment",
-        "NetworkPolicy",
-        "ServiceMonitor",
-        "ValidatingAdmissionPolicy",
-        "ValidatingAdmissionPolicyBinding",
-    ]
-    .map(String::from)
-    .into();
+    let want: BTreeSet<String> =
+        DEFAULT_KINDS.iter().chain(&["NetworkPolicy", "ServiceMonitor"]).map(|k| k.to_string()).collect();
     assert_eq!(kinds(&docs), want);
     let deploy = find(&docs, "Deployment")?;
     assert_eq!(deploy["spec"]["replicas"], 0);
