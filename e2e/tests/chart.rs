@@ -73,7 +73,7 @@ const ALLOWED: &[Grant] = &[
         "visio.io",
         "visioclusters",
         &["get", "list", "watch"],
-        "controllers/visiocluster/mod.rs controller() watches them; captionpool.rs controller() watches them \
+        "controllers/visiocluster/mod.rs controller() watches them; controllers/captionpool/mod.rs controller() watches them \
               and reconcile_pool() gets a pool's cluster",
     ),
     cluster("visio.io", "captionpools", &["list", "watch"], "controllers/captionpool/mod.rs controller()"),
@@ -87,13 +87,23 @@ const ALLOWED: &[Grant] = &[
     cluster("visio.io", "captionpools/status", &["patch"], "controllers/captionpool/status.rs write_status()"),
     cluster("visio.io", "retentionpolicies/status", &["patch"], "controllers/retentionpolicy/status.rs patch_status()"),
     cluster(
+        "visio.io",
+        "visioclusters/finalizers",
+        &["update"],
+        "builders/meta.rs owner_reference(): blockOwnerDeletion on every child, which the \
+              OwnerReferencesPermissionEnforcement admission plugin (on in e2e/cluster, and OpenShift) allows only \
+              to who may update the owner's finalizers",
+    ),
+    cluster("visio.io", "captionpools/finalizers", &["update"], "builders/meta.rs owner_reference(), as above"),
+    cluster("visio.io", "retentionpolicies/finalizers", &["update"], "builders/meta.rs owner_reference(), as above"),
+    cluster(
         "",
         "pods",
         &["get", "list", "watch", "create", "patch", "delete"],
         "list/watch: runtime/watch.rs child_stream(); create: apply::create() of SFU pods; patch: \
-              visiocluster.rs patch_pod_meta() (drain, warn, end-sessions, routing labels); delete: \
+              runtime/pods.rs patch_pod_meta() (drain, warn, end-sessions, routing labels); delete: \
               apply::delete() of drained pods; get: held so the operator may write the agent Role \
-              (builders/sfu.rs agent_access(): pods get/list/watch/patch), RBAC's escalation check",
+              (builders/agent.rs access(): pods get/list/watch/patch), RBAC's escalation check",
     ),
     cluster(
         "",
@@ -109,8 +119,8 @@ const ALLOWED: &[Grant] = &[
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
         why: "list/watch: runtime/secrets.rs SecretCaches (one watch per tenant namespace); create/patch: \
               secrets::ensure_secret() of the LiveKit config, credentials and caption keys; delete: \
-              apply::delete_orphans(); get: visiocluster.rs credentials() (spec.keys, Redis password), \
-              retentionpolicy.rs reconcile_policy() (credentialsSecret), ensure_secret() before the cache is full",
+              apply::delete_orphans(); get: controllers/visiocluster/dereference.rs (spec.keys, Redis password), \
+              controllers/retentionpolicy/dereference.rs (credentialsSecret), ensure_secret() before the cache is full",
     },
     cluster(
         "",
@@ -185,7 +195,7 @@ const ALLOWED: &[Grant] = &[
         resource: "clusterroles",
         names: &["visio-tenant-admin"],
         verbs: &["bind"],
-        why: "visiocluster.rs apply_children() applies builders/tenant.rs admin_binding(): a RoleBinding of the \
+        why: "controllers/visiocluster/apply.rs children() holds builders/tenant.rs admin_binding(): a RoleBinding of the \
               visio-tenant-admin ClusterRole to spec.tenant.adminGroups, without holding its rights",
     },
     Grant {
@@ -194,8 +204,8 @@ const ALLOWED: &[Grant] = &[
         resource: "clusterroles",
         names: &["visio-operator-tenant-secrets"],
         verbs: &["bind"],
-        why: "visiocluster.rs reconcile_stack() applies builders/tenant.rs operator_secrets_binding(), \
-              retentionpolicy.rs secrets_binding(): the operator's own Secret rights in the tenant's namespace",
+        why: "controllers/visiocluster/dereference.rs applies builders/tenant.rs operator_secrets_binding(), \
+              controllers/retentionpolicy/dereference.rs secrets_binding(): the operator's own Secret rights in the tenant's namespace",
     },
     Grant {
         scope: Scope::OwnNamespace,
