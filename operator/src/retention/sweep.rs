@@ -124,6 +124,17 @@ pub enum SweepError {
 }
 
 impl SweepError {
+    /// Whether the sweep was stopped by one of the operator's caps ([`super::limits`]).
+    pub fn is_cap(&self) -> bool {
+        matches!(
+            self,
+            SweepError::PageLimit { .. }
+                | SweepError::TimeLimit { .. }
+                | SweepError::ResponseTooLarge { .. }
+                | SweepError::ListingLoops
+        )
+    }
+
     /// The condition and Event reason.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -721,5 +732,14 @@ mod tests {
         assert_eq!(e.reason(), "BucketNotFound");
         let e = SweepError::CredentialsRejected { code: "InvalidAccessKeyId".into() };
         assert!(e.to_string().starts_with("spec.target.credentialsSecret: "));
+        assert!(!e.is_cap());
+        for e in [
+            SweepError::PageLimit { pages: 1 },
+            SweepError::TimeLimit { limit: Duration::from_secs(60), pages: 1 },
+            SweepError::ResponseTooLarge { operation: "ListObjectsV2", detail: "x".into() },
+            SweepError::ListingLoops,
+        ] {
+            assert!(e.is_cap() && e.to_string().starts_with("spec.target.endpoint: "), "{e}");
+        }
     }
 }

@@ -155,7 +155,11 @@ async fn run_sweep(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, policies: &Polic
             (sweep_conditions(mode, &progress), next, json!({"lastSuccess": Time(finished), "inProgress": null}))
         }
         Err(e) => {
-            let wait = ctx.backoff(&format!("{key}#sweep")).min(valid.interval);
+            // A sweep stopped by a cap used what one run may use: the next run, which continues
+            // after its checkpoint, comes at the policy's interval, whether the bucket is honest
+            // but huge or the endpoint hostile (retried sooner, it would cost that again at once).
+            let wait =
+                if e.is_cap() { valid.interval } else { ctx.backoff(&format!("{key}#sweep")).min(valid.interval) };
             let ckpt = SweepCheckpoint {
                 started: Some(started.clone()),
                 mode: mode_str(mode).into(),
