@@ -11,12 +11,14 @@
 //! - [`fleet`]: the fleet harness (fake kubelet, meeting books, workload, fleet upgrades);
 //! - [`livekit`]: the real livekit-server, Redis and participants on loopback;
 //! - [`chart`]: helm and the chart's ServiceAccount; [`baseline`]: the chart-style LiveKit of the bench;
-//!   [`s3`]: the retention suite's S3 server; [`rng`]: the one seeded generator.
+//!   [`s3`]: the retention suite's S3 server; [`hostile_s3`]: the S3 endpoint of a hostile tenant;
+//!   [`rng`]: the one seeded generator.
 
 pub mod baseline;
 pub mod chart;
 pub mod fixtures;
 pub mod fleet;
+pub mod hostile_s3;
 pub mod livekit;
 pub mod own;
 pub mod ports;

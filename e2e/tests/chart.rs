@@ -317,6 +317,8 @@ fn wrong_values_fail_naming_the_key() -> Result<()> {
         ("image.digest=latest", "/image/digest'"),
         ("logFormat=xml", "/logFormat'"),
         ("maxConcurrentReconciles=-1", "/maxConcurrentReconciles': minimum"),
+        ("retention.maxSweepDuration=forever", "/retention/maxSweepDuration'"),
+        ("retention.maxConcurrentSweeps=0", "/retention/maxConcurrentSweeps': minimum"),
         ("metrics.port=80", "/metrics/port': minimum"),
         ("resources.requests.cpu=lots", "/resources/requests/cpu'"),
         ("resources.request.cpu=1", "additional properties 'request' not allowed"),
@@ -392,6 +394,10 @@ fn default_values_render_the_operator_and_nothing_optional() -> Result<()> {
             "--log-format=json".into(),
             "--log-level=info".into(),
             "--max-concurrent-reconciles=16".into(),
+            "--retention-max-concurrent-sweeps=4".into(),
+            "--retention-max-sweep-pages=10000".into(),
+            "--retention-max-sweep-duration=1h".into(),
+            "--retention-max-response-bytes=4194304".into(),
             format!("--agent-image={image}"),
         ]
     );
@@ -428,6 +434,8 @@ fn non_default_values_render_what_they_ask() -> Result<()> {
         "logLevel=visio_operator=debug",
         "logFormat=text",
         "maxConcurrentReconciles=4",
+        "retention.maxSweepDuration=2h",
+        "retention.maxResponseBytes=8388608",
         "metrics.port=9090",
         "resources.requests.cpu=200m",
         "resources.limits.memory=1Gi",
@@ -451,6 +459,10 @@ fn non_default_values_render_what_they_ask() -> Result<()> {
         "--log-format=text".into(),
         "--log-level=visio_operator=debug".into(),
         "--max-concurrent-reconciles=4".into(),
+        "--retention-max-sweep-duration=2h".into(),
+        "--retention-max-response-bytes=8388608".into(),
+        "--retention-max-concurrent-sweeps=4".into(),
+        "--retention-max-sweep-pages=10000".into(),
         format!("--agent-image={image}"),
     ] {
         assert!(args.contains(&a), "{a} in {args:?}");

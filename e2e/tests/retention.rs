@@ -3,7 +3,9 @@
 //! exactly the expired objects not on legal hold, with an audit line each, status, an Event and
 //! metrics; bad input becomes a precise condition and deletes nothing; a sweep interrupted
 //! halfway and resumed deletes nothing twice and misses nothing; a VisioCluster whose recordings
-//! bucket no policy covers gets `RetentionPolicyMissing`.
+//! bucket no policy covers gets `RetentionPolicyMissing`; a hostile tenant's endpoint (paging for
+//! ever, looping, answering bodies over the cap) is stopped by the sweep caps while another tenant
+//! sweeps and reconciles on time.
 //!
 //! Ages: e2e/run-tests starts the operator with `VISIO_RETENTION_CLOCK_OFFSET=1000h`, so objects
 //! written now are 1000 h old to the sweeper. Rules of 720h/24h therefore expire them; rules of
@@ -19,7 +21,7 @@ use kube::Client;
 use serde_json::json;
 use visio_e2e::fixtures::{apply, visio_cluster};
 use visio_e2e::s3::{self, S3};
-use visio_e2e::{client, metric, namespace, wait_for};
+use visio_e2e::{client, metric, metric_sum, namespace, wait_for};
 use visio_operator::api::retentionpolicy::{DataClass, LegalHoldSpec, RetentionMode, RetentionRule};
 use visio_operator::api::{CaptionPool, RetentionPolicy, VisioCluster};
 use visio_operator::retention::decide;
@@ -547,5 +549,330 @@ async fn object_lock_legal_holds_are_honoured() -> Result<()> {
     assert_eq!((s.progress.deleted, s.progress.held, s.progress.errors), (7, 3, 0), "{:?}", s.progress);
     let left = s3::list_keys(&c, &bucket).await?;
     assert_eq!(left, keys[..3].iter().cloned().collect::<BTreeSet<_>>());
+    Ok(())
+}
+
+/// A sweep against each attack of the hostile endpoint, in this process with small caps, and an
+/// honest bucket too big for one run: every cap stops the sweep with its reason, keeps the place
+/// reached, deletes nothing undecided; the honest bucket, resumed from that place, ends with every
+/// expired object deleted exactly once.
+#[tokio::test]
+async fn a_sweep_stops_at_each_cap_and_an_honest_huge_bucket_resumes() -> Result<()> {
+    use std::time::Instant;
+    use visio_e2e::hostile_s3::{Attack, HostileS3, SLOW_PAGE};
+    use visio_operator::retention::limits::Limits;
+    use visio_operator::retention::sweep::SweepError;
+
+    let hostile = HostileS3::start().await?;
+    let s3 = S3::from_env()?;
+    let rules = || {
+        decide::compile(&[RetentionRule {
+            data_class: DataClass::Recordings,
+            prefix: "recordings/".into(),
+            max_age: "720h".into(),
+        }])
+        .map_err(anyhow::Error::msg)
+    };
+    let now = visio_operator::retention::now_secs() + 1000 * 3600;
+    let on = |attack: Attack| {
+        let mut t = s3.target(attack.bucket());
+        t.endpoint = hostile.endpoint.clone();
+        t
+    };
+    // The sweeper's client, pointed at the hostile endpoint.
+    let hostile_client = visio_operator::retention::sweep::client(&on(Attack::Forever), &s3.creds);
+    let limits = |pages: u64, secs: u64| Limits {
+        max_sweep_pages: pages,
+        max_sweep_duration: Duration::from_secs(secs),
+        ..Limits::default()
+    };
+    let sweep = |attack: Attack, l: Limits| {
+        let (c, t, rules) = (hostile_client.clone(), on(attack), rules());
+        async move {
+            let mut s = Sweeper::start(c, &t, rules?, &LegalHoldSpec::default(), RetentionMode::Enforce, now, None)
+                .await?
+                .with_limits(l);
+            let started = Instant::now();
+            let e =
+                s.run(|d| panic!("deleted {d:?} at a hostile endpoint")).await.err().context("a sweep that ends")?;
+            anyhow::Ok((e, s.progress.clone(), s.pages(), started.elapsed()))
+        }
+    };
+
+    // Pages for ever: stopped at the page cap, its place kept.
+    let (e, progress, pages, took) = sweep(Attack::Forever, limits(50, 600)).await?;
+    assert_eq!(e, SweepError::PageLimit { pages: 50 });
+    assert_eq!((pages, progress.scanned), (50, 50));
+    assert_eq!(progress.start_after.as_deref(), Some("zz/000000000050"), "the checkpoint is the last page handled");
+    eprintln!("forever: stopped after 50 pages in {took:?}");
+
+    // The same page again: stopped on the second page.
+    let (e, progress, pages, _) = sweep(Attack::Loop, limits(50, 600)).await?;
+    assert_eq!((e, pages, progress.scanned), (SweepError::ListingLoops, 2, 1));
+
+    // Slow pages: stopped at the time cap, the page in flight dropped.
+    let (e, progress, pages, took) = sweep(Attack::Slow, limits(1000, 3)).await?;
+    assert_eq!(e.reason(), "TimeLimitReached", "{e}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(3) + SLOW_PAGE, "{took:?}");
+    assert!(pages - progress.scanned as u64 <= 1, "the page cut off counts nothing: {pages} pages, {progress:?}");
+    eprintln!("slow: stopped at the 3 s cap after {took:?}, {pages} pages");
+
+    // A body without end, and a dense one: refused by the probe of the bucket, one request each.
+    for attack in [Attack::Huge, Attack::Dense] {
+        let before = hostile.lists(attack);
+        let e = match Sweeper::start(
+            hostile_client.clone(),
+            &on(attack),
+            rules()?,
+            &LegalHoldSpec::default(),
+            RetentionMode::Enforce,
+            now,
+            None,
+        )
+        .await
+        {
+            Ok(_) => anyhow::bail!("{attack:?}: the sweep started"),
+            Err(e) => e,
+        };
+        assert_eq!(e.reason(), "ResponseTooLarge", "{attack:?}: {e}");
+        assert_eq!(hostile.lists(attack) - before, 1, "{attack:?}: not asked again");
+    }
+    assert!(
+        hostile.sent(Attack::Huge) < 64 << 20,
+        "the endless body was read to its end: {}",
+        hostile.sent(Attack::Huge)
+    );
+    // One sweep after the other: the endpoint never answered two listings at once, so the page
+    // the time cap cut off was given up by the client and dropped by the endpoint then, not later.
+    assert_eq!(hostile.most_at_once(), 1);
+
+    // Honest but huge: 40 expired objects, pages of 5, at most 3 pages a run.
+    const BUCKET: &str = "ret-huge";
+    let c = s3.client();
+    s3::create_bucket(&c, BUCKET).await?;
+    let keys: Vec<String> = (0..40).map(|i| format!("recordings/h-{i:03}")).collect();
+    s3::put_many(&c, BUCKET, keys.clone(), 10, 16).await?;
+    let mut audited: Vec<String> = vec![];
+    let mut resume = None;
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        anyhow::ensure!(runs <= 10, "the honest bucket was not swept in 10 runs");
+        let mut s = Sweeper::start(
+            c.clone(),
+            &s3.target(BUCKET),
+            rules()?,
+            &LegalHoldSpec::default(),
+            RetentionMode::Enforce,
+            now,
+            resume,
+        )
+        .await?
+        .with_page_size(5)
+        .with_limits(limits(3, 600));
+        match s.run(|d| audited.push(d.key.clone())).await {
+            Ok(()) => break,
+            Err(SweepError::PageLimit { pages: 3 }) => resume = Some(s.progress.clone()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    assert_eq!(runs, 3, "15 keys a run: 40 keys take three runs");
+    assert_eq!(audited.len(), 40, "each expired object deleted (and audited) once: {audited:?}");
+    assert_eq!(audited.iter().cloned().collect::<BTreeSet<_>>(), keys.into_iter().collect::<BTreeSet<_>>());
+    assert!(s3::list_keys(&c, BUCKET).await?.is_empty());
+    Ok(())
+}
+
+/// The suite operator's resident memory now and at its peak (VmRSS, VmHWM), in MiB, when the
+/// harness says which process it is (`VISIO_E2E_OPERATOR_PID`).
+fn operator_memory_mib() -> Option<(f64, f64)> {
+    let pid = std::env::var("VISIO_E2E_OPERATOR_PID").ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
+    let kib = |key: &str| -> Option<f64> {
+        status.lines().find_map(|l| l.strip_prefix(key))?.split_whitespace().next()?.parse::<f64>().ok()
+    };
+    Some((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
+}
+
+/// Issue #19, "Retention bounded and scoped": a hostile tenant points seven policies at an
+/// endpoint that pages for ever, loops, answers a body without end, answers a dense body, and
+/// (three of them) answers slowly. Meanwhile another tenant's VisioCluster becomes Ready and is
+/// changed, and its policy sweeps SeaweedFS twice, on time; each hostile sweep ends with its cap's
+/// reason, keeps its place (paging) and is next tried at its interval; the hostile namespace never
+/// sweeps more than its half of the 4 slots (the others wait), and the operator's memory stays
+/// bounded. e2e/run-tests gives the suite operator a sweep time cap of 30 s
+/// (`VISIO_RETENTION_MAX_SWEEP_DURATION`), so that the slow sweeps end within the test.
+#[tokio::test]
+async fn a_hostile_endpoint_is_stopped_while_another_tenant_sweeps_and_reconciles() -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+    use visio_e2e::fixtures::{ready_tenant, wait_ready};
+    use visio_e2e::hostile_s3::{Attack, HostileS3, SLOW_PAGE};
+    use visio_e2e::Tenant;
+    use visio_operator::retention::limits::{DURATION_FLAG, PAGES_FLAG};
+
+    const HOSTILE: &str = "e2e-hostile-s3";
+    const HONEST: &str = "e2e-honest-s3";
+    const BUCKET: &str = "ret-honest";
+    let time_cap = std::env::var("VISIO_RETENTION_MAX_SWEEP_DURATION")
+        .context("VISIO_RETENTION_MAX_SWEEP_DURATION is not set (run e2e/run-tests)")?;
+    let time_cap = visio_operator::duration::parse(&time_cap)?;
+    anyhow::ensure!(time_cap <= Duration::from_secs(120), "a sweep time cap of {time_cap:?} is too long for this test");
+    let hostile = HostileS3::start().await?;
+    let s3 = S3::from_env()?;
+    let c = s3.client();
+    s3::create_bucket(&c, BUCKET).await?;
+    let expired: Vec<String> = (0..20).map(|i| format!("transcripts/t-{i:02}")).collect();
+    let young: Vec<String> = (0..10).map(|i| format!("captions/c-{i:02}")).collect();
+    s3::put_many(&c, BUCKET, expired.iter().chain(&young).cloned().collect(), 10, 16).await?;
+    let client = client().await?;
+    let _hostile_ns = Tenant::create(&client, HOSTILE).await?;
+    let _honest_ns = Tenant::create(&client, HONEST).await?;
+    secret(&client, HOSTILE, "s3", "hostile", "hostile-secret").await?;
+    secret(&client, HONEST, "s3", &s3.creds.access_key_id, &s3.creds.secret_access_key).await?;
+
+    // Watch the operator while the attack lasts: peak RSS (if its pid is known) and the most
+    // sweeps seen running, every 250 ms for 10 minutes at most.
+    let before = operator_memory_mib();
+    let peaks = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let watcher = {
+        let peaks = peaks.clone();
+        tokio::spawn(async move {
+            for _ in 0..2400 {
+                if let Some((now, _)) = operator_memory_mib() {
+                    peaks[0].fetch_max(now as u64, Ordering::Relaxed);
+                }
+                for (i, state) in [(1, "running"), (2, "waiting")] {
+                    if let Ok(Some(n)) = metric(&format!("visio_retention_sweeps{{state=\"{state}\"}}")).await {
+                        peaks[i].fetch_max(n as u64, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    let t0 = Instant::now();
+    // (policy and bucket, attack, the reason its sweep must end with)
+    let attacks = [
+        ("forever", Attack::Forever, "PageLimitReached"),
+        ("loop", Attack::Loop, "ListingLoops"),
+        ("huge", Attack::Huge, "ResponseTooLarge"),
+        ("dense", Attack::Dense, "ResponseTooLarge"),
+        ("slow-1", Attack::Slow, "TimeLimitReached"),
+        ("slow-2", Attack::Slow, "TimeLimitReached"),
+        ("slow-3", Attack::Slow, "TimeLimitReached"),
+    ];
+    for (name, _, _) in attacks {
+        apply_policy(&client, HOSTILE, name, &hostile.endpoint, name, "s3", "Enforce").await?;
+    }
+    wait_for("the hostile endpoint paged", Duration::from_secs(60), || async {
+        Ok((hostile.lists(Attack::Forever) > 10).then_some(()))
+    })
+    .await?;
+
+    // The other tenant, while the endpoint is paged.
+    let vc = visio_cluster("visio")
+        .ministry("Ministère de l'Intérieur", "visio.interieur.gouv.fr")
+        .contact("visio-oncall@interieur.gouv.fr")
+        .turn("turn.interieur.gouv.fr");
+    let t = Instant::now();
+    let (vcs, _) = ready_tenant(&client, HONEST, vc.clone().replicas(1, 2), Duration::from_secs(120)).await?;
+    let ready_in = t.elapsed();
+    let t = Instant::now();
+    apply_policy(&client, HONEST, "meetings", &s3.endpoint, BUCKET, "s3", "DryRun").await?;
+    swept(&client, HONEST, "meetings", "DryRun").await?;
+    let dry_run_in = t.elapsed();
+    let t = Instant::now();
+    apply_policy(&client, HONEST, "meetings", &s3.endpoint, BUCKET, "s3", "Enforce").await?;
+    let rp = swept(&client, HONEST, "meetings", "Enforce").await?;
+    let enforce_in = t.elapsed();
+    let run = rp.status.clone().unwrap_or_default().last_run.context("lastRun")?;
+    assert_eq!((run.scanned, run.deleted, run.errors), (30, 20, 0), "{run:?}");
+    assert_eq!(s3::list_keys(&c, BUCKET).await?, young.iter().cloned().collect::<BTreeSet<_>>());
+    let t = Instant::now();
+    apply(&vcs, "e2e", &vc.replicas(2, 3).value()).await?;
+    wait_for("the changed VisioCluster Ready with 2 SFU pods", Duration::from_secs(120), || async {
+        let vc = wait_ready(&vcs, "visio", Duration::from_secs(5)).await.ok();
+        Ok(vc.filter(|vc| vc.status.as_ref().is_some_and(|s| s.sfu.ready == 2)))
+    })
+    .await?;
+    let changed_in = t.elapsed();
+    for (what, took) in [("DryRun sweep", dry_run_in), ("Enforce sweep", enforce_in), ("reconcile", changed_in)] {
+        assert!(took < Duration::from_secs(30), "the other tenant's {what} took {took:?} under attack");
+    }
+    eprintln!(
+        "other tenant, under attack: VisioCluster Ready in {ready_in:?}, changed and Ready again in {changed_in:?}; \
+         sweeps done {dry_run_in:?} (DryRun) and {enforce_in:?} (Enforce) after the spec, each taking {:?}",
+        run.finished.zip(run.started).map(|(f, s)| f.0.duration_since(s.0))
+    );
+
+    // Each hostile sweep ends with its cap's reason.
+    let api: Api<RetentionPolicy> = Api::namespaced(client.clone(), HOSTILE);
+    for (name, attack, reason) in attacks {
+        let rp = wait_for(&format!("{HOSTILE}/{name}: Ready=False {reason}"), Duration::from_secs(540), || async {
+            let rp = api.get(name).await?;
+            let s = rp.status.clone().unwrap_or_default();
+            let ready = s.conditions.iter().find(|c| c.type_ == "Ready");
+            Ok(ready.is_some_and(|c| c.status == "False" && c.reason == reason).then_some(rp))
+        })
+        .await?;
+        let s = rp.status.clone().unwrap_or_default();
+        let msg = &s.conditions.iter().find(|c| c.type_ == "Ready").context("Ready")?.message;
+        assert!(msg.starts_with("spec.target.endpoint: "), "{msg}");
+        let run = s.last_run.context("lastRun")?;
+        let (started, finished) = (run.started.context("started")?.0, run.finished.context("finished")?.0);
+        // A capped sweep is tried again at its interval (1h), not at once.
+        let next = s.next_run.context("nextRun")?.0;
+        assert!(next.duration_since(finished).as_secs_f64() >= 3500.0, "{name}: next run at {next}");
+        let took = finished.duration_since(started).as_secs_f64();
+        eprintln!(
+            "{name}: {reason} {:?} after the policy was applied, the sweep took {took} s, {} list requests for {attack:?}; {msg}",
+            t0.elapsed(),
+            hostile.lists(attack)
+        );
+        if matches!(attack, Attack::Forever | Attack::Slow) {
+            assert!(msg.contains(if attack == Attack::Slow { DURATION_FLAG } else { PAGES_FLAG }), "{msg}");
+            let kept = s.in_progress.context("the checkpoint of a sweep stopped by a cap is kept")?;
+            assert!(kept.progress.scanned > 0 && kept.progress.start_after.is_some(), "{kept:?}");
+        }
+        if attack == Attack::Slow {
+            let cap = time_cap.as_secs_f64();
+            assert!(
+                took >= cap - 1.0 && took <= cap + SLOW_PAGE.as_secs_f64() + 5.0,
+                "{name}: {took} s for a {cap} s cap"
+            );
+        }
+    }
+    let (huge_sent, huge_lists) = (hostile.sent(Attack::Huge), hostile.lists(Attack::Huge));
+    assert!(huge_sent / huge_lists.max(1) < 64 << 20, "{huge_sent} bytes sent to {huge_lists} requests");
+    assert!(hostile.lists(Attack::Huge) <= 3 && hostile.lists(Attack::Dense) <= 3, "answers over the cap asked again");
+    let failures = metric_sum(&format!(
+        "visio_retention_runs_total{{namespace=\"{HOSTILE}\",policy=\"forever\",result=\"failure\"}}"
+    ))
+    .await?;
+    assert!(failures >= 1.0);
+
+    // One namespace sweeps with at most half of the 4 slots; its other due policies waited.
+    assert!(hostile.most_at_once() <= 2, "{} hostile sweeps listed at once", hostile.most_at_once());
+    watcher.abort();
+    let (running, waiting) = (peaks[1].load(Ordering::Relaxed), peaks[2].load(Ordering::Relaxed));
+    assert!(running <= 4, "{running} sweeps ran at once, over the default 4");
+    assert!(waiting >= 1, "no policy ever waited for a slot");
+    eprintln!(
+        "at most {running} sweeps running and {waiting} waiting at once; at most {} hostile sweeps listing at once",
+        hostile.most_at_once()
+    );
+    if let Some((rss_before, _)) = before {
+        let peak = peaks[0].load(Ordering::Relaxed) as f64;
+        let hwm = operator_memory_mib().map(|m| m.1).unwrap_or(0.0);
+        eprintln!(
+            "operator RSS: {rss_before:.0} MiB before the attack, {peak:.0} MiB at most during it (VmHWM {hwm:.0} MiB)"
+        );
+        assert!(peak < rss_before + 96.0 && peak < 256.0, "the operator grew from {rss_before:.0} to {peak:.0} MiB");
+    } else {
+        eprintln!("VISIO_E2E_OPERATOR_PID is not set: the operator's memory was not watched");
+    }
     Ok(())
 }

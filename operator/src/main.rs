@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use visio_operator::retention::limits;
 use visio_operator::{controllers, leader, telemetry};
 
 /// Kubernetes operator for a sovereign videoconferencing stack.
@@ -50,6 +51,22 @@ enum Command {
         /// Seconds a leader's Lease stays valid without renewal: the longest a standby waits after the leader dies.
         #[arg(long, env = "VISIO_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=300))]
         lease_duration: u64,
+        /// Retention sweeps running at once across all policies; a namespace runs at most half of them
+        /// (at least one), and a policy waiting for a slot is looked at again shortly.
+        #[arg(long, env = "VISIO_RETENTION_MAX_CONCURRENT_SWEEPS", default_value_t = limits::DEFAULT_MAX_CONCURRENT_SWEEPS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+        retention_max_concurrent_sweeps: u64,
+        /// ListObjectsV2 pages one retention sweep may list; a sweep that reaches it fails (PageLimitReached)
+        /// and the next run continues after its checkpoint.
+        #[arg(long, env = "VISIO_RETENTION_MAX_SWEEP_PAGES", default_value_t = limits::DEFAULT_MAX_SWEEP_PAGES, value_parser = clap::value_parser!(u64).range(1..))]
+        retention_max_sweep_pages: u64,
+        /// Wall time one retention sweep may run (a duration: 90s, 30m, 1h); past it the sweep fails
+        /// (TimeLimitReached) and the next run continues after its checkpoint.
+        #[arg(long, env = "VISIO_RETENTION_MAX_SWEEP_DURATION", default_value = "1h", value_parser = parse_sweep_duration)]
+        retention_max_sweep_duration: Duration,
+        /// Bytes of one S3 ListObjectsV2 or DeleteObjects answer; a larger one is given up unread
+        /// (ResponseTooLarge). Answers about one object are capped at 64 KiB.
+        #[arg(long, env = "VISIO_RETENTION_MAX_RESPONSE_BYTES", default_value_t = limits::DEFAULT_MAX_RESPONSE_BYTES, value_parser = clap::value_parser!(u64).range(65536..=(256 << 20)))]
+        retention_max_response_bytes: u64,
     },
     /// Run the in-pod agent: report the backend's load on this pod, carry out the operator's drain marks.
     Agent(visio_operator::agent::AgentArgs),
@@ -74,6 +91,10 @@ fn main() -> anyhow::Result<()> {
             leader_election_namespace,
             lease_duration,
             max_concurrent_reconciles,
+            retention_max_concurrent_sweeps,
+            retention_max_sweep_pages,
+            retention_max_sweep_duration,
+            retention_max_response_bytes,
         } => {
             telemetry::init_logging(&log_level, log_format);
             let election = leader_election.then(|| Election {
@@ -83,13 +104,32 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(run(
                 metrics_addr,
-                visio_operator::runtime::Config { agent_image, instance, max_concurrent_reconciles },
+                visio_operator::runtime::Config {
+                    agent_image,
+                    instance,
+                    max_concurrent_reconciles,
+                    retention: limits::Limits {
+                        max_concurrent_sweeps: retention_max_concurrent_sweeps as usize,
+                        max_sweep_pages: retention_max_sweep_pages,
+                        max_sweep_duration: retention_max_sweep_duration,
+                        max_response_bytes: retention_max_response_bytes,
+                    },
+                },
                 election,
             ))?;
         }
         Command::Agent(args) => visio_operator::agent::main(args)?,
     }
     Ok(())
+}
+
+/// `--retention-max-sweep-duration`: a duration of at least 10 s.
+fn parse_sweep_duration(s: &str) -> Result<Duration, String> {
+    let d = visio_operator::duration::parse(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(10) {
+        return Err(format!("{s:?} is shorter than 10s"));
+    }
+    Ok(d)
 }
 
 /// Where and how to hold the leader Lease.

@@ -3,9 +3,12 @@
 //!
 //! The split keeps every "may this object go?" question in pure functions with property tests;
 //! the sweeper only lists, asks about holds, deletes what the pure code allows, and records it.
+//! What one sweep may cost the operator is bounded ([`limits`], [`bounded`]).
 
+pub mod bounded;
 pub mod decide;
 pub mod governance;
+pub mod limits;
 pub mod sweep;
 
 use std::sync::OnceLock;

@@ -8,8 +8,14 @@
 //! page lets an interrupted sweep continue where it was. Deletion is idempotent on its own: an
 //! object deleted before a crash is no longer listed, so nothing is deleted twice; the objects
 //! after the checkpoint are listed again, so nothing is missed.
+//!
+//! What a sweep may cost is bounded ([`super::limits`]): pages and wall time per sweep, a listing
+//! that must move forward, and the size of every answer ([`super::bounded`]). A cap reached fails
+//! the sweep between two pages, or before the current page's DeleteObjects: nothing is deleted
+//! that was not fully decided, and the progress stays at the last page handled.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// The S3 SDK, for tests and tools that fill a bucket with the same client configuration.
 pub use aws_sdk_s3;
@@ -22,13 +28,18 @@ use aws_sdk_s3::types::{Delete, ObjectIdentifier, ObjectLockLegalHoldStatus};
 use aws_sdk_s3::Client;
 use futures::StreamExt;
 
+use super::bounded::{over_cap, AnswerCapInterceptor, NoRetryOverCap};
 use super::decide::{self, Age, Hold, Holds, Rule, Verdict};
+use super::limits::{self, Budget, Limits};
 use crate::api::retentionpolicy::{LegalHoldSpec, RetentionMode, RetentionTarget};
 
 /// Keys per ListObjectsV2 page, and so per DeleteObjects batch (the S3 maximum is 1000 for both).
 pub const PAGE_SIZE: i32 = 1000;
 /// Hold checks in flight at once.
 const HOLD_CHECKS_IN_FLIGHT: usize = 16;
+/// Per-object warnings (an object kept because its hold could not be read) one sweep logs; the
+/// rest are counted in `errors` only, so an endpoint failing every check cannot flood the log.
+const OBJECT_WARNINGS_PER_SWEEP: u32 = 100;
 
 /// Access keys, read from the policy's Secret. `Debug` never shows the secret.
 #[derive(Clone)]
@@ -44,8 +55,14 @@ impl std::fmt::Debug for S3Credentials {
 }
 
 /// An S3 client for `target`, with bounded timeouts and retries (a sweep must fail in seconds,
-/// not hang, when the endpoint is unreachable).
+/// not hang, when the endpoint is unreachable) and answers capped at the default sizes.
 pub fn client(target: &RetentionTarget, creds: &S3Credentials) -> Client {
+    client_with_cap(target, creds, limits::DEFAULT_MAX_RESPONSE_BYTES)
+}
+
+/// [`client`], with ListObjectsV2 and DeleteObjects answers capped at `page_bytes`
+/// ([`super::bounded`]).
+pub fn client_with_cap(target: &RetentionTarget, creds: &S3Credentials, page_bytes: u64) -> Client {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
@@ -72,6 +89,8 @@ pub fn client(target: &RetentionTarget, creds: &S3Credentials) -> Client {
                 .build(),
         )
         .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .interceptor(AnswerCapInterceptor { page_bytes })
+        .retry_classifier(NoRetryOverCap)
         .build();
     Client::from_conf(conf)
 }
@@ -91,9 +110,31 @@ pub enum SweepError {
     InvalidSpec(String),
     #[error("S3 {operation} failed: {detail}")]
     Failed { operation: &'static str, detail: String },
+    #[error("spec.target.endpoint: the sweep stopped after {pages} pages, the most one sweep may list (the operator's {}); the next run continues after the last key handled", limits::PAGES_FLAG)]
+    PageLimit { pages: u64 },
+    #[error("spec.target.endpoint: the sweep stopped after {} s, the longest one sweep may run (the operator's {}), having listed {pages} pages; the next run continues after the last key handled", limit.as_secs(), limits::DURATION_FLAG)]
+    TimeLimit { limit: Duration, pages: u64 },
+    #[error(
+        "spec.target.endpoint: S3 {operation} answered {detail} (the operator's cap, {}); the answer was not used",
+        limits::RESPONSE_FLAG
+    )]
+    ResponseTooLarge { operation: &'static str, detail: String },
+    #[error("spec.target.endpoint: the listing does not move forward (the page after the last key handled ends at or before it): the endpoint loops; the sweep stopped")]
+    ListingLoops,
 }
 
 impl SweepError {
+    /// Whether the sweep was stopped by one of the operator's caps ([`super::limits`]).
+    pub fn is_cap(&self) -> bool {
+        matches!(
+            self,
+            SweepError::PageLimit { .. }
+                | SweepError::TimeLimit { .. }
+                | SweepError::ResponseTooLarge { .. }
+                | SweepError::ListingLoops
+        )
+    }
+
     /// The condition and Event reason.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -103,6 +144,10 @@ impl SweepError {
             SweepError::EndpointNotAllowed { .. } => "EndpointNotAllowed",
             SweepError::InvalidSpec(_) => "InvalidSpec",
             SweepError::Failed { .. } => "SweepFailed",
+            SweepError::PageLimit { .. } => "PageLimitReached",
+            SweepError::TimeLimit { .. } => "TimeLimitReached",
+            SweepError::ResponseTooLarge { .. } => "ResponseTooLarge",
+            SweepError::ListingLoops => "ListingLoops",
         }
     }
 }
@@ -114,6 +159,9 @@ fn classify_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     target: &RetentionTarget,
     e: &SdkError<E>,
 ) -> SweepError {
+    if let Some(over) = over_cap(e) {
+        return SweepError::ResponseTooLarge { operation, detail: over.to_string() };
+    }
     match e {
         SdkError::DispatchFailure(d) => SweepError::EndpointUnreachable {
             endpoint: target.endpoint.clone(),
@@ -161,6 +209,16 @@ pub struct Deletion {
     pub data_class: &'static str,
 }
 
+/// One page, listed and decided, before anything of it is deleted.
+struct Decided<'r> {
+    /// (key, size, verdict) of each object of the page.
+    verdicts: Vec<(String, i64, Verdict<'r>)>,
+    /// The progress once the page is handled.
+    next: Progress,
+    /// Whether this is the last page.
+    done: bool,
+}
+
 /// One sweep of one bucket.
 pub struct Sweeper {
     client: Client,
@@ -174,6 +232,9 @@ pub struct Sweeper {
     /// What was done so far (and where to continue).
     pub progress: Progress,
     done: bool,
+    budget: Budget,
+    /// Per-object warnings logged so far (see [`OBJECT_WARNINGS_PER_SWEEP`]).
+    warned: AtomicU32,
 }
 
 impl Sweeper {
@@ -216,6 +277,8 @@ impl Sweeper {
             page_size: PAGE_SIZE,
             progress: resume.unwrap_or_default(),
             done: false,
+            budget: Budget::new(Limits::default(), Instant::now()),
+            warned: AtomicU32::new(0),
         })
     }
 
@@ -223,6 +286,27 @@ impl Sweeper {
     pub fn with_page_size(mut self, n: i32) -> Self {
         self.page_size = n.clamp(1, PAGE_SIZE);
         self
+    }
+
+    /// Pages and time of this sweep bounded by `limits` (the defaults otherwise), its time counted
+    /// from now.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.budget = Budget::new(limits, Instant::now());
+        self
+    }
+
+    /// Pages listed so far by this sweep (not counting the ones of a run it resumes).
+    pub fn pages(&self) -> u64 {
+        self.budget.pages()
+    }
+
+    /// Whether one more per-object warning may be logged; says so once when the quota is spent.
+    fn may_warn(&self) -> bool {
+        let n = self.warned.fetch_add(1, Ordering::Relaxed);
+        if n == OBJECT_WARNINGS_PER_SWEEP {
+            tracing::warn!(bucket = %self.target.bucket, "retention: {OBJECT_WARNINGS_PER_SWEEP} objects of this sweep kept for a failed check; the others are counted in errors, not logged");
+        }
+        n < OBJECT_WARNINGS_PER_SWEEP
     }
 
     /// Whether Object Lock legal holds are checked in this bucket.
@@ -240,11 +324,32 @@ impl Sweeper {
     /// per object that would be deleted), and advance [`Sweeper::progress`]. Returns whether
     /// more pages remain. On error the progress is left at the previous page, so a retry
     /// handles this page again (safely: what was deleted is no longer listed).
-    pub async fn next_page(&mut self, mut audit: impl FnMut(&Deletion)) -> Result<bool, SweepError> {
+    ///
+    /// A cap ([`super::limits`]) is an error too: before the page when the sweep has listed its
+    /// pages or spent its time; during the listing and hold checks when the time runs out (the
+    /// page is then dropped undecided, nothing of it deleted); after the listing when the page does
+    /// not move forward or holds more keys than asked.
+    pub async fn next_page(&mut self, audit: impl FnMut(&Deletion)) -> Result<bool, SweepError> {
         if self.done {
             return Ok(false);
         }
+        self.budget.take_page(Instant::now())?;
+        let deadline = tokio::time::Instant::from_std(self.budget.deadline());
         let this = &*self;
+        let decided = match tokio::time::timeout_at(deadline, this.list_and_decide()).await {
+            Ok(decided) => decided?,
+            Err(_) => return Err(this.budget.out_of_time()),
+        };
+        let (progress, done) = this.carry_out(decided, audit).await?;
+        self.progress = progress;
+        self.done = done;
+        Ok(!done)
+    }
+
+    /// Lists the next page, asks about the holds of its expired objects and decides each one:
+    /// nothing is deleted yet, nothing of `self` changed.
+    async fn list_and_decide(&self) -> Result<Decided<'_>, SweepError> {
+        let this = self;
         let page = this
             .client
             .list_objects_v2()
@@ -255,8 +360,22 @@ impl Sweeper {
             .await
             .map_err(|e| classify_error("ListObjectsV2", &this.target, &e))?;
         let objects = page.contents();
+        if objects.len() > this.page_size as usize {
+            return Err(SweepError::ResponseTooLarge {
+                operation: "ListObjectsV2",
+                detail: format!("{} keys for a page of at most {}", objects.len(), this.page_size),
+            });
+        }
+        let more = page.is_truncated().unwrap_or(false) && !objects.is_empty();
+        let last = objects.last().and_then(|o| o.key());
+        if more && !limits::advances(this.progress.start_after.as_deref(), last) {
+            return Err(SweepError::ListingLoops);
+        }
         let mut next = this.progress.clone();
         next.scanned += objects.len() as i64;
+        if let Some(last) = last {
+            next.start_after = Some(last.to_string());
+        }
 
         // Classify (pure), then ask about holds for the expired ones only.
         let ages: Vec<(&str, i64, Age)> = objects
@@ -283,19 +402,32 @@ impl Sweeper {
         for (i, h) in answers {
             holds[i] = h;
         }
-        let verdicts: Vec<(&str, i64, Verdict)> =
-            ages.iter().zip(holds).map(|((k, size, age), h)| (*k, *size, decide::verdict(age, h))).collect();
+        let verdicts: Vec<(String, i64, Verdict)> =
+            ages.iter().zip(holds).map(|((k, size, age), h)| (k.to_string(), *size, decide::verdict(age, h))).collect();
         for (key, _, v) in &verdicts {
             match v {
                 Verdict::Held => next.held += 1,
                 Verdict::Error => {
                     next.errors += 1;
-                    tracing::warn!(bucket = %self.target.bucket, key = %key, "retention: object kept, its age or legal hold could not be checked");
+                    if this.may_warn() {
+                        tracing::warn!(bucket = %this.target.bucket, key = %key, "retention: object kept, its age or legal hold could not be checked");
+                    }
                 }
                 _ => {}
             }
         }
-        let pairs: Vec<(&str, Verdict)> = verdicts.iter().map(|(k, _, v)| (*k, v.clone())).collect();
+        Ok(Decided { verdicts, next, done: !more })
+    }
+
+    /// Deletes (in `Enforce`) what `decided` allows, audits each deletion the server confirmed,
+    /// and returns the progress after the page and whether the listing is finished.
+    async fn carry_out(
+        &self,
+        decided: Decided<'_>,
+        mut audit: impl FnMut(&Deletion),
+    ) -> Result<(Progress, bool), SweepError> {
+        let Decided { verdicts, mut next, done } = decided;
+        let pairs: Vec<(&str, Verdict)> = verdicts.iter().map(|(k, _, v)| (k.as_str(), v.clone())).collect();
         let keys = decide::to_delete(&pairs, self.mode);
         let confirmed: std::collections::HashSet<String> =
             if keys.is_empty() { Default::default() } else { self.delete_batch(&keys, &mut next).await? };
@@ -305,13 +437,13 @@ impl Sweeper {
         };
         for (key, size, v) in &verdicts {
             let Verdict::Expired { rule, age_secs } = v else { continue };
-            if decide::deletes(self.mode) && !confirmed.contains(*key) {
+            if decide::deletes(self.mode) && !confirmed.contains(key) {
                 continue;
             }
             next.deleted += 1;
             next.bytes_deleted += size;
             let d = Deletion {
-                key: key.to_string(),
+                key: key.clone(),
                 size: *size,
                 age_secs: *age_secs,
                 prefix: rule.prefix.clone(),
@@ -331,12 +463,7 @@ impl Sweeper {
             );
             audit(&d);
         }
-        if let Some(last) = objects.last().and_then(|o| o.key()) {
-            next.start_after = Some(last.to_string());
-        }
-        self.done = !page.is_truncated().unwrap_or(false) || objects.is_empty();
-        self.progress = next;
-        Ok(!self.done)
+        Ok((next, done))
     }
 
     /// Runs the remaining pages to the end.
@@ -355,7 +482,9 @@ impl Sweeper {
                 &self.hold.tag_value,
             ),
             Err(e) => {
-                tracing::warn!(bucket = %bucket, key = %key, code = e.code().unwrap_or("-"), "retention: GetObjectTagging failed");
+                if self.may_warn() {
+                    tracing::warn!(bucket = %bucket, key = %key, code = e.code().unwrap_or("-"), "retention: GetObjectTagging failed");
+                }
                 Hold::Unknown
             }
         };
@@ -369,7 +498,9 @@ impl Sweeper {
                 // The object never had a legal hold set.
                 Err(e) if legal_hold_absent(e.code()) => Hold::Off,
                 Err(e) => {
-                    tracing::warn!(bucket = %bucket, key = %key, code = e.code().unwrap_or("-"), "retention: GetObjectLegalHold failed");
+                    if self.may_warn() {
+                        tracing::warn!(bucket = %bucket, key = %key, code = e.code().unwrap_or("-"), "retention: GetObjectLegalHold failed");
+                    }
                     Hold::Unknown
                 }
             })
@@ -410,6 +541,9 @@ impl Sweeper {
             .map_err(|e| classify_error("DeleteObjects", &self.target, &e))?;
         for err in out.errors() {
             next.errors += 1;
+            if !self.may_warn() {
+                continue;
+            }
             tracing::warn!(bucket = %self.target.bucket, key = err.key().unwrap_or("-"), code = err.code().unwrap_or("-"), "retention: the server refused to delete an object; kept");
         }
         Ok(out.deleted().iter().filter_map(|d| d.key().map(str::to_string)).collect())
@@ -511,6 +645,86 @@ mod tests {
         }
     }
 
+    /// A loopback server answering every request on every connection with `head` then `body`
+    /// (repeated `repeat` times); returns its endpoint and the count of requests it read.
+    async fn answering(
+        head: String,
+        body: &'static [u8],
+        repeat: usize,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (head, count) = (head.clone(), count.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 << 10];
+                    let mut seen = vec![];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    for _ in 0..repeat {
+                        if conn.write_all(body).await.is_err() {
+                            return; // the client gave up
+                        }
+                    }
+                });
+            }
+        });
+        (endpoint, requests)
+    }
+
+    fn target(endpoint: &str) -> RetentionTarget {
+        RetentionTarget {
+            endpoint: endpoint.into(),
+            bucket: "b".into(),
+            region: "us-east-1".into(),
+            credentials_secret: "s3".into(),
+            path_style: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sdk_gives_up_an_answer_over_its_cap_and_does_not_ask_again() {
+        let creds = S3Credentials { access_key_id: "AK".into(), secret_access_key: "SK".into() };
+        let xml = "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\n";
+        // (head, body, times, what the refusal says)
+        let cases: [(String, &'static [u8], usize, &str); 3] = [
+            // A Content-Length over the cap: refused before the body is read.
+            (format!("{xml}content-length: {}\r\n\r\n", 1u64 << 40), b"<ListBucketResult>", 1, "Content-Length"),
+            // No length, a body that never ends: read up to the cap, then given up.
+            (
+                format!("{xml}connection: close\r\n\r\n<ListBucketResult>"),
+                &[b' '; 64 << 10],
+                1 << 20,
+                "more than 1048576 bytes",
+            ),
+            // Under the byte cap, but denser in elements than any honest page.
+            (format!("{xml}connection: close\r\n\r\n<ListBucketResult>"), b"<Contents/>", 60_000, "XML tags"),
+        ];
+        for (head, body, times, says) in cases {
+            let (endpoint, requests) = answering(head, body, times).await;
+            let t = target(&endpoint);
+            let c = client_with_cap(&t, &creds, 1 << 20);
+            let started = std::time::Instant::now();
+            let e = c.list_objects_v2().bucket("b").send().await.unwrap_err();
+            let e = classify_error("ListObjectsV2", &t, &e);
+            assert_eq!(e.reason(), "ResponseTooLarge", "{e}");
+            assert!(e.to_string().contains(says) && e.to_string().contains(limits::RESPONSE_FLAG), "{e}");
+            assert!(e.to_string().starts_with("spec.target.endpoint: S3 ListObjectsV2 answered "), "{e}");
+            assert_eq!(requests.load(Ordering::SeqCst), 1, "{says}: an answer over the cap is not asked for again");
+            assert!(started.elapsed() < Duration::from_secs(10), "{says}: {:?}", started.elapsed());
+        }
+    }
+
     #[test]
     fn errors_name_the_field() {
         let e = SweepError::BucketNotFound { bucket: "meet".into(), endpoint: "http://127.0.0.1:1".into() };
@@ -518,5 +732,14 @@ mod tests {
         assert_eq!(e.reason(), "BucketNotFound");
         let e = SweepError::CredentialsRejected { code: "InvalidAccessKeyId".into() };
         assert!(e.to_string().starts_with("spec.target.credentialsSecret: "));
+        assert!(!e.is_cap());
+        for e in [
+            SweepError::PageLimit { pages: 1 },
+            SweepError::TimeLimit { limit: Duration::from_secs(60), pages: 1 },
+            SweepError::ResponseTooLarge { operation: "ListObjectsV2", detail: "x".into() },
+            SweepError::ListingLoops,
+        ] {
+            assert!(e.is_cap() && e.to_string().starts_with("spec.target.endpoint: "), "{e}");
+        }
     }
 }

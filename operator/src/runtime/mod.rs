@@ -45,6 +45,8 @@ pub struct Config {
     /// Reconciles each controller runs at once (0: no limit). A bound keeps the peak memory and the load on
     /// the apiserver flat when hundreds of objects need work at once (an operator start, a mass apply).
     pub max_concurrent_reconciles: u16,
+    /// What retention sweeps may cost: pages, time and answer size per sweep, sweeps at once.
+    pub retention: crate::retention::limits::Limits,
 }
 
 /// What a controller remembers per object between reconciles, keyed `namespace/name` (or a key derived

@@ -148,8 +148,12 @@ pub fn context() -> (Context, Writers, Calls) {
     let (stores, mut writers) = children::stores();
     writers.ready();
     let reporter = Reporter { controller: "visio-operator".into(), instance: Some("test".into()) };
-    let config =
-        Config { agent_image: "visio-operator:test".into(), instance: "test".into(), max_concurrent_reconciles: 0 };
+    let config = Config {
+        agent_image: "visio-operator:test".into(),
+        instance: "test".into(),
+        max_concurrent_reconciles: 0,
+        retention: Default::default(),
+    };
     let ctx = Context::new(
         client.clone(),
         Arc::new(Metrics::new()),

@@ -71,6 +71,9 @@ pub struct Metrics {
     /// `visio_retention_policy_missing{kind,namespace,name}`: 1 while a VisioCluster or CaptionPool
     /// stores data that no RetentionPolicy covers (its `RetentionPolicyMissing` condition), else 0.
     pub retention_policy_missing: IntGaugeVec,
+    /// `visio_retention_sweeps{state="running"|"waiting"}`: sweeps holding one of the operator's
+    /// slots (`--retention-max-concurrent-sweeps`), and policies due for a sweep waiting for one.
+    pub retention_sweeps: IntGaugeVec,
     /// Every registered family, for forgetting a tenant's series and for the name checks.
     families: Vec<Box<dyn Family>>,
 }
@@ -205,6 +208,15 @@ impl Metrics {
             "1 while a resource stores meeting data that no RetentionPolicy covers, else 0",
             &["kind", "namespace", "name"],
         );
+        let retention_sweeps = int_gauge(
+            "visio_retention_sweeps",
+            "Retention sweeps running (each holds one of --retention-max-concurrent-sweeps slots), and policies \
+             due for a sweep waiting for a slot, by state (running, waiting)",
+            &["state"],
+        );
+        for state in ["running", "waiting"] {
+            retention_sweeps.with_label_values(&[state]).set(0);
+        }
 
         let families: Vec<Box<dyn Family>> = vec![
             Box::new(reconciles.clone()),
@@ -232,6 +244,7 @@ impl Metrics {
             Box::new(retention_last_success.clone()),
             Box::new(retention_interval.clone()),
             Box::new(retention_policy_missing.clone()),
+            Box::new(retention_sweeps.clone()),
         ];
         for f in &families {
             registry.register(f.boxed_collector()).expect("metric registered once");
@@ -263,6 +276,7 @@ impl Metrics {
             retention_last_success,
             retention_interval,
             retention_policy_missing,
+            retention_sweeps,
             families,
         }
     }

@@ -8,8 +8,14 @@
 //!
 //! Writes: a reconcile that finds nothing due writes nothing. A sweep writes a checkpoint at
 //! most every [`sweep::CHECKPOINT_EVERY`] while it runs, and its result once when it ends.
+//!
+//! Bounds: a due sweep starts only with one of the operator's [`slots`] (at most
+//! `--retention-max-concurrent-sweeps` at once, half of them at most for one namespace); a policy
+//! without one is requeued, and woken when one is released. Each sweep is bounded in pages, time
+//! and answer size ([`crate::retention::limits`]).
 
 pub mod dereference;
+pub mod slots;
 pub mod status;
 pub mod sweep;
 pub mod validate;
@@ -23,12 +29,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use crate::api::RetentionPolicy;
 use crate::runtime::error::Result;
 use crate::runtime::{self, key_of, observe, Context, Memory};
 
+pub use slots::Slots;
 pub use sweep::CHECKPOINT_EVERY;
 pub use validate::{missing_credential_keys, validate, Validated};
 
@@ -40,18 +48,32 @@ pub type LastSweep = (Option<i64>, i64);
 /// What the RetentionPolicy controller keeps besides the shared [`Context`], per policy
 /// (`namespace/name`). The status is the record that survives a restart; this memory only spares
 /// reads and keeps one sweep per policy at a time.
-#[derive(Default)]
 pub struct Policies {
     /// Policies whose sweep task runs now.
     pub running: Memory<()>,
     /// Each policy's last sweep, as its task recorded it: the cached status may predate that write.
     pub last: Memory<LastSweep>,
+    /// The sweeps that may run at once, across all policies.
+    pub slots: Arc<Slots>,
+}
+
+impl Policies {
+    pub fn new(slots: Slots) -> Policies {
+        Policies { running: Memory::default(), last: Memory::default(), slots: Arc::new(slots) }
+    }
 }
 
 /// The controller future.
 pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future<Output = ()> {
-    let policies = Arc::new(Policies::default());
+    let (wake, woken) = futures::channel::mpsc::unbounded::<String>();
+    let slots =
+        Slots::new(ctx.config.retention.max_concurrent_sweeps, Some(ctx.metrics.retention_sweeps.clone()), Some(wake));
+    let policies = Arc::new(Policies::new(slots));
+    let woken = woken.filter_map(|key| {
+        futures::future::ready(key.split_once('/').map(|(ns, name)| ObjectRef::<RetentionPolicy>::new(name).within(ns)))
+    });
     runtime::lenient_controller::<RetentionPolicy>(&client, runtime::watch_config(), &ctx.config)
+        .reconcile_on(woken)
         .shutdown_on_signal()
         .run(
             move |rp, ctx| {
@@ -89,6 +111,23 @@ async fn reconcile_policy(
     if policies.running.get(key).is_some() {
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
+    let now = Timestamp::now().as_second();
+    let last = policies.last.get(key);
+    let due = sweep::due(&rp, last, now);
+    // A due sweep needs a slot first: a policy waiting for one costs no read and no write.
+    let slot = if due {
+        match policies.slots.try_take(key, &rp.namespace().unwrap_or_default(), Instant::now()) {
+            Ok(slot) => Some(slot),
+            Err(waiting) => {
+                if waiting.first {
+                    tracing::info!(policy = %key, running = waiting.running, "retention sweep due: waiting for a slot (--retention-max-concurrent-sweeps)");
+                }
+                return Ok(Action::requeue(slots::WAIT_REQUEUE));
+            }
+        }
+    } else {
+        None
+    };
     let Some(secret) = dereference::dereference(&rp, ctx).await? else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
@@ -97,15 +136,13 @@ async fn reconcile_policy(
         Err((reason, message)) => return status::report_problem(&rp, ctx, reason, &message).await,
     };
     status::export_interval(ctx, &rp, &valid);
-    let now = Timestamp::now().as_second();
-    let last = policies.last.get(key);
-    if !sweep::due(&rp, last, now) {
+    let Some(slot) = slot else {
         let next = last
             .map(|l| l.1)
             .or(rp.status.as_ref().and_then(|s| s.next_run.as_ref()).map(|t| t.0.as_second()))
             .unwrap_or(now + 60);
         return Ok(Action::requeue(Duration::from_secs((next - now).clamp(1, 3600) as u64)));
-    }
-    sweep::spawn(rp, ctx.clone(), policies.clone(), valid);
+    };
+    sweep::spawn(rp, ctx.clone(), policies.clone(), valid, slot);
     Ok(Action::requeue(Duration::from_secs(60)))
 }

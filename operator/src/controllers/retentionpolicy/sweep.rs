@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde_json::json;
 
+use super::slots::Slot;
 use super::status::{patch_status, problem_conditions, run_event, sweep_conditions};
 use super::validate::Validated;
 use super::{LastSweep, Policies};
@@ -30,8 +31,8 @@ impl Drop for RunGuard {
     }
 }
 
-/// Starts the policy's sweep in a task of its own, unless one runs.
-pub fn spawn(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, policies: Arc<Policies>, valid: Validated) {
+/// Starts the policy's sweep in a task of its own, holding `slot` until it ends, unless one runs.
+pub fn spawn(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, policies: Arc<Policies>, valid: Validated, slot: Slot) {
     let key = key_of(rp.as_ref());
     {
         let mut running = policies.running.lock();
@@ -43,6 +44,7 @@ pub fn spawn(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, policies: Arc<Policies
     let guard = RunGuard(policies.clone(), key);
     tokio::spawn(async move {
         let _guard = guard;
+        let _slot = slot;
         run_sweep(rp, ctx, &policies, valid).await;
     });
 }
@@ -92,7 +94,8 @@ async fn run_sweep(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, policies: &Polic
     let mut progress = resume.clone().unwrap_or_default();
     let m = ctx.metrics.clone();
     let outcome: std::result::Result<(), SweepError> = async {
-        let client = sweep::client(&rp.spec.target, &valid.credentials);
+        let limits = ctx.config.retention;
+        let client = sweep::client_with_cap(&rp.spec.target, &valid.credentials, limits.max_response_bytes);
         let mut s = Sweeper::start(
             client,
             &rp.spec.target,
@@ -102,7 +105,8 @@ async fn run_sweep(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, policies: &Polic
             crate::retention::now_secs(),
             resume,
         )
-        .await?;
+        .await?
+        .with_limits(limits);
         let mut saved = Instant::now();
         loop {
             let more = s
@@ -151,7 +155,11 @@ async fn run_sweep(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, policies: &Polic
             (sweep_conditions(mode, &progress), next, json!({"lastSuccess": Time(finished), "inProgress": null}))
         }
         Err(e) => {
-            let wait = ctx.backoff(&format!("{key}#sweep")).min(valid.interval);
+            // A sweep stopped by a cap used what one run may use: the next run, which continues
+            // after its checkpoint, comes at the policy's interval, whether the bucket is honest
+            // but huge or the endpoint hostile (retried sooner, it would cost that again at once).
+            let wait =
+                if e.is_cap() { valid.interval } else { ctx.backoff(&format!("{key}#sweep")).min(valid.interval) };
             let ckpt = SweepCheckpoint {
                 started: Some(started.clone()),
                 mode: mode_str(mode).into(),
