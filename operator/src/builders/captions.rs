@@ -6,6 +6,8 @@
 //! meeting and must only be removed once empty (or at its drain deadline). The Service routes new streams to
 //! serving pods only (`visio.io/serving=true`, and the agent's readiness fails while a pod drains); the
 //! PodDisruptionBudget (`maxUnavailable: 0` over `visio.io/in-use=true`) keeps node drains off busy pods.
+//! The NetworkPolicy `<pool>-backend` lets only the pool's own transcribers open streams, and only
+//! monitoring namespaces scrape: another ministry's pods cannot use this pool's GPU slots.
 //!
 //! Weights never come from a model hub at run time: they are read from `spec.model.path`, a mounted
 //! PersistentVolumeClaim (`spec.model.weightsPvc`, read-only) or a directory baked into the image; the
@@ -20,6 +22,7 @@ use k8s_openapi::api::core::v1::{
     Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
     WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -29,7 +32,9 @@ use kube::Resource;
 
 use super::agent::{agent_container as sfu_agent_container, agent_token_volume, AgentAccess, AGENT_CONTAINER};
 use super::labels::{CLUSTER_LABEL, IN_USE_LABEL, LABEL_TRUE, SERVING_LABEL, TEMPLATE_HASH_LABEL};
+use super::livekit_config::Protocol;
 use super::meta::{ChildLabels, ChildMeta};
+use super::network::{namespaces_labelled, port as policy_port, MONITORING_NAMESPACE_LABEL};
 use super::sfu::{container_security_context, quantities, runtime_default, secret_env};
 use super::{duration_seconds, short_hash, BuildError};
 use crate::api::captionpool::{CaptionEngine, CaptionPool};
@@ -118,6 +123,8 @@ pub struct CaptionStack {
     pub service: Service,
     /// `<pool>-backend`: no voluntary eviction of a pod with open streams.
     pub pdb: PodDisruptionBudget,
+    /// `<pool>-backend`: streams from this pool's transcribers only, metrics from monitoring namespaces.
+    pub network_policy: NetworkPolicy,
     /// `<pool>-caption-agent`: what the backend pods' agent needs to write its pod's load.
     pub agent: AgentAccess,
     /// `<pool>-transcriber`.
@@ -510,10 +517,11 @@ fn backend_ports(engine: CaptionEngine) -> Vec<ContainerPort> {
 }
 
 fn agent_container(cp: &CaptionPool, agent_image: &str) -> Container {
-    let (backend, metrics) = match cp.spec.engine {
-        CaptionEngine::Whisperlive => ("whisperlive", format!("http://127.0.0.1:{WHISPERLIVE_METRICS_PORT}/metrics")),
-        CaptionEngine::Kyutai | CaptionEngine::Custom => ("moshi", format!("http://127.0.0.1:{MOSHI_PORT}/metrics")),
+    let backend = match cp.spec.engine {
+        CaptionEngine::Whisperlive => "whisperlive",
+        CaptionEngine::Kyutai | CaptionEngine::Custom => "moshi",
     };
+    let metrics = format!("http://127.0.0.1:{}/metrics", backend_metrics_port(cp.spec.engine));
     // Its readiness fails once the pod drains: the pod leaves the backend Service, its open streams continue.
     sfu_agent_container(
         agent_image,
@@ -637,6 +645,53 @@ pub fn backend_template(cp: &CaptionPool, agent_image: &str, config_hash: &str) 
         ..ObjectMeta::default()
     };
     Ok(BackendTemplate { pod: Pod { metadata, spec: Some(spec), status: None }, hash })
+}
+
+/// The labels of one component's pods of this pool only: the selector and the pool's own label.
+fn pool_pods(cp: &CaptionPool, component: &str) -> LabelSelector {
+    let mut labels = selector_labels(cp, component);
+    labels.insert(POOL_LABEL.into(), cp.meta().name.clone().unwrap_or_default());
+    LabelSelector { match_labels: Some(labels), match_expressions: None }
+}
+
+/// The port the backend serves `/metrics` on: WhisperLive's own, or the stream port (moshi-server and
+/// `custom` backends serve both on one).
+pub fn backend_metrics_port(engine: CaptionEngine) -> u16 {
+    match engine {
+        CaptionEngine::Whisperlive => WHISPERLIVE_METRICS_PORT,
+        CaptionEngine::Kyutai | CaptionEngine::Custom => MOSHI_PORT,
+    }
+}
+
+/// `<pool>-backend`, the backend pods' ingress: the stream port from this pool's transcriber pods (same
+/// namespace: a pod selector without a namespace selector), the metrics port from namespaces labelled
+/// [`MONITORING_NAMESPACE_LABEL`], nothing else. Without it any pod of the cluster could open streams on
+/// a ministry's GPUs (the API key is the only other lock). What stays allowed without a rule: the agent
+/// reads the backend's metrics on loopback, and the kubelet's probes come from the pod's node, which a
+/// NetworkPolicy never blocks. For moshi-server and `custom` backends metrics and streams share one port,
+/// so monitoring namespaces reach that port too; streams there still need the API key.
+pub fn backend_network_policy(cp: &CaptionPool) -> Result<NetworkPolicy, BuildError> {
+    let pool = pool_name(cp)?;
+    let from_transcribers =
+        NetworkPolicyPeer { pod_selector: Some(pool_pods(cp, TRANSCRIBER_COMPONENT)), ..NetworkPolicyPeer::default() };
+    Ok(NetworkPolicy {
+        metadata: child_metadata(cp, backend_name(pool), BACKEND_COMPONENT)?,
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(pool_pods(cp, BACKEND_COMPONENT)),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![from_transcribers]),
+                    ports: Some(vec![policy_port(backend_port(cp.spec.engine), Protocol::Tcp)]),
+                },
+                NetworkPolicyIngressRule {
+                    from: Some(namespaces_labelled(MONITORING_NAMESPACE_LABEL)),
+                    ports: Some(vec![policy_port(backend_metrics_port(cp.spec.engine), Protocol::Tcp)]),
+                },
+            ]),
+            egress: None,
+        }),
+    })
 }
 
 /// The agent's ServiceAccount, Role (get, list, watch, patch pods) and RoleBinding.
@@ -794,6 +849,7 @@ pub fn build_captions(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> Result<Ca
             }),
             status: None,
         },
+        network_policy: backend_network_policy(cp)?,
         agent: agent_access(cp)?,
         transcribers: transcriber_deployment(cp, inputs)?,
         backend,
@@ -1065,6 +1121,85 @@ mod tests {
         assert_eq!(pdb.selector.unwrap().match_labels.unwrap().get(IN_USE_LABEL).map(String::as_str), Some("true"));
     }
 
+    /// Whether a pod with `labels` is selected by `selector` (match labels only, as the operator writes them).
+    fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+        assert!(selector.match_expressions.is_none());
+        selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    fn transcriber_labels(s: &CaptionStack) -> BTreeMap<String, String> {
+        s.transcribers.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap()
+    }
+
+    fn tcp(port: i32) -> Vec<k8s_openapi::api::networking::v1::NetworkPolicyPort> {
+        vec![k8s_openapi::api::networking::v1::NetworkPolicyPort {
+            port: Some(IntOrString::Int(port)),
+            protocol: Some("TCP".into()),
+            end_port: None,
+        }]
+    }
+
+    #[test]
+    fn backends_take_streams_from_their_pools_transcribers_and_scrapes_from_monitoring_only() {
+        for (engine, stream, metrics) in [("kyutai", 8080, 8080), ("custom", 8080, 8080), ("whisperlive", 9090, 9091)] {
+            let s = build(&pool_with(json!({"engine": engine, "image": "stt:1"})));
+            let p = &s.network_policy;
+            assert_eq!(p.metadata.name.as_deref(), Some("captions-backend"));
+            let spec = p.spec.as_ref().unwrap();
+            assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_string()][..]), "{engine}");
+            let backend_labels = s.backend.pod.metadata.labels.as_ref().unwrap();
+            let selector = spec.pod_selector.as_ref().unwrap();
+            assert!(selects(selector, backend_labels), "{engine}: selects the backend pods");
+            assert!(!selects(selector, &transcriber_labels(&s)), "{engine}: and not the transcribers");
+            // Two rules, nothing else: no ipBlock, no rule open to everyone.
+            let rules = spec.ingress.as_ref().unwrap();
+            assert_eq!(rules.len(), 2, "{engine}: {rules:?}");
+            // Streams: this pool's transcriber pods, in this namespace (no namespace selector).
+            let from = rules[0].from.as_ref().unwrap();
+            assert_eq!(rules[0].ports, Some(tcp(stream)), "{engine}");
+            assert_eq!(from.len(), 1);
+            assert!(from[0].namespace_selector.is_none() && from[0].ip_block.is_none(), "{engine}: same namespace");
+            let peers = from[0].pod_selector.as_ref().unwrap();
+            assert!(selects(peers, &transcriber_labels(&s)), "{engine}: the transcribers are admitted");
+            assert!(!selects(peers, backend_labels), "{engine}");
+            // ... on the port they dial: the Service's target port, in the URL they are given.
+            let svc = s.service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].clone();
+            assert_eq!(svc.target_port, Some(IntOrString::Int(stream)));
+            let env = s.transcribers.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].env.clone();
+            let url = env.unwrap().into_iter().find(|e| e.name == "CAPTION_BACKEND_URL").unwrap().value.unwrap();
+            assert!(url.starts_with(&format!("ws://captions-backend:{stream}")), "{url}");
+            // Metrics: monitoring namespaces only, on the port the PodMonitor scrapes by name. The agent
+            // reads them on loopback, which no NetworkPolicy governs.
+            let from = rules[1].from.as_ref().unwrap();
+            assert_eq!(rules[1].ports, Some(tcp(metrics)), "{engine}");
+            assert_eq!(from.len(), 1);
+            assert!(from[0].pod_selector.is_none() && from[0].ip_block.is_none());
+            let ns = from[0].namespace_selector.as_ref().unwrap().match_labels.clone().unwrap();
+            assert_eq!(ns, BTreeMap::from([(MONITORING_NAMESPACE_LABEL.to_string(), "true".to_string())]));
+            let stt = container(&s.backend.pod, BACKEND_CONTAINER);
+            assert!(ports(stt)
+                .iter()
+                .any(|(name, n)| *n == metrics && [STREAM_PORT_NAME, METRICS_PORT_NAME].contains(&name.as_str())));
+            let agent = container(&s.backend.pod, AGENT_CONTAINER).args.as_ref().unwrap().join(" ");
+            assert!(agent.contains(&format!("http://127.0.0.1:{metrics}/metrics")), "{agent}");
+        }
+    }
+
+    #[test]
+    fn another_pools_transcribers_cannot_reach_these_backends() {
+        let a = build(&pool_with(json!({})));
+        let mut other = pool_with(json!({}));
+        other.metadata.name = Some("autre".into());
+        let b = build(&other);
+        let spec = a.network_policy.spec.as_ref().unwrap();
+        let peers = spec.ingress.as_ref().unwrap()[0].from.as_ref().unwrap()[0].pod_selector.clone().unwrap();
+        assert!(selects(&peers, &transcriber_labels(&a)));
+        assert!(!selects(&peers, &transcriber_labels(&b)), "another pool's transcribers");
+        let selector = spec.pod_selector.as_ref().unwrap();
+        assert!(!selects(selector, b.backend.pod.metadata.labels.as_ref().unwrap()), "another pool's backends");
+        assert_eq!(peers.match_labels.unwrap().get(POOL_LABEL).map(String::as_str), Some("captions"));
+    }
+
     #[test]
     fn every_child_is_owned_labelled_and_hardened() {
         let cp = pool_with(json!({}));
@@ -1074,6 +1209,7 @@ mod tests {
             &s.config_secret.metadata,
             &s.service.metadata,
             &s.pdb.metadata,
+            &s.network_policy.metadata,
             &s.agent.service_account.metadata,
             &s.agent.role.metadata,
             &s.agent.role_binding.metadata,
