@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource,
-    Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Affinity, Container, ContainerPort, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
     WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec};
@@ -96,6 +96,18 @@ pub const WHISPERLIVE_PORT_NAME: &str = "ws";
 pub const CONFIG_DIR: &str = "/etc/moshi";
 /// Key of the API key in the key Secret.
 pub const API_KEY: &str = "apiKey";
+/// Size limit of a backend pod's `/tmp` (its one writable directory). What the engines write there:
+/// moshi-server its own log (`log_dir = "/tmp/moshi-logs"`: tracing-appender's daily file, which
+/// moshi-server 0.6.4 never prunes, gets one INFO line per model step, 12.5 a second while any stream is
+/// open: about 10 MB an hour of streams); WhisperLive 0.10.0 its cache under `HOME` (`~/.cache/whisper-live/`:
+/// the Silero VAD model, a few MB) and short-lived audio clips. 4Gi holds some two weeks of uninterrupted
+/// streams, longer than a backend usually lives between rollouts; a pod that outgrows it is evicted by the
+/// kubelet and replaced, and its streams reopen on another backend.
+pub const BACKEND_TMP_SIZE: &str = "4Gi";
+/// Size limit of a transcriber pod's `/tmp` (its one writable directory, and `HOME`): a LiveKit Agents
+/// worker logs to stderr and keeps its metrics in memory, so only Python's scratch files land there (job
+/// processes' sockets and temporary files). Models a plugin would download belong in the image.
+pub const TRANSCRIBER_TMP_SIZE: &str = "256Mi";
 /// User and group of every caption container.
 pub const CAPTION_UID: i64 = 1000;
 /// Longest CaptionPool name: `<name>-caption-config` must stay a 63-character DNS label.
@@ -584,10 +596,7 @@ pub fn backend_template(cp: &CaptionPool, agent_image: &str, config_hash: &str) 
     let pool = pool_name(cp)?;
     let image = backend_image(cp)?;
     let b = &cp.spec.backend;
-    let mut volumes = vec![
-        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
-        agent_token_volume(),
-    ];
+    let mut volumes = vec![super::empty_dir("tmp", BACKEND_TMP_SIZE), agent_token_volume()];
     if cp.spec.engine == CaptionEngine::Kyutai {
         volumes.push(Volume {
             name: "config".into(),
@@ -780,14 +789,7 @@ pub fn transcriber_deployment(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> R
                     termination_grace_period_seconds: Some(grace),
                     security_context: Some(pod_security_context()),
                     affinity: Some(spread(cp, TRANSCRIBER_COMPONENT)),
-                    volumes: Some(vec![
-                        Volume {
-                            name: "tmp".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Volume::default()
-                        },
-                        agent_token_volume(),
-                    ]),
+                    volumes: Some(vec![super::empty_dir("tmp", TRANSCRIBER_TMP_SIZE), agent_token_volume()]),
                     ..PodSpec::default()
                 }),
             },
@@ -860,21 +862,9 @@ pub fn build_captions(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> Result<Ca
 mod tests {
     use super::*;
     use crate::builders::labels::{COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+    use crate::builders::testing::pool_with;
     use proptest::prelude::*;
     use serde_json::json;
-
-    pub fn pool_with(spec: serde_json::Value) -> CaptionPool {
-        let mut base = json!({"clusterRef": {"name": "visio"}});
-        crate::builders::testing::merge_json(&mut base, spec);
-        let mut cp: CaptionPool = serde_json::from_value(json!({
-            "apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool",
-            "metadata": {"name": "captions", "namespace": "minsante", "uid": "4b1c0e2a-0000-4000-8000-000000000001"},
-            "spec": base,
-        }))
-        .unwrap();
-        cp.metadata.generation = Some(1);
-        cp
-    }
 
     fn inputs() -> CaptionInputs<'static> {
         CaptionInputs {
