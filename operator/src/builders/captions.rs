@@ -29,6 +29,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::Resource;
+use serde::Serialize;
 
 use super::agent::{agent_container as sfu_agent_container, agent_token_volume, AgentAccess, AGENT_CONTAINER};
 use super::labels::{CLUSTER_LABEL, IN_USE_LABEL, LABEL_TRUE, SERVING_LABEL, TEMPLATE_HASH_LABEL};
@@ -255,20 +256,113 @@ pub fn backend_port(engine: CaptionEngine) -> u16 {
     }
 }
 
-fn toml_string(s: &str) -> String {
-    // A TOML basic string: escape backslashes, quotes and control characters.
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// moshi-server's config file: the keys of `moshi_server::Config` (moshi-server 0.6.4, `main.rs`) the
+/// operator sets, in the order they are written. Serialized by `toml`, so every value is quoted and escaped
+/// by the serializer, whatever the spec holds.
+#[derive(Serialize)]
+struct MoshiConfig<'a> {
+    static_dir: &'a str,
+    log_dir: &'a str,
+    instance_name: &'a str,
+    authorized_ids: [&'a str; 1],
+    modules: MoshiModules,
 }
+
+/// The modules of the server: one, the batched ASR.
+#[derive(Serialize)]
+struct MoshiModules {
+    asr: BatchedAsr,
+}
+
+/// `[modules.asr]`: `ModuleConfig::BatchedAsr` and its `asr::Config`.
+#[derive(Serialize)]
+struct BatchedAsr {
+    path: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    lm_model_file: String,
+    text_tokenizer_file: String,
+    audio_tokenizer_file: String,
+    asr_delay_in_tokens: u32,
+    batch_size: i32,
+    conditioning_learnt_padding: bool,
+    temperature: f64,
+    model: AsrModel,
+}
+
+/// `[modules.asr.model]`: the language model's shape (`moshi::lm::Config`).
+#[derive(Serialize)]
+struct AsrModel {
+    audio_vocab_size: u32,
+    text_in_vocab_size: u32,
+    text_out_vocab_size: u32,
+    audio_codebooks: u32,
+    transformer: Transformer,
+    extra_heads: ExtraHeads,
+}
+
+/// `[modules.asr.model.transformer]`.
+#[derive(Serialize)]
+struct Transformer {
+    d_model: u32,
+    num_heads: u32,
+    num_layers: u32,
+    dim_feedforward: u32,
+    causal: bool,
+    norm_first: bool,
+    bias_ff: bool,
+    bias_attn: bool,
+    context: u32,
+    max_period: u32,
+    use_conv_block: bool,
+    use_conv_bias: bool,
+    gating: &'static str,
+    norm: &'static str,
+    positional_embedding: &'static str,
+    conv_layout: bool,
+    conv_kernel_size: u32,
+    kv_repeat: u32,
+    max_seq_len: u32,
+}
+
+/// `[modules.asr.model.extra_heads]`.
+#[derive(Serialize)]
+struct ExtraHeads {
+    num_heads: u32,
+    dim: u32,
+}
+
+/// `stt-1b-en_fr` as Kyutai configures it (`configs/config-stt-en_fr-hf.toml` of
+/// kyutai-labs/delayed-streams-modeling).
+const STT_1B_EN_FR: AsrModel = AsrModel {
+    audio_vocab_size: 2049,
+    text_in_vocab_size: 8001,
+    text_out_vocab_size: 8000,
+    // The model reads all 32 Mimi codebooks.
+    audio_codebooks: 32,
+    transformer: Transformer {
+        d_model: 2048,
+        num_heads: 16,
+        num_layers: 16,
+        dim_feedforward: 8192,
+        causal: true,
+        norm_first: true,
+        bias_ff: false,
+        bias_attn: false,
+        context: 750,
+        max_period: 100000,
+        use_conv_block: false,
+        use_conv_bias: true,
+        gating: "silu",
+        norm: "RmsNorm",
+        positional_embedding: "Rope",
+        conv_layout: false,
+        conv_kernel_size: 3,
+        kv_repeat: 1,
+        max_seq_len: 40960,
+    },
+    extra_heads: ExtraHeads { num_heads: 4, dim: 6 },
+};
 
 /// moshi-server's TOML for `stt-1b-en_fr`, with local weight files under `spec.model.path` (never `hf://`),
 /// `batch_size` = slots per pod, and the API key as the one authorized id.
@@ -278,6 +372,10 @@ fn toml_string(s: &str) -> String {
 /// `temperature = 0.0`: greedy decoding, as Kyutai's STT scripts run it, `LMGen(lm, temp=0, temp_text=0.0)`
 /// in `scripts/stt_from_file_pytorch.py`). unmute's `stt-prod.toml` (20, 0.25) is tuned for a voice agent,
 /// not for captions.
+///
+/// Everything below the two comment lines is written by the `toml` serializer; the comments name the pool
+/// and the path with their control characters escaped, so no value can end a comment line and start a key
+/// of its own.
 pub fn moshi_config(cp: &CaptionPool, api_key: &str) -> Result<String, BuildError> {
     let path = cp.spec.model.path.trim_end_matches('/');
     if !path.starts_with('/') || path.contains("..") {
@@ -289,64 +387,40 @@ pub fn moshi_config(cp: &CaptionPool, api_key: &str) -> Result<String, BuildErro
     if api_key.is_empty() {
         return Err(BuildError::MissingCredential { field: "CaptionPool API key" });
     }
-    let file = |f: &str| toml_string(&format!("{path}/{f}"));
+    let config = MoshiConfig {
+        static_dir: "./static/",
+        log_dir: "/tmp/moshi-logs",
+        instance_name: "stt",
+        authorized_ids: [api_key],
+        modules: MoshiModules {
+            asr: BatchedAsr {
+                path: "/api/asr-streaming",
+                kind: "BatchedAsr",
+                lm_model_file: format!("{path}/model.safetensors"),
+                text_tokenizer_file: format!("{path}/tokenizer_en_fr_audio_8000.model"),
+                audio_tokenizer_file: format!("{path}/mimi-pytorch-e351c8d8@125.safetensors"),
+                asr_delay_in_tokens: 6,
+                batch_size: cp.spec.backend.slots_per_pod.max(1),
+                conditioning_learnt_padding: true,
+                // Greedy decoding.
+                temperature: 0.0,
+                model: STT_1B_EN_FR,
+            },
+        },
+    };
+    let body = toml::to_string(&config)
+        .map_err(|e| BuildError::Serialization { what: "moshi-server config", message: e.to_string() })?;
     Ok(format!(
-        r#"# Generated by visio-operator for CaptionPool {name}; edits are overwritten.
-# Weights are read from {path} only: no model hub is contacted at run time.
-static_dir = "./static/"
-log_dir = "/tmp/moshi-logs"
-instance_name = "stt"
-authorized_ids = [{key}]
-
-[modules.asr]
-path = "/api/asr-streaming"
-type = "BatchedAsr"
-lm_model_file = {lm}
-text_tokenizer_file = {tok}
-audio_tokenizer_file = {mimi}
-asr_delay_in_tokens = 6
-batch_size = {batch}
-conditioning_learnt_padding = true
-temperature = 0.0
-
-[modules.asr.model]
-audio_vocab_size = 2049
-text_in_vocab_size = 8001
-text_out_vocab_size = 8000
-audio_codebooks = 32
-
-[modules.asr.model.transformer]
-d_model = 2048
-num_heads = 16
-num_layers = 16
-dim_feedforward = 8192
-causal = true
-norm_first = true
-bias_ff = false
-bias_attn = false
-context = 750
-max_period = 100000
-use_conv_block = false
-use_conv_bias = true
-gating = "silu"
-norm = "RmsNorm"
-positional_embedding = "Rope"
-conv_layout = false
-conv_kernel_size = 3
-kv_repeat = 1
-max_seq_len = 40960
-
-[modules.asr.model.extra_heads]
-num_heads = 4
-dim = 6
-"#,
-        name = cp.meta().name.clone().unwrap_or_default(),
-        key = toml_string(api_key),
-        lm = file("model.safetensors"),
-        tok = file("tokenizer_en_fr_audio_8000.model"),
-        mimi = file("mimi-pytorch-e351c8d8@125.safetensors"),
-        batch = cp.spec.backend.slots_per_pod.max(1),
+        "# Generated by visio-operator for CaptionPool {name}; edits are overwritten.\n\
+         # Weights are read from {path} only: no model hub is contacted at run time.\n{body}",
+        name = comment_text(cp.meta().name.as_deref().unwrap_or_default()),
+        path = comment_text(path),
     ))
+}
+
+/// `s` with its control characters escaped (`\n`, `\u{7}`), fit for a TOML comment line.
+fn comment_text(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
 }
 
 fn secret(meta: ObjectMeta, data: &[(&str, &str)]) -> Secret {
@@ -889,9 +963,90 @@ mod tests {
         let toml = moshi_config(&cp, "k\"ey").unwrap();
         assert!(toml.contains("batch_size = 48"));
         assert!(toml.contains(r#"lm_model_file = "/models/stt/model.safetensors""#));
-        assert!(toml.contains(r#"authorized_ids = ["k\"ey"]"#), "the key is escaped");
+        let parsed: toml::Table = toml::from_str(&toml).unwrap();
+        assert_eq!(
+            parsed["authorized_ids"],
+            toml::Value::Array(vec!["k\"ey".into()]),
+            "the key, quoted by the serializer"
+        );
         assert!(!toml.contains("hf://"), "never a model hub");
         assert!(moshi_config(&pool_with(json!({"model": {"path": "/a/../etc"}})), "k").is_err());
+    }
+
+    /// The config as the hand-written template rendered it before the serializer wrote it: the same keys, the
+    /// same values, the same bytes (so the config hash, and the backend pods, stay as they were).
+    const DEFAULT_MOSHI_CONFIG: &str = r#"# Generated by visio-operator for CaptionPool captions; edits are overwritten.
+# Weights are read from /models/stt-1b-en_fr only: no model hub is contacted at run time.
+static_dir = "./static/"
+log_dir = "/tmp/moshi-logs"
+instance_name = "stt"
+authorized_ids = ["k3y"]
+
+[modules.asr]
+path = "/api/asr-streaming"
+type = "BatchedAsr"
+lm_model_file = "/models/stt-1b-en_fr/model.safetensors"
+text_tokenizer_file = "/models/stt-1b-en_fr/tokenizer_en_fr_audio_8000.model"
+audio_tokenizer_file = "/models/stt-1b-en_fr/mimi-pytorch-e351c8d8@125.safetensors"
+asr_delay_in_tokens = 6
+batch_size = 64
+conditioning_learnt_padding = true
+temperature = 0.0
+
+[modules.asr.model]
+audio_vocab_size = 2049
+text_in_vocab_size = 8001
+text_out_vocab_size = 8000
+audio_codebooks = 32
+
+[modules.asr.model.transformer]
+d_model = 2048
+num_heads = 16
+num_layers = 16
+dim_feedforward = 8192
+causal = true
+norm_first = true
+bias_ff = false
+bias_attn = false
+context = 750
+max_period = 100000
+use_conv_block = false
+use_conv_bias = true
+gating = "silu"
+norm = "RmsNorm"
+positional_embedding = "Rope"
+conv_layout = false
+conv_kernel_size = 3
+kv_repeat = 1
+max_seq_len = 40960
+
+[modules.asr.model.extra_heads]
+num_heads = 4
+dim = 6
+"#;
+
+    #[test]
+    fn the_serialized_moshi_config_is_the_one_written_by_hand_before() {
+        assert_eq!(moshi_config(&pool_with(json!({})), "k3y").unwrap(), DEFAULT_MOSHI_CONFIG);
+    }
+
+    #[test]
+    fn no_spec_value_can_add_a_key_to_the_moshi_config() {
+        let path = "/models\n[modules.evil]\npath = \"/api/evil\"\n#";
+        let key = "k\"]\nstatic_dir = \"/\"\n#\u{7}";
+        let toml = moshi_config(&pool_with(json!({"model": {"path": path}})), key).unwrap();
+        let parsed: toml::Table = toml::from_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let keys = |t: &toml::Table| t.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&parsed), ["authorized_ids", "instance_name", "log_dir", "modules", "static_dir"]);
+        assert_eq!(keys(parsed["modules"].as_table().unwrap()), ["asr"], "{toml}");
+        assert_eq!(parsed["static_dir"].as_str(), Some("./static/"));
+        assert_eq!(parsed["authorized_ids"], toml::Value::Array(vec![key.into()]));
+        let asr = parsed["modules"]["asr"].as_table().unwrap();
+        assert_eq!(asr["lm_model_file"].as_str(), Some(format!("{path}/model.safetensors").as_str()));
+        assert_eq!(asr["path"].as_str(), Some("/api/asr-streaming"));
+        // Two comment lines, then the serializer's output: the path's newlines are escaped in the comment.
+        assert!(toml.lines().nth(1).unwrap().contains(r"/models\n[modules.evil]"), "{toml}");
+        assert!(!toml.lines().nth(2).unwrap().starts_with('#'), "{toml}");
     }
 
     #[test]
