@@ -73,3 +73,66 @@ fn crds_are_namespaced_with_status_and_short_names() {
         assert!(v.additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 5), "{kind} has printer columns");
     }
 }
+
+/// The string schemas below `schema`: path, the patterns a value must match (its own and those of `allOf`),
+/// its `enum` if any, its `default` if any.
+type StringSchema = (String, Vec<String>, bool, Option<String>);
+
+fn strings(schema: &Value, path: &str, out: &mut Vec<StringSchema>) {
+    let is_string = schema.get("type").and_then(Value::as_str) == Some("string")
+        || schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    if is_string {
+        let own = schema.get("pattern").and_then(Value::as_str).map(String::from);
+        let all_of = schema.get("allOf").and_then(Value::as_array).into_iter().flatten();
+        let patterns =
+            own.into_iter().chain(all_of.filter_map(|s| s.get("pattern").and_then(Value::as_str).map(String::from)));
+        let default = schema.get("default").and_then(Value::as_str).map(String::from);
+        out.push((path.to_string(), patterns.collect(), schema.get("enum").is_some(), default));
+    }
+    for (name, sub) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
+        strings(sub, &format!("{path}.{name}"), out);
+    }
+    if let Some(items) = schema.get("items") {
+        strings(items, &format!("{path}[]"), out);
+    }
+    if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+        strings(values, &format!("{path}{{}}"), out);
+    }
+}
+
+/// Issue #19: no string a tenant writes in a `spec` (ours, upstream Kubernetes types', map values) accepts
+/// an ASCII control character, read with the RE2 syntax the apiserver uses; and every default still
+/// matches every pattern of its field (the apiserver refuses a CRD whose default does not).
+#[test]
+fn no_string_of_a_spec_accepts_a_control_character() {
+    for crd in visio_operator::api::crds() {
+        let kind = crd.spec.names.kind.clone();
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let mut found = vec![];
+        strings(&schema["openAPIV3Schema"]["properties"]["spec"], "spec", &mut found);
+        assert!(found.len() > 10, "{kind}: {} strings", found.len());
+        let mut open = vec![];
+        for (path, patterns, is_enum, default) in &found {
+            let patterns: Vec<regex::Regex> =
+                patterns.iter().map(|p| regex::Regex::new(p).unwrap_or_else(|e| panic!("{path}: {e}"))).collect();
+            for value in default {
+                assert!(patterns.iter().all(|p| p.is_match(value)), "{kind} {path}: default {value:?}");
+            }
+            if *is_enum {
+                continue;
+            }
+            for c in (0u8..0x20).chain([0x7f]).map(char::from) {
+                if patterns.iter().all(|p| p.is_match(&format!("a{c}a"))) {
+                    open.push(format!("{path} accepts {c:?}"));
+                }
+            }
+        }
+        assert!(open.is_empty(), "{kind}: {open:#?}");
+    }
+    // What a tenant writes passes.
+    let plain = regex::Regex::new(visio_operator::api::NO_CONTROL_CHARACTERS).unwrap();
+    for ok in ["", "Ministère de l'Intérieur", "registry.visio.local/kyutai/moshi-server:0.6.4", "/models/stt «fr»"]
+    {
+        assert!(plain.is_match(ok), "{ok:?}");
+    }
+}
