@@ -24,23 +24,39 @@ fn committed_crds_match_the_generated_ones() {
     }
 }
 
+/// How a schema sits in its parent.
+#[derive(Clone, Copy, PartialEq)]
+enum Place {
+    Property,
+    Items,
+    MapValues,
+}
+
+/// Calls `visit` with every schema below `schema` (properties, list items, map values), its path and place.
+fn each_schema(schema: &Value, path: &str, visit: &mut dyn FnMut(&Value, &str, Place)) {
+    let props = schema.get("properties").and_then(Value::as_object).into_iter().flatten();
+    let below = props
+        .map(|(name, sub)| (sub, format!("{path}.{name}"), Place::Property))
+        .chain(schema.get("items").map(|i| (i, format!("{path}[]"), Place::Items)))
+        .chain(
+            schema
+                .get("additionalProperties")
+                .filter(|v| v.is_object())
+                .map(|v| (v, format!("{path}{{}}"), Place::MapValues)),
+        );
+    for (sub, p, place) in below {
+        visit(sub, &p, place);
+        each_schema(sub, &p, visit);
+    }
+}
+
 /// Walks a schema and collects the paths of properties without a description.
 fn undescribed(schema: &Value, path: &str, out: &mut Vec<String>) {
-    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-        for (name, sub) in props {
-            let p = format!("{path}.{name}");
-            if sub.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
-                out.push(p.clone());
-            }
-            undescribed(sub, &p, out);
+    each_schema(schema, path, &mut |sub, p, place| {
+        if place == Place::Property && sub.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+            out.push(p.to_string());
         }
-    }
-    if let Some(items) = schema.get("items") {
-        undescribed(items, &format!("{path}[]"), out);
-    }
-    if let Some(extra) = schema.get("additionalProperties").filter(|v| v.is_object()) {
-        undescribed(extra, &format!("{path}{{}}"), out);
-    }
+    });
 }
 
 #[test]
@@ -79,25 +95,19 @@ fn crds_are_namespaced_with_status_and_short_names() {
 type StringSchema = (String, Vec<String>, bool, Option<String>);
 
 fn strings(schema: &Value, path: &str, out: &mut Vec<StringSchema>) {
-    let is_string = schema.get("type").and_then(Value::as_str) == Some("string")
-        || schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
-    if is_string {
-        let own = schema.get("pattern").and_then(Value::as_str).map(String::from);
-        let all_of = schema.get("allOf").and_then(Value::as_array).into_iter().flatten();
+    each_schema(schema, path, &mut |sub, p, _| {
+        let is_string = sub.get("type").and_then(Value::as_str) == Some("string")
+            || sub.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+        if !is_string {
+            return;
+        }
+        let own = sub.get("pattern").and_then(Value::as_str).map(String::from);
+        let all_of = sub.get("allOf").and_then(Value::as_array).into_iter().flatten();
         let patterns =
             own.into_iter().chain(all_of.filter_map(|s| s.get("pattern").and_then(Value::as_str).map(String::from)));
-        let default = schema.get("default").and_then(Value::as_str).map(String::from);
-        out.push((path.to_string(), patterns.collect(), schema.get("enum").is_some(), default));
-    }
-    for (name, sub) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
-        strings(sub, &format!("{path}.{name}"), out);
-    }
-    if let Some(items) = schema.get("items") {
-        strings(items, &format!("{path}[]"), out);
-    }
-    if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
-        strings(values, &format!("{path}{{}}"), out);
-    }
+        let default = sub.get("default").and_then(Value::as_str).map(String::from);
+        out.push((p.to_string(), patterns.collect(), sub.get("enum").is_some(), default));
+    });
 }
 
 /// Issue #19: no string a tenant writes in a `spec` (ours, upstream Kubernetes types', map values) accepts
