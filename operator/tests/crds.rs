@@ -125,7 +125,7 @@ fn no_string_of_a_spec_accepts_a_control_character() {
         for (path, patterns, is_enum, default) in &found {
             let patterns: Vec<regex::Regex> =
                 patterns.iter().map(|p| regex::Regex::new(p).unwrap_or_else(|e| panic!("{path}: {e}"))).collect();
-            for value in default {
+            if let Some(value) = default {
                 assert!(patterns.iter().all(|p| p.is_match(value)), "{kind} {path}: default {value:?}");
             }
             if *is_enum {
