@@ -24,23 +24,39 @@ fn committed_crds_match_the_generated_ones() {
     }
 }
 
+/// How a schema sits in its parent.
+#[derive(Clone, Copy, PartialEq)]
+enum Place {
+    Property,
+    Items,
+    MapValues,
+}
+
+/// Calls `visit` with every schema below `schema` (properties, list items, map values), its path and place.
+fn each_schema(schema: &Value, path: &str, visit: &mut dyn FnMut(&Value, &str, Place)) {
+    let props = schema.get("properties").and_then(Value::as_object).into_iter().flatten();
+    let below = props
+        .map(|(name, sub)| (sub, format!("{path}.{name}"), Place::Property))
+        .chain(schema.get("items").map(|i| (i, format!("{path}[]"), Place::Items)))
+        .chain(
+            schema
+                .get("additionalProperties")
+                .filter(|v| v.is_object())
+                .map(|v| (v, format!("{path}{{}}"), Place::MapValues)),
+        );
+    for (sub, p, place) in below {
+        visit(sub, &p, place);
+        each_schema(sub, &p, visit);
+    }
+}
+
 /// Walks a schema and collects the paths of properties without a description.
 fn undescribed(schema: &Value, path: &str, out: &mut Vec<String>) {
-    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-        for (name, sub) in props {
-            let p = format!("{path}.{name}");
-            if sub.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
-                out.push(p.clone());
-            }
-            undescribed(sub, &p, out);
+    each_schema(schema, path, &mut |sub, p, place| {
+        if place == Place::Property && sub.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+            out.push(p.to_string());
         }
-    }
-    if let Some(items) = schema.get("items") {
-        undescribed(items, &format!("{path}[]"), out);
-    }
-    if let Some(extra) = schema.get("additionalProperties").filter(|v| v.is_object()) {
-        undescribed(extra, &format!("{path}{{}}"), out);
-    }
+    });
 }
 
 #[test]
@@ -71,5 +87,62 @@ fn crds_are_namespaced_with_status_and_short_names() {
         assert_eq!(v.name, "v1alpha1");
         assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{kind} has a status subresource");
         assert!(v.additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 5), "{kind} has printer columns");
+    }
+}
+
+/// The string schemas below `schema`: path, the patterns a value must match (its own and those of `allOf`),
+/// its `enum` if any, its `default` if any.
+type StringSchema = (String, Vec<String>, bool, Option<String>);
+
+fn strings(schema: &Value, path: &str, out: &mut Vec<StringSchema>) {
+    each_schema(schema, path, &mut |sub, p, _| {
+        let is_string = sub.get("type").and_then(Value::as_str) == Some("string")
+            || sub.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+        if !is_string {
+            return;
+        }
+        let own = sub.get("pattern").and_then(Value::as_str).map(String::from);
+        let all_of = sub.get("allOf").and_then(Value::as_array).into_iter().flatten();
+        let patterns =
+            own.into_iter().chain(all_of.filter_map(|s| s.get("pattern").and_then(Value::as_str).map(String::from)));
+        let default = sub.get("default").and_then(Value::as_str).map(String::from);
+        out.push((p.to_string(), patterns.collect(), sub.get("enum").is_some(), default));
+    });
+}
+
+/// Issue #19: no string a tenant writes in a `spec` (ours, upstream Kubernetes types', map values) accepts
+/// an ASCII control character, read with the RE2 syntax the apiserver uses; and every default still
+/// matches every pattern of its field (the apiserver refuses a CRD whose default does not).
+#[test]
+fn no_string_of_a_spec_accepts_a_control_character() {
+    for crd in visio_operator::api::crds() {
+        let kind = crd.spec.names.kind.clone();
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let mut found = vec![];
+        strings(&schema["openAPIV3Schema"]["properties"]["spec"], "spec", &mut found);
+        assert!(found.len() > 10, "{kind}: {} strings", found.len());
+        let mut open = vec![];
+        for (path, patterns, is_enum, default) in &found {
+            let patterns: Vec<regex::Regex> =
+                patterns.iter().map(|p| regex::Regex::new(p).unwrap_or_else(|e| panic!("{path}: {e}"))).collect();
+            if let Some(value) = default {
+                assert!(patterns.iter().all(|p| p.is_match(value)), "{kind} {path}: default {value:?}");
+            }
+            if *is_enum {
+                continue;
+            }
+            for c in (0u8..0x20).chain([0x7f]).map(char::from) {
+                if patterns.iter().all(|p| p.is_match(&format!("a{c}a"))) {
+                    open.push(format!("{path} accepts {c:?}"));
+                }
+            }
+        }
+        assert!(open.is_empty(), "{kind}: {open:#?}");
+    }
+    // What a tenant writes passes.
+    let plain = regex::Regex::new(visio_operator::api::NO_CONTROL_CHARACTERS).unwrap();
+    for ok in ["", "Ministère de l'Intérieur", "registry.visio.local/kyutai/moshi-server:0.6.4", "/models/stt «fr»"]
+    {
+        assert!(plain.is_match(ok), "{ok:?}");
     }
 }

@@ -1,6 +1,6 @@
 //! The real `moshi-server validate` (crate `moshi-server` 0.6.4) on the config the operator generates for
 //! every example CaptionPool (`manifests/examples/`), plus pools with the extremes of the fields that reach
-//! the config (one slot and the most, a path with spaces and quotes).
+//! the config (one slot and the most, a path with spaces and quotes, one with control characters).
 //!
 //! moshi-server takes about 22 minutes of both cores to build on CPU, so it is built by
 //! `e2e/moshi-conformance build` (`make conformance`) into `~/.cache/visio-e2e/moshi-server-0.6.4`, never
@@ -77,6 +77,8 @@ fn write_configs(dir: &Path) -> Vec<PathBuf> {
     pools.push(("one slot".into(), pool(json!({"backend": {"slotsPerPod": 1}}))));
     pools.push(("most slots".into(), pool(json!({"backend": {"slotsPerPod": 100000}}))));
     pools.push(("odd path".into(), pool(json!({"model": {"path": "/models/stt \"fr\" \\ en"}}))));
+    // Refused by the API, but the serializer must still write a config moshi-server reads as one path.
+    pools.push(("control characters".into(), pool(json!({"model": {"path": "/models/stt\n[modules.evil]\u{7}"}}))));
     let mut files = Vec::new();
     for (i, (name, cp)) in pools.iter().enumerate() {
         let toml = moshi_config(cp, "k3y \"quoted\" \\ key").unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -10,7 +10,9 @@ pub use captionpool::{CaptionPool, CaptionPoolSpec, CaptionPoolStatus};
 pub use retentionpolicy::{RetentionPolicy, RetentionPolicySpec, RetentionPolicyStatus};
 pub use visiocluster::{VisioCluster, VisioClusterSpec, VisioClusterStatus};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 /// API group of every custom resource.
@@ -18,7 +20,60 @@ pub const GROUP: &str = "visio.io";
 
 /// The CRDs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![with_name_rule(VisioCluster::crd()), CaptionPool::crd(), RetentionPolicy::crd()]
+    [with_name_rule(VisioCluster::crd()), CaptionPool::crd(), RetentionPolicy::crd()]
+        .into_iter()
+        .map(without_control_characters)
+        .collect()
+}
+
+/// The pattern every string of a `spec` matches: no ASCII control character (C0, including tab and
+/// newline, and DEL). Go's regexp (RE2) reads it as the apiserver does.
+pub const NO_CONTROL_CHARACTERS: &str = r"^[^\x00-\x1F\x7F]*$";
+
+/// Every string of a CRD's `spec` refuses ASCII control characters, those of upstream Kubernetes types
+/// (tolerations, affinity, resources) and map values included: no value a tenant writes can carry a
+/// newline into a generated file (moshi-server's TOML, LiveKit's YAML), a terminal escape into an operator's
+/// `kubectl` output, or a NUL into a label. None needs one (names, images, paths, URLs, display names).
+///
+/// A string with no `pattern` of its own gets [`NO_CONTROL_CHARACTERS`]; one with its own gets it as an
+/// `allOf` (a schema has one `pattern`), so a pattern such as `^/.*` (`spec.model.path`) cannot let one
+/// through. Strings with an `enum` or a `format` are left as they are. The apiserver's message names the
+/// field: `spec.tenant.displayName in body should match '^[^\x00-\x1F\x7F]*$'`. A pattern costs nothing
+/// against the CEL budget, which rules on every string of unbounded lists would exceed. Map keys are not
+/// covered (a schema cannot constrain them without CEL); those of quotas and limits are checked by CEL,
+/// and the others (`nodeSelector`, resources) must be valid label keys or resource names in the pods
+/// built from them. `status` is left as it is: only the operator writes it.
+fn without_control_characters(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let root = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut());
+        if let Some(spec) = root.and_then(|r| r.properties.as_mut()).and_then(|p| p.get_mut("spec")) {
+            refuse_control_characters(spec);
+        }
+    }
+    crd
+}
+
+fn refuse_control_characters(schema: &mut JSONSchemaProps) {
+    let string = schema.type_.as_deref() == Some("string") || schema.x_kubernetes_int_or_string == Some(true);
+    if string && schema.enum_.is_none() && schema.format.is_none() {
+        if schema.pattern.is_none() {
+            schema.pattern = Some(NO_CONTROL_CHARACTERS.into());
+        } else {
+            let rule = JSONSchemaProps { pattern: Some(NO_CONTROL_CHARACTERS.into()), ..JSONSchemaProps::default() };
+            schema.all_of.get_or_insert_with(Vec::new).push(rule);
+        }
+    }
+    for property in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        refuse_control_characters(property);
+    }
+    match &mut schema.items {
+        Some(JSONSchemaPropsOrArray::Schema(items)) => refuse_control_characters(items),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(refuse_control_characters),
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(values)) = &mut schema.additional_properties {
+        refuse_control_characters(values);
+    }
 }
 
 /// Longest VisioCluster name: its Services are `<name>-signaling` and the like, DNS labels of 63 at most.

@@ -6,6 +6,8 @@
 //! meeting and must only be removed once empty (or at its drain deadline). The Service routes new streams to
 //! serving pods only (`visio.io/serving=true`, and the agent's readiness fails while a pod drains); the
 //! PodDisruptionBudget (`maxUnavailable: 0` over `visio.io/in-use=true`) keeps node drains off busy pods.
+//! The NetworkPolicy `<pool>-backend` lets only the pool's own transcribers open streams, and only
+//! monitoring namespaces scrape: another ministry's pods cannot use this pool's GPU slots.
 //!
 //! Weights never come from a model hub at run time: they are read from `spec.model.path`, a mounted
 //! PersistentVolumeClaim (`spec.model.weightsPvc`, read-only) or a directory baked into the image; the
@@ -15,21 +17,25 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource,
-    Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Affinity, Container, ContainerPort, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
     WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::Resource;
+use serde::Serialize;
 
 use super::agent::{agent_container as sfu_agent_container, agent_token_volume, AgentAccess, AGENT_CONTAINER};
 use super::labels::{CLUSTER_LABEL, IN_USE_LABEL, LABEL_TRUE, SERVING_LABEL, TEMPLATE_HASH_LABEL};
+use super::livekit_config::Protocol;
 use super::meta::{ChildLabels, ChildMeta};
+use super::network::{namespaces_labelled, port as policy_port, MONITORING_NAMESPACE_LABEL};
 use super::sfu::{container_security_context, quantities, runtime_default, secret_env};
 use super::{duration_seconds, short_hash, BuildError};
 use crate::api::captionpool::{CaptionEngine, CaptionPool};
@@ -91,6 +97,18 @@ pub const WHISPERLIVE_PORT_NAME: &str = "ws";
 pub const CONFIG_DIR: &str = "/etc/moshi";
 /// Key of the API key in the key Secret.
 pub const API_KEY: &str = "apiKey";
+/// Size limit of a backend pod's `/tmp` (its one writable directory). What the engines write there:
+/// moshi-server its own log (`log_dir = "/tmp/moshi-logs"`: tracing-appender's daily file, which
+/// moshi-server 0.6.4 never prunes, gets one INFO line per model step, 12.5 a second while any stream is
+/// open: about 10 MB an hour of streams); WhisperLive 0.10.0 its cache under `HOME` (`~/.cache/whisper-live/`:
+/// the Silero VAD model, a few MB) and short-lived audio clips. 4Gi holds some two weeks of uninterrupted
+/// streams, longer than a backend usually lives between rollouts; a pod that outgrows it is evicted by the
+/// kubelet and replaced, and its streams reopen on another backend.
+pub const BACKEND_TMP_SIZE: &str = "4Gi";
+/// Size limit of a transcriber pod's `/tmp` (its one writable directory, and `HOME`): a LiveKit Agents
+/// worker logs to stderr and keeps its metrics in memory, so only Python's scratch files land there (job
+/// processes' sockets and temporary files). Models a plugin would download belong in the image.
+pub const TRANSCRIBER_TMP_SIZE: &str = "256Mi";
 /// User and group of every caption container.
 pub const CAPTION_UID: i64 = 1000;
 /// Longest CaptionPool name: `<name>-caption-config` must stay a 63-character DNS label.
@@ -118,6 +136,8 @@ pub struct CaptionStack {
     pub service: Service,
     /// `<pool>-backend`: no voluntary eviction of a pod with open streams.
     pub pdb: PodDisruptionBudget,
+    /// `<pool>-backend`: streams from this pool's transcribers only, metrics from monitoring namespaces.
+    pub network_policy: NetworkPolicy,
     /// `<pool>-caption-agent`: what the backend pods' agent needs to write its pod's load.
     pub agent: AgentAccess,
     /// `<pool>-transcriber`.
@@ -236,20 +256,113 @@ pub fn backend_port(engine: CaptionEngine) -> u16 {
     }
 }
 
-fn toml_string(s: &str) -> String {
-    // A TOML basic string: escape backslashes, quotes and control characters.
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// moshi-server's config file: the keys of `moshi_server::Config` (moshi-server 0.6.4, `main.rs`) the
+/// operator sets, in the order they are written. Serialized by `toml`, so every value is quoted and escaped
+/// by the serializer, whatever the spec holds.
+#[derive(Serialize)]
+struct MoshiConfig<'a> {
+    static_dir: &'a str,
+    log_dir: &'a str,
+    instance_name: &'a str,
+    authorized_ids: [&'a str; 1],
+    modules: MoshiModules,
 }
+
+/// The modules of the server: one, the batched ASR.
+#[derive(Serialize)]
+struct MoshiModules {
+    asr: BatchedAsr,
+}
+
+/// `[modules.asr]`: `ModuleConfig::BatchedAsr` and its `asr::Config`.
+#[derive(Serialize)]
+struct BatchedAsr {
+    path: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    lm_model_file: String,
+    text_tokenizer_file: String,
+    audio_tokenizer_file: String,
+    asr_delay_in_tokens: u32,
+    batch_size: i32,
+    conditioning_learnt_padding: bool,
+    temperature: f64,
+    model: AsrModel,
+}
+
+/// `[modules.asr.model]`: the language model's shape (`moshi::lm::Config`).
+#[derive(Serialize)]
+struct AsrModel {
+    audio_vocab_size: u32,
+    text_in_vocab_size: u32,
+    text_out_vocab_size: u32,
+    audio_codebooks: u32,
+    transformer: Transformer,
+    extra_heads: ExtraHeads,
+}
+
+/// `[modules.asr.model.transformer]`.
+#[derive(Serialize)]
+struct Transformer {
+    d_model: u32,
+    num_heads: u32,
+    num_layers: u32,
+    dim_feedforward: u32,
+    causal: bool,
+    norm_first: bool,
+    bias_ff: bool,
+    bias_attn: bool,
+    context: u32,
+    max_period: u32,
+    use_conv_block: bool,
+    use_conv_bias: bool,
+    gating: &'static str,
+    norm: &'static str,
+    positional_embedding: &'static str,
+    conv_layout: bool,
+    conv_kernel_size: u32,
+    kv_repeat: u32,
+    max_seq_len: u32,
+}
+
+/// `[modules.asr.model.extra_heads]`.
+#[derive(Serialize)]
+struct ExtraHeads {
+    num_heads: u32,
+    dim: u32,
+}
+
+/// `stt-1b-en_fr` as Kyutai configures it (`configs/config-stt-en_fr-hf.toml` of
+/// kyutai-labs/delayed-streams-modeling).
+const STT_1B_EN_FR: AsrModel = AsrModel {
+    audio_vocab_size: 2049,
+    text_in_vocab_size: 8001,
+    text_out_vocab_size: 8000,
+    // The model reads all 32 Mimi codebooks.
+    audio_codebooks: 32,
+    transformer: Transformer {
+        d_model: 2048,
+        num_heads: 16,
+        num_layers: 16,
+        dim_feedforward: 8192,
+        causal: true,
+        norm_first: true,
+        bias_ff: false,
+        bias_attn: false,
+        context: 750,
+        max_period: 100000,
+        use_conv_block: false,
+        use_conv_bias: true,
+        gating: "silu",
+        norm: "RmsNorm",
+        positional_embedding: "Rope",
+        conv_layout: false,
+        conv_kernel_size: 3,
+        kv_repeat: 1,
+        max_seq_len: 40960,
+    },
+    extra_heads: ExtraHeads { num_heads: 4, dim: 6 },
+};
 
 /// moshi-server's TOML for `stt-1b-en_fr`, with local weight files under `spec.model.path` (never `hf://`),
 /// `batch_size` = slots per pod, and the API key as the one authorized id.
@@ -259,6 +372,10 @@ fn toml_string(s: &str) -> String {
 /// `temperature = 0.0`: greedy decoding, as Kyutai's STT scripts run it, `LMGen(lm, temp=0, temp_text=0.0)`
 /// in `scripts/stt_from_file_pytorch.py`). unmute's `stt-prod.toml` (20, 0.25) is tuned for a voice agent,
 /// not for captions.
+///
+/// Everything below the two comment lines is written by the `toml` serializer; the comments name the pool
+/// and the path with their control characters escaped, so no value can end a comment line and start a key
+/// of its own.
 pub fn moshi_config(cp: &CaptionPool, api_key: &str) -> Result<String, BuildError> {
     let path = cp.spec.model.path.trim_end_matches('/');
     if !path.starts_with('/') || path.contains("..") {
@@ -270,64 +387,40 @@ pub fn moshi_config(cp: &CaptionPool, api_key: &str) -> Result<String, BuildErro
     if api_key.is_empty() {
         return Err(BuildError::MissingCredential { field: "CaptionPool API key" });
     }
-    let file = |f: &str| toml_string(&format!("{path}/{f}"));
+    let config = MoshiConfig {
+        static_dir: "./static/",
+        log_dir: "/tmp/moshi-logs",
+        instance_name: "stt",
+        authorized_ids: [api_key],
+        modules: MoshiModules {
+            asr: BatchedAsr {
+                path: "/api/asr-streaming",
+                kind: "BatchedAsr",
+                lm_model_file: format!("{path}/model.safetensors"),
+                text_tokenizer_file: format!("{path}/tokenizer_en_fr_audio_8000.model"),
+                audio_tokenizer_file: format!("{path}/mimi-pytorch-e351c8d8@125.safetensors"),
+                asr_delay_in_tokens: 6,
+                batch_size: cp.spec.backend.slots_per_pod.max(1),
+                conditioning_learnt_padding: true,
+                // Greedy decoding.
+                temperature: 0.0,
+                model: STT_1B_EN_FR,
+            },
+        },
+    };
+    let body = toml::to_string(&config)
+        .map_err(|e| BuildError::Serialization { what: "moshi-server config", message: e.to_string() })?;
     Ok(format!(
-        r#"# Generated by visio-operator for CaptionPool {name}; edits are overwritten.
-# Weights are read from {path} only: no model hub is contacted at run time.
-static_dir = "./static/"
-log_dir = "/tmp/moshi-logs"
-instance_name = "stt"
-authorized_ids = [{key}]
-
-[modules.asr]
-path = "/api/asr-streaming"
-type = "BatchedAsr"
-lm_model_file = {lm}
-text_tokenizer_file = {tok}
-audio_tokenizer_file = {mimi}
-asr_delay_in_tokens = 6
-batch_size = {batch}
-conditioning_learnt_padding = true
-temperature = 0.0
-
-[modules.asr.model]
-audio_vocab_size = 2049
-text_in_vocab_size = 8001
-text_out_vocab_size = 8000
-audio_codebooks = 32
-
-[modules.asr.model.transformer]
-d_model = 2048
-num_heads = 16
-num_layers = 16
-dim_feedforward = 8192
-causal = true
-norm_first = true
-bias_ff = false
-bias_attn = false
-context = 750
-max_period = 100000
-use_conv_block = false
-use_conv_bias = true
-gating = "silu"
-norm = "RmsNorm"
-positional_embedding = "Rope"
-conv_layout = false
-conv_kernel_size = 3
-kv_repeat = 1
-max_seq_len = 40960
-
-[modules.asr.model.extra_heads]
-num_heads = 4
-dim = 6
-"#,
-        name = cp.meta().name.clone().unwrap_or_default(),
-        key = toml_string(api_key),
-        lm = file("model.safetensors"),
-        tok = file("tokenizer_en_fr_audio_8000.model"),
-        mimi = file("mimi-pytorch-e351c8d8@125.safetensors"),
-        batch = cp.spec.backend.slots_per_pod.max(1),
+        "# Generated by visio-operator for CaptionPool {name}; edits are overwritten.\n\
+         # Weights are read from {path} only: no model hub is contacted at run time.\n{body}",
+        name = comment_text(cp.meta().name.as_deref().unwrap_or_default()),
+        path = comment_text(path),
     ))
+}
+
+/// `s` with its control characters escaped (`\n`, `\u{7}`), fit for a TOML comment line.
+fn comment_text(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
 }
 
 fn secret(meta: ObjectMeta, data: &[(&str, &str)]) -> Secret {
@@ -510,10 +603,11 @@ fn backend_ports(engine: CaptionEngine) -> Vec<ContainerPort> {
 }
 
 fn agent_container(cp: &CaptionPool, agent_image: &str) -> Container {
-    let (backend, metrics) = match cp.spec.engine {
-        CaptionEngine::Whisperlive => ("whisperlive", format!("http://127.0.0.1:{WHISPERLIVE_METRICS_PORT}/metrics")),
-        CaptionEngine::Kyutai | CaptionEngine::Custom => ("moshi", format!("http://127.0.0.1:{MOSHI_PORT}/metrics")),
+    let backend = match cp.spec.engine {
+        CaptionEngine::Whisperlive => "whisperlive",
+        CaptionEngine::Kyutai | CaptionEngine::Custom => "moshi",
     };
+    let metrics = format!("http://127.0.0.1:{}/metrics", backend_metrics_port(cp.spec.engine));
     // Its readiness fails once the pod drains: the pod leaves the backend Service, its open streams continue.
     sfu_agent_container(
         agent_image,
@@ -576,10 +670,7 @@ pub fn backend_template(cp: &CaptionPool, agent_image: &str, config_hash: &str) 
     let pool = pool_name(cp)?;
     let image = backend_image(cp)?;
     let b = &cp.spec.backend;
-    let mut volumes = vec![
-        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
-        agent_token_volume(),
-    ];
+    let mut volumes = vec![super::empty_dir("tmp", BACKEND_TMP_SIZE), agent_token_volume()];
     if cp.spec.engine == CaptionEngine::Kyutai {
         volumes.push(Volume {
             name: "config".into(),
@@ -637,6 +728,53 @@ pub fn backend_template(cp: &CaptionPool, agent_image: &str, config_hash: &str) 
         ..ObjectMeta::default()
     };
     Ok(BackendTemplate { pod: Pod { metadata, spec: Some(spec), status: None }, hash })
+}
+
+/// The labels of one component's pods of this pool only: the selector and the pool's own label.
+fn pool_pods(cp: &CaptionPool, component: &str) -> LabelSelector {
+    let mut labels = selector_labels(cp, component);
+    labels.insert(POOL_LABEL.into(), cp.meta().name.clone().unwrap_or_default());
+    LabelSelector { match_labels: Some(labels), match_expressions: None }
+}
+
+/// The port the backend serves `/metrics` on: WhisperLive's own, or the stream port (moshi-server and
+/// `custom` backends serve both on one).
+pub fn backend_metrics_port(engine: CaptionEngine) -> u16 {
+    match engine {
+        CaptionEngine::Whisperlive => WHISPERLIVE_METRICS_PORT,
+        CaptionEngine::Kyutai | CaptionEngine::Custom => MOSHI_PORT,
+    }
+}
+
+/// `<pool>-backend`, the backend pods' ingress: the stream port from this pool's transcriber pods (same
+/// namespace: a pod selector without a namespace selector), the metrics port from namespaces labelled
+/// [`MONITORING_NAMESPACE_LABEL`], nothing else. Without it any pod of the cluster could open streams on
+/// a ministry's GPUs (the API key is the only other lock). What stays allowed without a rule: the agent
+/// reads the backend's metrics on loopback, and the kubelet's probes come from the pod's node, which a
+/// NetworkPolicy never blocks. For moshi-server and `custom` backends metrics and streams share one port,
+/// so monitoring namespaces reach that port too; streams there still need the API key.
+pub fn backend_network_policy(cp: &CaptionPool) -> Result<NetworkPolicy, BuildError> {
+    let pool = pool_name(cp)?;
+    let from_transcribers =
+        NetworkPolicyPeer { pod_selector: Some(pool_pods(cp, TRANSCRIBER_COMPONENT)), ..NetworkPolicyPeer::default() };
+    Ok(NetworkPolicy {
+        metadata: child_metadata(cp, backend_name(pool), BACKEND_COMPONENT)?,
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(pool_pods(cp, BACKEND_COMPONENT)),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![from_transcribers]),
+                    ports: Some(vec![policy_port(backend_port(cp.spec.engine), Protocol::Tcp)]),
+                },
+                NetworkPolicyIngressRule {
+                    from: Some(namespaces_labelled(MONITORING_NAMESPACE_LABEL)),
+                    ports: Some(vec![policy_port(backend_metrics_port(cp.spec.engine), Protocol::Tcp)]),
+                },
+            ]),
+            egress: None,
+        }),
+    })
 }
 
 /// The agent's ServiceAccount, Role (get, list, watch, patch pods) and RoleBinding.
@@ -725,14 +863,7 @@ pub fn transcriber_deployment(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> R
                     termination_grace_period_seconds: Some(grace),
                     security_context: Some(pod_security_context()),
                     affinity: Some(spread(cp, TRANSCRIBER_COMPONENT)),
-                    volumes: Some(vec![
-                        Volume {
-                            name: "tmp".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Volume::default()
-                        },
-                        agent_token_volume(),
-                    ]),
+                    volumes: Some(vec![super::empty_dir("tmp", TRANSCRIBER_TMP_SIZE), agent_token_volume()]),
                     ..PodSpec::default()
                 }),
             },
@@ -794,6 +925,7 @@ pub fn build_captions(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> Result<Ca
             }),
             status: None,
         },
+        network_policy: backend_network_policy(cp)?,
         agent: agent_access(cp)?,
         transcribers: transcriber_deployment(cp, inputs)?,
         backend,
@@ -804,21 +936,9 @@ pub fn build_captions(cp: &CaptionPool, inputs: &CaptionInputs<'_>) -> Result<Ca
 mod tests {
     use super::*;
     use crate::builders::labels::{COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+    use crate::builders::testing::pool_with;
     use proptest::prelude::*;
     use serde_json::json;
-
-    pub fn pool_with(spec: serde_json::Value) -> CaptionPool {
-        let mut base = json!({"clusterRef": {"name": "visio"}});
-        crate::builders::testing::merge_json(&mut base, spec);
-        let mut cp: CaptionPool = serde_json::from_value(json!({
-            "apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool",
-            "metadata": {"name": "captions", "namespace": "minsante", "uid": "4b1c0e2a-0000-4000-8000-000000000001"},
-            "spec": base,
-        }))
-        .unwrap();
-        cp.metadata.generation = Some(1);
-        cp
-    }
 
     fn inputs() -> CaptionInputs<'static> {
         CaptionInputs {
@@ -843,9 +963,90 @@ mod tests {
         let toml = moshi_config(&cp, "k\"ey").unwrap();
         assert!(toml.contains("batch_size = 48"));
         assert!(toml.contains(r#"lm_model_file = "/models/stt/model.safetensors""#));
-        assert!(toml.contains(r#"authorized_ids = ["k\"ey"]"#), "the key is escaped");
+        let parsed: toml::Table = toml::from_str(&toml).unwrap();
+        assert_eq!(
+            parsed["authorized_ids"],
+            toml::Value::Array(vec!["k\"ey".into()]),
+            "the key, quoted by the serializer"
+        );
         assert!(!toml.contains("hf://"), "never a model hub");
         assert!(moshi_config(&pool_with(json!({"model": {"path": "/a/../etc"}})), "k").is_err());
+    }
+
+    /// The config as the hand-written template rendered it before the serializer wrote it: the same keys, the
+    /// same values, the same bytes (so the config hash, and the backend pods, stay as they were).
+    const DEFAULT_MOSHI_CONFIG: &str = r#"# Generated by visio-operator for CaptionPool captions; edits are overwritten.
+# Weights are read from /models/stt-1b-en_fr only: no model hub is contacted at run time.
+static_dir = "./static/"
+log_dir = "/tmp/moshi-logs"
+instance_name = "stt"
+authorized_ids = ["k3y"]
+
+[modules.asr]
+path = "/api/asr-streaming"
+type = "BatchedAsr"
+lm_model_file = "/models/stt-1b-en_fr/model.safetensors"
+text_tokenizer_file = "/models/stt-1b-en_fr/tokenizer_en_fr_audio_8000.model"
+audio_tokenizer_file = "/models/stt-1b-en_fr/mimi-pytorch-e351c8d8@125.safetensors"
+asr_delay_in_tokens = 6
+batch_size = 64
+conditioning_learnt_padding = true
+temperature = 0.0
+
+[modules.asr.model]
+audio_vocab_size = 2049
+text_in_vocab_size = 8001
+text_out_vocab_size = 8000
+audio_codebooks = 32
+
+[modules.asr.model.transformer]
+d_model = 2048
+num_heads = 16
+num_layers = 16
+dim_feedforward = 8192
+causal = true
+norm_first = true
+bias_ff = false
+bias_attn = false
+context = 750
+max_period = 100000
+use_conv_block = false
+use_conv_bias = true
+gating = "silu"
+norm = "RmsNorm"
+positional_embedding = "Rope"
+conv_layout = false
+conv_kernel_size = 3
+kv_repeat = 1
+max_seq_len = 40960
+
+[modules.asr.model.extra_heads]
+num_heads = 4
+dim = 6
+"#;
+
+    #[test]
+    fn the_serialized_moshi_config_is_the_one_written_by_hand_before() {
+        assert_eq!(moshi_config(&pool_with(json!({})), "k3y").unwrap(), DEFAULT_MOSHI_CONFIG);
+    }
+
+    #[test]
+    fn no_spec_value_can_add_a_key_to_the_moshi_config() {
+        let path = "/models\n[modules.evil]\npath = \"/api/evil\"\n#";
+        let key = "k\"]\nstatic_dir = \"/\"\n#\u{7}";
+        let toml = moshi_config(&pool_with(json!({"model": {"path": path}})), key).unwrap();
+        let parsed: toml::Table = toml::from_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let keys = |t: &toml::Table| t.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&parsed), ["authorized_ids", "instance_name", "log_dir", "modules", "static_dir"]);
+        assert_eq!(keys(parsed["modules"].as_table().unwrap()), ["asr"], "{toml}");
+        assert_eq!(parsed["static_dir"].as_str(), Some("./static/"));
+        assert_eq!(parsed["authorized_ids"], toml::Value::Array(vec![key.into()]));
+        let asr = parsed["modules"]["asr"].as_table().unwrap();
+        assert_eq!(asr["lm_model_file"].as_str(), Some(format!("{path}/model.safetensors").as_str()));
+        assert_eq!(asr["path"].as_str(), Some("/api/asr-streaming"));
+        // Two comment lines, then the serializer's output: the path's newlines are escaped in the comment.
+        assert!(toml.lines().nth(1).unwrap().contains(r"/models\n[modules.evil]"), "{toml}");
+        assert!(!toml.lines().nth(2).unwrap().starts_with('#'), "{toml}");
     }
 
     #[test]
@@ -1065,6 +1266,85 @@ mod tests {
         assert_eq!(pdb.selector.unwrap().match_labels.unwrap().get(IN_USE_LABEL).map(String::as_str), Some("true"));
     }
 
+    /// Whether a pod with `labels` is selected by `selector` (match labels only, as the operator writes them).
+    fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+        assert!(selector.match_expressions.is_none());
+        selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    fn transcriber_labels(s: &CaptionStack) -> BTreeMap<String, String> {
+        s.transcribers.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap()
+    }
+
+    fn tcp(port: i32) -> Vec<k8s_openapi::api::networking::v1::NetworkPolicyPort> {
+        vec![k8s_openapi::api::networking::v1::NetworkPolicyPort {
+            port: Some(IntOrString::Int(port)),
+            protocol: Some("TCP".into()),
+            end_port: None,
+        }]
+    }
+
+    #[test]
+    fn backends_take_streams_from_their_pools_transcribers_and_scrapes_from_monitoring_only() {
+        for (engine, stream, metrics) in [("kyutai", 8080, 8080), ("custom", 8080, 8080), ("whisperlive", 9090, 9091)] {
+            let s = build(&pool_with(json!({"engine": engine, "image": "stt:1"})));
+            let p = &s.network_policy;
+            assert_eq!(p.metadata.name.as_deref(), Some("captions-backend"));
+            let spec = p.spec.as_ref().unwrap();
+            assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_string()][..]), "{engine}");
+            let backend_labels = s.backend.pod.metadata.labels.as_ref().unwrap();
+            let selector = spec.pod_selector.as_ref().unwrap();
+            assert!(selects(selector, backend_labels), "{engine}: selects the backend pods");
+            assert!(!selects(selector, &transcriber_labels(&s)), "{engine}: and not the transcribers");
+            // Two rules, nothing else: no ipBlock, no rule open to everyone.
+            let rules = spec.ingress.as_ref().unwrap();
+            assert_eq!(rules.len(), 2, "{engine}: {rules:?}");
+            // Streams: this pool's transcriber pods, in this namespace (no namespace selector).
+            let from = rules[0].from.as_ref().unwrap();
+            assert_eq!(rules[0].ports, Some(tcp(stream)), "{engine}");
+            assert_eq!(from.len(), 1);
+            assert!(from[0].namespace_selector.is_none() && from[0].ip_block.is_none(), "{engine}: same namespace");
+            let peers = from[0].pod_selector.as_ref().unwrap();
+            assert!(selects(peers, &transcriber_labels(&s)), "{engine}: the transcribers are admitted");
+            assert!(!selects(peers, backend_labels), "{engine}");
+            // ... on the port they dial: the Service's target port, in the URL they are given.
+            let svc = s.service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].clone();
+            assert_eq!(svc.target_port, Some(IntOrString::Int(stream)));
+            let env = s.transcribers.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].env.clone();
+            let url = env.unwrap().into_iter().find(|e| e.name == "CAPTION_BACKEND_URL").unwrap().value.unwrap();
+            assert!(url.starts_with(&format!("ws://captions-backend:{stream}")), "{url}");
+            // Metrics: monitoring namespaces only, on the port the PodMonitor scrapes by name. The agent
+            // reads them on loopback, which no NetworkPolicy governs.
+            let from = rules[1].from.as_ref().unwrap();
+            assert_eq!(rules[1].ports, Some(tcp(metrics)), "{engine}");
+            assert_eq!(from.len(), 1);
+            assert!(from[0].pod_selector.is_none() && from[0].ip_block.is_none());
+            let ns = from[0].namespace_selector.as_ref().unwrap().match_labels.clone().unwrap();
+            assert_eq!(ns, BTreeMap::from([(MONITORING_NAMESPACE_LABEL.to_string(), "true".to_string())]));
+            let stt = container(&s.backend.pod, BACKEND_CONTAINER);
+            assert!(ports(stt)
+                .iter()
+                .any(|(name, n)| *n == metrics && [STREAM_PORT_NAME, METRICS_PORT_NAME].contains(&name.as_str())));
+            let agent = container(&s.backend.pod, AGENT_CONTAINER).args.as_ref().unwrap().join(" ");
+            assert!(agent.contains(&format!("http://127.0.0.1:{metrics}/metrics")), "{agent}");
+        }
+    }
+
+    #[test]
+    fn another_pools_transcribers_cannot_reach_these_backends() {
+        let a = build(&pool_with(json!({})));
+        let mut other = pool_with(json!({}));
+        other.metadata.name = Some("autre".into());
+        let b = build(&other);
+        let spec = a.network_policy.spec.as_ref().unwrap();
+        let peers = spec.ingress.as_ref().unwrap()[0].from.as_ref().unwrap()[0].pod_selector.clone().unwrap();
+        assert!(selects(&peers, &transcriber_labels(&a)));
+        assert!(!selects(&peers, &transcriber_labels(&b)), "another pool's transcribers");
+        let selector = spec.pod_selector.as_ref().unwrap();
+        assert!(!selects(selector, b.backend.pod.metadata.labels.as_ref().unwrap()), "another pool's backends");
+        assert_eq!(peers.match_labels.unwrap().get(POOL_LABEL).map(String::as_str), Some("captions"));
+    }
+
     #[test]
     fn every_child_is_owned_labelled_and_hardened() {
         let cp = pool_with(json!({}));
@@ -1074,6 +1354,7 @@ mod tests {
             &s.config_secret.metadata,
             &s.service.metadata,
             &s.pdb.metadata,
+            &s.network_policy.metadata,
             &s.agent.service_account.metadata,
             &s.agent.role.metadata,
             &s.agent.role_binding.metadata,

@@ -27,6 +27,8 @@ pub use livekit_config::{render, LiveKitConfig};
 pub use sfu::{sfu_template, AgentAccess, SfuTemplate};
 pub use stack::{build_stack, Credentials, Stack};
 
+use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use sha2::{Digest, Sha256};
 
 use crate::duration::DurationError;
@@ -107,6 +109,16 @@ pub fn duration_millis(field: &'static str, value: &str) -> Result<i64, BuildErr
     Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A scratch volume on the node's disk, bounded by `size_limit`: the kubelet evicts a pod whose emptyDir
+/// outgrows it, so no pod can fill its node's disk. Every emptyDir of every pod has one.
+pub(crate) fn empty_dir(name: &str, size_limit: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource { medium: None, size_limit: Some(Quantity(size_limit.into())) }),
+        ..Volume::default()
+    }
+}
+
 /// A port field as a `u16`, refusing 0 and anything above 65535.
 pub(crate) fn port(field: &'static str, value: i32) -> Result<u16, BuildError> {
     match u16::try_from(value) {
@@ -124,7 +136,7 @@ pub mod testing {
     use proptest::prelude::*;
     use serde_json::json;
 
-    use crate::api::VisioCluster;
+    use crate::api::{CaptionPool, VisioCluster};
 
     /// An external Redis, as a `spec.redis` value.
     pub fn external_redis_spec() -> serde_json::Value {
@@ -220,6 +232,60 @@ pub mod testing {
         }
     }
 
+    /// A CaptionPool `captions` in namespace `minsante` serving the VisioCluster `visio`, with `spec` merged
+    /// over the minimal spec (JSON merge, as [`cluster_with`]).
+    pub fn pool_with(spec: serde_json::Value) -> CaptionPool {
+        let mut base = json!({"clusterRef": {"name": "visio"}});
+        merge(&mut base, spec);
+        let mut cp: CaptionPool = serde_json::from_value(json!({
+            "apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool",
+            "metadata": {"name": "captions", "namespace": "minsante", "uid": "4b1c0e2a-0000-4000-8000-000000000001"},
+            "spec": base,
+        }))
+        .expect("test spec deserializes");
+        cp.metadata.generation = Some(1);
+        cp
+    }
+
+    prop_compose! {
+        /// Arbitrary CaptionPool specs the API accepts (every engine, with and without a weights PVC, GPUs,
+        /// resources and scheduling).
+        pub fn arb_pool_spec()(
+            engine in prop_oneof![Just("kyutai"), Just("whisperlive"), Just("custom")],
+            image in proptest::option::of("[a-z]{1,8}(/[a-z]{1,8})?:[0-9]\\.[0-9]"),
+            weights_pvc in proptest::option::of("[a-z]{1,12}"),
+            path in "/[a-z]{1,8}(/[a-z0-9_-]{1,8}){0,2}",
+            slots in 1i32..=4096,
+            gpus in 0i32..=16,
+            backend_drain in proptest::sample::select(DRAINS),
+            transcriber_drain in proptest::sample::select(&["30s", "90s", "1h", "24h"][..]),
+            jobs in 1i32..=1000,
+            with_resources in any::<bool>(),
+            with_scheduling in any::<bool>(),
+        ) -> serde_json::Value {
+            let image = match (engine, image) {
+                ("custom", None) => Some("stt:1".to_string()),
+                (_, image) => image,
+            };
+            let mut spec = json!({
+                "engine": engine,
+                "model": {"path": path},
+                "backend": {"slotsPerPod": slots, "gpu": {"count": gpus}, "drainTimeout": backend_drain},
+                "transcribers": {"drainTimeout": transcriber_drain, "jobsPerWorker": jobs},
+            });
+            if let Some(i) = image { spec["image"] = json!(i); }
+            if let Some(pvc) = weights_pvc { spec["model"]["weightsPvc"] = json!(pvc); }
+            if with_resources {
+                spec["backend"]["resources"] = json!({"requests": {"cpu": "4"}, "limits": {"memory": "24Gi"}});
+                spec["transcribers"]["resources"] = json!({"requests": {"cpu": "1"}, "limits": {"memory": "2Gi"}});
+            }
+            if with_scheduling {
+                spec["backend"]["scheduling"] = json!({"nodeSelector": {"gpu": "l40s"}, "tolerations": [{"key": "gpu", "operator": "Exists"}]});
+            }
+            spec
+        }
+    }
+
     /// Whether the spec passes the CRD's CEL rules that the builders rely on.
     pub fn cel_valid(vc: &VisioCluster) -> bool {
         let s = &vc.spec;
@@ -251,6 +317,97 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::PodSpec;
+    use proptest::prelude::*;
+
+    use captions::{build_captions, CaptionInputs, CaptionStack};
+    use testing::{arb_pool_spec, arb_spec, cluster_with, pool_with};
+
+    /// The pod specs of a VisioCluster's stack. Destructured without `..`: a new field of [`Stack`] does not
+    /// compile here until it is sorted into pod templates or not.
+    fn stack_pod_specs(stack: &Stack) -> Vec<(&'static str, Option<&PodSpec>)> {
+        let Stack {
+            credentials_secret: _,
+            config_secret: _,
+            redis,
+            services: _,
+            pdb: _,
+            ingress: _,
+            network_policies: _,
+            admin_binding: _,
+            resource_quota: _,
+            limit_range: _,
+            agent: _,
+            sfu,
+            endpoints: _,
+            firewall: _,
+        } = stack;
+        let mut out = vec![("SFU pod template", sfu.pod.spec.as_ref())];
+        if let Some((deployment, _)) = redis {
+            out.push(("Redis Deployment", deployment.spec.as_ref().and_then(|d| d.template.spec.as_ref())));
+        }
+        out
+    }
+
+    /// The pod specs of a CaptionPool's children, destructured the same way.
+    fn caption_pod_specs(stack: &CaptionStack) -> Vec<(&'static str, Option<&PodSpec>)> {
+        let CaptionStack {
+            key_secret: _,
+            config_secret: _,
+            backend,
+            service: _,
+            pdb: _,
+            network_policy: _,
+            agent: _,
+            transcribers,
+        } = stack;
+        vec![
+            ("caption backend pod template", backend.pod.spec.as_ref()),
+            ("transcriber Deployment", transcribers.spec.as_ref().and_then(|d| d.template.spec.as_ref())),
+        ]
+    }
+
+    /// The emptyDir volumes of `specs` that have no `sizeLimit`, and how many emptyDirs there are.
+    fn unbounded_empty_dirs(specs: &[(&'static str, Option<&PodSpec>)]) -> (Vec<String>, usize) {
+        let (mut unbounded, mut seen) = (vec![], 0);
+        for (what, spec) in specs {
+            let spec = spec.unwrap_or_else(|| panic!("{what} has no pod spec"));
+            for v in spec.volumes.iter().flatten() {
+                if let Some(dir) = &v.empty_dir {
+                    seen += 1;
+                    if dir.size_limit.is_none() {
+                        unbounded.push(format!("{what}: volume {}", v.name));
+                    }
+                }
+            }
+        }
+        (unbounded, seen)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// No pod the operator creates can fill its node's disk: every emptyDir of every pod template, for
+        /// a spread of VisioCluster and CaptionPool specs, has a `sizeLimit`.
+        #[test]
+        fn every_empty_dir_has_a_size_limit(vc_spec in arb_spec(), pool_spec in arb_pool_spec()) {
+            let creds = stack::Credentials { api_key: "k".into(), api_secret: "s".repeat(48), redis_password: "r".repeat(32) };
+            let mut specs = vec![];
+            let stack = build_stack(&cluster_with(vc_spec), &creds, "agent:1");
+            if let Ok(stack) = &stack {
+                specs.extend(stack_pod_specs(stack));
+            }
+            let inputs =
+                CaptionInputs { api_key: "k", livekit_keys_secret: "visio-credentials", agent_image: "agent:1", transcriber_replicas: 1 };
+            let pool = build_captions(&pool_with(pool_spec), &inputs);
+            prop_assert!(pool.is_ok(), "{:?}", pool.err());
+            specs.extend(caption_pod_specs(pool.as_ref().unwrap()));
+            let (unbounded, seen) = unbounded_empty_dirs(&specs);
+            prop_assert!(unbounded.is_empty(), "emptyDirs without a sizeLimit: {:?}", unbounded);
+            // Not vacuous: the SFU's and both caption pods' /tmp at least.
+            prop_assert!(seen >= 2 + usize::from(stack.is_ok()), "{} emptyDirs", seen);
+        }
+    }
 
     #[test]
     fn labels_are_short_and_stable() {

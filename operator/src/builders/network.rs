@@ -7,6 +7,8 @@
 //!   namespaces (labelled [`MONITORING_NAMESPACE_LABEL`]). Nothing else.
 //! - Redis (`<vc>-redis`): only from this tenant's own SFU pods, on 6379, and no egress at all: another
 //!   ministry's pods, or any other pod of the namespace, cannot reach it.
+//! - A CaptionPool's backends (`<pool>-backend`, built in [`super::captions`] from the helpers here):
+//!   streams only from the same pool's transcribers, metrics only from monitoring namespaces.
 //!
 //! Only the stack's pods are selected: the operator never imposes a namespace-wide policy on a tenant's
 //! other workloads. NetworkPolicies do not apply to `hostNetwork` pods (the SFU in its default mode): the
@@ -35,7 +37,7 @@ pub const MONITORING_NAMESPACE_LABEL: &str = "visio.io/monitoring";
 /// Port of the managed Redis.
 pub const REDIS_PORT: i32 = 6379;
 
-fn port(number: u16, protocol: Protocol) -> NetworkPolicyPort {
+pub(super) fn port(number: u16, protocol: Protocol) -> NetworkPolicyPort {
     NetworkPolicyPort {
         port: Some(IntOrString::Int(i32::from(number))),
         protocol: Some(protocol.as_str().into()),
@@ -43,7 +45,8 @@ fn port(number: u16, protocol: Protocol) -> NetworkPolicyPort {
     }
 }
 
-fn namespaces_labelled(label: &str) -> Vec<NetworkPolicyPeer> {
+/// Every pod of the namespaces labelled `label=true`.
+pub(super) fn namespaces_labelled(label: &str) -> Vec<NetworkPolicyPeer> {
     vec![NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector {
             match_labels: Some(BTreeMap::from([(label.to_string(), "true".to_string())])),

@@ -6,9 +6,9 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -138,11 +138,7 @@ pub fn managed_redis(vc: &VisioCluster) -> Result<Option<(Deployment, Service)>,
             seccomp_profile: Some(runtime_default()),
             ..PodSecurityContext::default()
         }),
-        volumes: Some(vec![Volume {
-            name: "data".into(),
-            empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(Quantity("1Gi".into())), medium: None }),
-            ..Volume::default()
-        }]),
+        volumes: Some(vec![super::empty_dir("data", "1Gi")]),
         // Redis runs where the SFU runs (a restricted tenant's dedicated nodes), but without the SFU's
         // affinity: it does not compete for the SFU's host ports.
         node_selector: (!scheduling.node_selector.is_empty()).then(|| scheduling.node_selector.clone()),

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    KeyToPath, ObjectFieldSelector, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe,
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe,
     ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Sysctl,
     TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
@@ -119,11 +119,7 @@ pub fn sfu_template(
             }),
             ..Volume::default()
         },
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource { medium: None, size_limit: Some(Quantity("256Mi".into())) }),
-            ..Volume::default()
-        },
+        super::empty_dir("tmp", "256Mi"),
         agent_token_volume(),
     ];
     if let Some(secret) = turn_tls {

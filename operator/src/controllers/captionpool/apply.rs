@@ -11,7 +11,8 @@ use crate::runtime::error::Result;
 use crate::runtime::Context;
 
 /// The pool's children in apply order: Secrets and the agent's identity before the pods that read or
-/// run as them. The transcriber Deployment keeps the agent image it runs (see
+/// run as them, the backends' NetworkPolicy before any transcriber (and any backend pod, created by the
+/// next step) exists. The transcriber Deployment keeps the agent image it runs (see
 /// [`keep_running_agent_image`]).
 pub fn children(stack: &CaptionStack, ctx: &Context) -> Result<ChildSet> {
     let mut transcribers = stack.transcribers.clone();
@@ -25,6 +26,7 @@ pub fn children(stack: &CaptionStack, ctx: &Context) -> Result<ChildSet> {
         .add(stack.agent.role_binding.clone())
         .add(stack.service.clone())
         .add(stack.pdb.clone())
+        .add(stack.network_policy.clone())
         .add(transcribers);
     Ok(set)
 }

@@ -297,6 +297,7 @@ async fn a_first_reconcile_writes_children_then_backends_then_status_and_a_secon
             "RoleBinding",
             "Service",
             "PodDisruptionBudget",
+            "NetworkPolicy",
             "Deployment",
             "Pod",
             "Pod",
@@ -305,7 +306,7 @@ async fn a_first_reconcile_writes_children_then_backends_then_status_and_a_secon
         "children in apply order, then the backend pods (replicas.min), then the status: {writes:#?}"
     );
     assert!(writes.last().unwrap().path.ends_with("/captionpools/captions/status"));
-    let transcribers = &writes[7].body;
+    let transcribers = &writes[8].body;
     assert_eq!(
         transcribers["spec"]["replicas"],
         json!(cp.spec.transcribers.replicas.min),
