@@ -62,9 +62,7 @@ fn install_admission_policies() -> Result<()> {
     let text = std::fs::read_to_string(repo().join("manifests/install.yaml"))?;
     let policies: Vec<&str> = text
         .split("\n---")
-        .filter(|d| {
-            d.contains("kind: ValidatingAdmissionPolicy\n") || d.contains("kind: ValidatingAdmissionPolicyBinding\n")
-        })
+        .filter(|d| d.contains("kind: ValidatingAdmissionPolicy") && d.contains("name: visio-agent-own-pod\n"))
         .collect();
     ensure!(policies.len() == 2, "install.yaml holds the agent's policy and its binding: {}", policies.len());
     let joined = policies.join("\n---\n");

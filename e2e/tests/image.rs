@@ -424,7 +424,20 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
     .map(String::from)
     .to_vec();
     let sa = pod["spec"]["serviceAccountName"].as_str().context("the SFU pod's ServiceAccount")?;
-    let token = kubectl(&["create", "token", sa, "-n", tenant, "--duration=1h"])?;
+    // Bound to the pod, as the kubelet's projected token is: the chart's admission policy lets an agent
+    // change only the pod its token is bound to.
+    let uid = pod["metadata"]["uid"].as_str().context("the SFU pod's uid")?;
+    let token = kubectl(&[
+        "create",
+        "token",
+        sa,
+        "-n",
+        tenant,
+        "--duration=1h",
+        "--bound-object-kind=Pod",
+        &format!("--bound-object-name={pod_name}"),
+        &format!("--bound-object-uid={uid}"),
+    ])?;
     let mount = scratch.service_account("agent", admin, &token, tenant)?;
     let mut flags = Container::service_account_flags(&mount, cluster.ports.api);
     flags.extend([format!("--env=POD_NAME={pod_name}"), format!("--env=POD_NAMESPACE={tenant}")]);
