@@ -161,18 +161,13 @@ async fn an_agent_token_changes_only_its_own_pods_reported_annotations() -> Resu
         Ok(s.data.and_then(|d| d.get("token").map(|t| String::from_utf8_lossy(&t.0).into_owned())))
     })
     .await;
-    match minted {
-        Ok(token) => {
-            let kc = dir.join("minted.kubeconfig");
-            service_account_kubeconfig(&kubeconfig_path()?, &kc, &token)?;
-            let r = run(&kc, annotate("visio-sfu-1", &load))?;
-            ensure!(r.as_ref().is_err_and(|e| e.contains("only its own pod")), "a minted legacy token: {r:?}");
-            eprintln!("=== hostile tenant: a minted legacy agent token is refused too");
-        }
-        Err(e) => {
-            eprintln!("=== hostile tenant: no legacy token minted here ({e}); the unbound TokenRequest stands for it")
-        }
-    }
+    // The tokens controller fills it (kube-controller-manager runs with the signing key): a tenant
+    // admin can mint an agent token, and it must be refused like the unbound one.
+    let minted = minted?;
+    let kc = dir.join("minted.kubeconfig");
+    service_account_kubeconfig(&kubeconfig_path()?, &kc, &minted)?;
+    let r = run(&kc, annotate("visio-sfu-1", &load))?;
+    ensure!(r.as_ref().is_err_and(|e| e.contains("only its own pod")), "a minted legacy token: {r:?}");
     eprintln!(
         "=== hostile tenant: an agent token changes only its own pod's reported annotations (another pod: {})",
         refused.trim()

@@ -156,6 +156,7 @@ macro_rules! child_kinds {
 
         impl Child {
             /// The child of kind `kind` in `value` (an object as the API returns it).
+            #[cfg(test)]
             pub fn from_json(kind: &str, value: serde_json::Value) -> Option<Child> {
                 match kind {
                     "Secret" => serde_json::from_value(value).ok().map(Child::Secret),

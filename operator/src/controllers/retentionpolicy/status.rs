@@ -48,16 +48,21 @@ pub fn problem_conditions(reason: &str, message: &str) -> Vec<Decided> {
     ]
 }
 
-/// The conditions after a finished sweep (pure).
-pub fn sweep_conditions(mode: RetentionMode, p: &Progress) -> Vec<Decided> {
+/// A sweep's counts as the status, its Event and its log say them.
+pub fn counts(mode: RetentionMode, p: &Progress) -> String {
     let what = match mode {
         RetentionMode::Enforce => "deleted",
         RetentionMode::DryRun => "would delete (DryRun)",
     };
-    let summary = format!(
-        "last sweep: {} objects scanned, {} {what} ({} bytes), {} on legal hold, {} errors",
+    format!(
+        "{} objects scanned, {} {what} ({} bytes), {} on legal hold, {} errors",
         p.scanned, p.deleted, p.bytes_deleted, p.held, p.errors
-    );
+    )
+}
+
+/// The conditions after a finished sweep (pure).
+pub fn sweep_conditions(mode: RetentionMode, p: &Progress) -> Vec<Decided> {
+    let summary = format!("last sweep: {}", counts(mode, p));
     vec![
         Decided::new(conditions::READY, true, "Swept", summary.clone()),
         if p.errors > 0 {

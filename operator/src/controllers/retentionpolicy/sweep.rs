@@ -15,7 +15,7 @@ use super::validate::Validated;
 use super::{LastSweep, Policies};
 use crate::api::retentionpolicy::{RetentionMode, SweepCheckpoint, SweepSummary};
 use crate::api::RetentionPolicy;
-use crate::retention::sweep::{self, SweepError, Sweeper};
+use crate::retention::sweep::{self, Progress, SweepError, Sweeper};
 use crate::runtime::conditions;
 use crate::runtime::{key_of, Context};
 
@@ -199,14 +199,7 @@ async fn run_sweep(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, policies: &Polic
             tracing::warn!(policy = %key, error = %e, "could not record the sweep in status");
         }
     }
-    let what = match mode {
-        RetentionMode::Enforce => "deleted",
-        RetentionMode::DryRun => "would delete (DryRun)",
-    };
-    let counts = format!(
-        "{} objects scanned, {} {what} ({} bytes), {} on legal hold, {} errors",
-        summary.scanned, summary.deleted, summary.bytes_deleted, summary.held, summary.errors
-    );
+    let counts = super::status::counts(mode, &Progress { errors: summary.errors, ..progress.clone() });
     match &outcome {
         Ok(()) => {
             m.retention_runs.with_label_values(&[&ns, &name, "success"]).inc();
