@@ -78,6 +78,7 @@ const ALLOWED: &[Grant] = &[
     ),
     cluster("visio.io", "captionpools", &["list", "watch"], "controllers/captionpool/mod.rs controller()"),
     cluster("visio.io", "retentionpolicies", &["list", "watch"], "controllers/retentionpolicy/mod.rs controller()"),
+    cluster("visio.io", "visioplatforms", &["list", "watch"], "runtime/platform.rs Platform::run(): the --platform rules"),
     cluster(
         "visio.io",
         "visioclusters/status",

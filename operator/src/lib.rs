@@ -8,6 +8,7 @@ pub mod controllers;
 pub mod duration;
 pub mod fleet;
 pub mod leader;
+pub mod platform;
 pub mod pod_protocol;
 pub mod retention;
 pub mod runtime;

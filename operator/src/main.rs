@@ -67,6 +67,11 @@ enum Command {
         /// (ResponseTooLarge). Answers about one object are capped at 64 KiB.
         #[arg(long, env = "VISIO_RETENTION_MAX_RESPONSE_BYTES", default_value_t = limits::DEFAULT_MAX_RESPONSE_BYTES, value_parser = clap::value_parser!(u64).range(65536..=(256 << 20)))]
         retention_max_response_bytes: u64,
+        /// The cluster-scoped VisioPlatform whose rules (images, node pools, PriorityClasses, sizes, buckets,
+        /// legal holds) every tenant's resources must keep; while it does not exist nothing is deployed. Empty:
+        /// no platform rules (a development cluster). The chart sets it.
+        #[arg(long, env = "VISIO_PLATFORM", default_value = "")]
+        platform: String,
     },
     /// Run the in-pod agent: report the backend's load on this pod, carry out the operator's drain marks.
     Agent(visio_operator::agent::AgentArgs),
@@ -95,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             retention_max_sweep_pages,
             retention_max_sweep_duration,
             retention_max_response_bytes,
+            platform,
         } => {
             telemetry::init_logging(&log_level, log_format);
             let election = leader_election.then(|| Election {
@@ -114,6 +120,7 @@ fn main() -> anyhow::Result<()> {
                         max_sweep_duration: retention_max_sweep_duration,
                         max_response_bytes: retention_max_response_bytes,
                     },
+                    platform: Some(platform).filter(|p| !p.is_empty()),
                 },
                 election,
             ))?;

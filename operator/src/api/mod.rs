@@ -1,14 +1,17 @@
-//! The `visio.io/v1alpha1` API: the three custom resources a tenant applies.
+//! The `visio.io/v1alpha1` API: the three custom resources a tenant applies, and the platform team's
+//! `VisioPlatform`.
 //! Types only, no I/O.
 
 pub mod captionpool;
 pub mod common;
 pub mod retentionpolicy;
 pub mod visiocluster;
+pub mod visioplatform;
 
 pub use captionpool::{CaptionPool, CaptionPoolSpec, CaptionPoolStatus};
 pub use retentionpolicy::{RetentionPolicy, RetentionPolicySpec, RetentionPolicyStatus};
 pub use visiocluster::{VisioCluster, VisioClusterSpec, VisioClusterStatus};
+pub use visioplatform::{VisioPlatform, VisioPlatformSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
@@ -20,7 +23,7 @@ pub const GROUP: &str = "visio.io";
 
 /// The CRDs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    [with_name_rule(VisioCluster::crd()), CaptionPool::crd(), RetentionPolicy::crd()]
+    [with_name_rule(VisioCluster::crd()), CaptionPool::crd(), RetentionPolicy::crd(), VisioPlatform::crd()]
         .into_iter()
         .map(without_control_characters)
         .collect()

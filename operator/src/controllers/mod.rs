@@ -54,6 +54,9 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
     // Subscribed before the Node watch starts, so no cordon change is missed.
     let cordons = nodes::CordonChanges::new();
     let (vc_cordons, cp_cordons) = (cordons.subscribe(), cordons.subscribe());
+    // Subscribed before the VisioPlatform watch starts, so no change of the rules is missed.
+    let platform = ctx.platform.clone();
+    let (vc_platform, cp_platform, rp_platform) = (platform.subscribe(), platform.subscribe(), platform.subscribe());
     let policies = crate::runtime::lenient_watcher::<crate::api::RetentionPolicy>(client.clone(), watch_config())
         .backoff(WatchBackoff::default())
         .reflect(policies_w)
@@ -67,15 +70,18 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: c
             secrets: secret_caches.subscribe().boxed(),
             retention_policies: policies,
             nodes: vc_cordons.boxed(),
+            platform: vc_platform.boxed(),
         },
     );
-    let cp = captionpool::controller(client.clone(), ctx.clone(), cp_cordons.boxed());
+    let cp = captionpool::controller(client.clone(), ctx.clone(), cp_cordons.boxed(), cp_platform.boxed());
+    tokio::spawn(platform.run(client.clone()));
     tokio::spawn(cordons.run(client.clone(), nodes_w));
-    let rp = retentionpolicy::controller(client.clone(), ctx.clone());
+    let rp = retentionpolicy::controller(client.clone(), ctx.clone(), rp_platform.boxed());
 
     // Ready once every child cache has its first full list (the controllers drive the watches).
+    let ctx_ready = ctx.clone();
     let readiness = async move {
-        while !stores.children_ready() {
+        while !stores.children_ready() || !ctx_ready.platform.ready() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         ready.set(true);

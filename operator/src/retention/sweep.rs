@@ -225,6 +225,8 @@ pub struct Sweeper {
     target: RetentionTarget,
     rules: Vec<Rule>,
     hold: LegalHoldSpec,
+    /// The platform's hold tags, honoured besides the policy's own (`crate::platform::holds`).
+    platform_tags: Vec<(String, String)>,
     object_lock: bool,
     mode: RetentionMode,
     now: i64,
@@ -271,6 +273,7 @@ impl Sweeper {
             target: target.clone(),
             rules,
             hold: hold.clone(),
+            platform_tags: Vec::new(),
             object_lock,
             mode,
             now,
@@ -280,6 +283,12 @@ impl Sweeper {
             budget: Budget::new(Limits::default(), Instant::now()),
             warned: AtomicU32::new(0),
         })
+    }
+
+    /// Also holds every object tagged with one of `tags` (the platform's holds, which no policy can lift).
+    pub fn holding_also(mut self, tags: Vec<(String, String)>) -> Self {
+        self.platform_tags = tags;
+        self
     }
 
     /// Smaller pages (tests use them to interrupt a sweep between pages of a small bucket).
@@ -476,11 +485,17 @@ impl Sweeper {
     async fn holds(&self, key: &str) -> Holds {
         let bucket = &self.target.bucket;
         let tag = match self.client.get_object_tagging().bucket(bucket).key(key).send().await {
-            Ok(out) => decide::tag_hold(
-                out.tag_set().iter().map(|t| (t.key(), t.value())),
-                &self.hold.tag_key,
-                &self.hold.tag_value,
-            ),
+            Ok(out) => {
+                let tags = || out.tag_set().iter().map(|t| (t.key(), t.value()));
+                let held = std::iter::once((self.hold.tag_key.as_str(), self.hold.tag_value.as_str()))
+                    .chain(self.platform_tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .any(|(k, v)| decide::tag_hold(tags(), k, v) == Hold::On);
+                if held {
+                    Hold::On
+                } else {
+                    Hold::Off
+                }
+            }
             Err(e) => {
                 if self.may_warn() {
                     tracing::warn!(bucket = %bucket, key = %key, code = e.code().unwrap_or("-"), "retention: GetObjectTagging failed");

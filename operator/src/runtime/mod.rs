@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod error;
 pub mod fanout;
 pub mod nodes;
+pub mod platform;
 pub mod pods;
 pub mod recent;
 pub mod secrets;
@@ -47,6 +48,8 @@ pub struct Config {
     pub max_concurrent_reconciles: u16,
     /// What retention sweeps may cost: pages, time and answer size per sweep, sweeps at once.
     pub retention: crate::retention::limits::Limits,
+    /// The VisioPlatform whose rules every tenant's resources must keep (`None`: no platform rules).
+    pub platform: Option<String>,
 }
 
 /// What a controller remembers per object between reconciles, keyed `namespace/name` (or a key derived
@@ -124,6 +127,8 @@ pub struct Context {
     pub recent: recent::RecentWrites,
     /// When each status was last written (count-only changes wait, see `status_pace`).
     pub status_pace: status_pace::StatusPace,
+    /// The platform's rules (`--platform`).
+    pub platform: Arc<platform::Platform>,
 }
 
 impl Context {
@@ -137,6 +142,7 @@ impl Context {
         secrets: Arc<secrets::SecretCaches>,
         operator: Option<Subject>,
     ) -> Self {
+        let platform_name = config.platform.clone();
         Context {
             client,
             metrics,
@@ -151,6 +157,7 @@ impl Context {
             operator,
             recent: recent::RecentWrites::default(),
             status_pace: status_pace::StatusPace::default(),
+            platform: platform::Platform::new(platform_name),
         }
     }
 

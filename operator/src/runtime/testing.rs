@@ -153,6 +153,7 @@ pub fn context() -> (Context, Writers, Calls) {
         instance: "test".into(),
         max_concurrent_reconciles: 0,
         retention: Default::default(),
+        platform: None,
     };
     let ctx = Context::new(
         client.clone(),

@@ -77,6 +77,7 @@ pub fn controller(
     client: Client,
     ctx: Arc<Context>,
     cordons: futures::stream::BoxStream<'static, std::result::Result<k8s_openapi::api::core::v1::Node, watcher::Error>>,
+    platform: futures::stream::BoxStream<'static, std::result::Result<crate::api::VisioPlatform, watcher::Error>>,
 ) -> impl std::future::Future<Output = ()> {
     // Lenient watches: one stored object we cannot read must not stop the others.
     let ctrl = runtime::lenient_controller::<CaptionPool>(&client, runtime::watch_config(), &ctx.config);
@@ -109,6 +110,7 @@ pub fn controller(
         .backoff(runtime::WatchBackoff::default())
         .applied_objects();
     let pools_of_ns = ctrl.store();
+    let every_pool = ctrl.store();
     // A pool whose VisioCluster appears or goes must be looked at again.
     // By the pool label: a transcriber pod's owner is its ReplicaSet, not the pool.
     let pods_on_node = pod_store.clone();
@@ -135,6 +137,10 @@ pub fn controller(
             .filter(|cp| cp.namespace() == vc.namespace() && cp.spec.cluster_ref.name == vc.name_any())
             .map(|cp| ObjectRef::from_obj(cp.as_ref()))
             .collect::<Vec<_>>()
+    })
+    // The platform's rules changed: every pool is checked again.
+    .watches_stream(platform, move |_| {
+        every_pool.state().iter().map(|cp| ObjectRef::from_obj(cp.as_ref())).collect::<Vec<_>>()
     })
     .shutdown_on_signal()
     .run(
@@ -166,6 +172,7 @@ async fn reconcile(cp: Arc<CaptionPool>, ctx: Arc<Context>, pools: Arc<Pools>) -
                 "invalid_duration" => "InvalidDuration",
                 "missing_credentials" => "MissingCredentials",
                 "conflict" => "Conflict",
+                "platform_rule" => "PlatformRule",
                 _ => "InvalidSpec",
             };
             status::report_problem(&cp, &ctx, reason, e.to_string()).await?;
@@ -180,6 +187,12 @@ async fn reconcile_pool(cp: &CaptionPool, ctx: &Context, pools: &Pools) -> Resul
     if !runtime::children::caches_ready(ctx).await || !pods_ready(&pools.pods).await {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    // The platform's rules before anything is read or written: a pool outside them gets nothing.
+    if !ctx.platform.ready() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let namespace = cp.namespace().unwrap_or_default();
+    runtime::platform::check(&ctx.platform.rules(), &namespace, &cp.spec, crate::platform::check_pool)?;
     let refs = match dereference::dereference(cp, ctx).await? {
         dereference::Outcome::Ready(refs) => refs,
         dereference::Outcome::Problem { reason, message } => {

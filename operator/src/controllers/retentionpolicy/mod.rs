@@ -64,7 +64,14 @@ impl Policies {
 }
 
 /// The controller future.
-pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future<Output = ()> {
+pub fn controller(
+    client: Client,
+    ctx: Arc<Context>,
+    platform: futures::stream::BoxStream<
+        'static,
+        std::result::Result<crate::api::VisioPlatform, kube::runtime::watcher::Error>,
+    >,
+) -> impl std::future::Future<Output = ()> {
     let (wake, woken) = futures::channel::mpsc::unbounded::<String>();
     let slots =
         Slots::new(ctx.config.retention.max_concurrent_sweeps, Some(ctx.metrics.retention_sweeps.clone()), Some(wake));
@@ -72,8 +79,14 @@ pub fn controller(client: Client, ctx: Arc<Context>) -> impl std::future::Future
     let woken = woken.filter_map(|key| {
         futures::future::ready(key.split_once('/').map(|(ns, name)| ObjectRef::<RetentionPolicy>::new(name).within(ns)))
     });
-    runtime::lenient_controller::<RetentionPolicy>(&client, runtime::watch_config(), &ctx.config)
+    let controller = runtime::lenient_controller::<RetentionPolicy>(&client, runtime::watch_config(), &ctx.config);
+    let every_policy = controller.store();
+    controller
         .reconcile_on(woken)
+        // The platform's rules changed: every policy is checked again.
+        .watches_stream(platform, move |_| {
+            every_policy.state().iter().map(|rp| ObjectRef::from_obj(rp.as_ref())).collect::<Vec<_>>()
+        })
         .shutdown_on_signal()
         .run(
             move |rp, ctx| {
@@ -111,6 +124,14 @@ async fn reconcile_policy(
     if policies.running.get(key).is_some() {
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
+    if !ctx.platform.ready() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // The platform's rules first: a policy outside them reads no Secret and sweeps nothing.
+    let platform = match validate::platform(&rp, &ctx.platform.rules()) {
+        Ok(p) => p,
+        Err((reason, message)) => return status::report_problem(&rp, ctx, reason, &message).await,
+    };
     let now = Timestamp::now().as_second();
     let last = policies.last.get(key);
     let due = sweep::due(&rp, last, now);
@@ -131,7 +152,7 @@ async fn reconcile_policy(
     let Some(secret) = dereference::dereference(&rp, ctx).await? else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
-    let valid = match validate::validate(&rp, secret.as_ref()) {
+    let valid = match validate::validate(&rp, secret.as_ref(), platform.as_ref()) {
         Ok(v) => v,
         Err((reason, message)) => return status::report_problem(&rp, ctx, reason, &message).await,
     };

@@ -13,7 +13,7 @@ use super::slots::Slot;
 use super::status::{patch_status, problem_conditions, run_event, sweep_conditions};
 use super::validate::Validated;
 use super::{LastSweep, Policies};
-use crate::api::retentionpolicy::{RetentionMode, SweepCheckpoint, SweepSummary};
+use crate::api::retentionpolicy::{LegalHoldSpec, RetentionMode, SweepCheckpoint, SweepSummary};
 use crate::api::RetentionPolicy;
 use crate::retention::sweep::{self, Progress, SweepError, Sweeper};
 use crate::runtime::conditions;
@@ -80,7 +80,11 @@ async fn run_sweep(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, policies: &Polic
     let name = rp.name_any();
     let key = key_of(rp.as_ref());
     let generation = rp.metadata.generation;
-    let mode = rp.spec.mode;
+    // A namespace the platform holds as a whole deletes nothing: its sweeps report, as a dry run does.
+    let mode = if valid.holds.namespace_held { RetentionMode::DryRun } else { rp.spec.mode };
+    if valid.holds.namespace_held && rp.spec.mode != RetentionMode::DryRun {
+        tracing::info!(policy = %key, "the VisioPlatform holds this namespace (spec.retention.heldNamespaces): the sweep deletes nothing");
+    }
     let status = rp.status.clone().unwrap_or_default();
     // Resume an interrupted sweep of the same spec and mode.
     let resumed = status.in_progress.clone().filter(|c| c.generation == generation && c.mode == mode_str(mode));
@@ -100,12 +104,13 @@ async fn run_sweep(rp: Arc<RetentionPolicy>, ctx: Arc<Context>, policies: &Polic
             client,
             &rp.spec.target,
             valid.rules,
-            &rp.spec.legal_hold,
+            &LegalHoldSpec { object_lock: valid.holds.object_lock, ..rp.spec.legal_hold.clone() },
             mode,
             crate::retention::now_secs(),
             resume,
         )
         .await?
+        .holding_also(valid.holds.tags.clone())
         .with_limits(limits);
         let mut saved = Instant::now();
         loop {

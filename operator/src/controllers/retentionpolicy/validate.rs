@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::api::RetentionPolicy;
+use kube::ResourceExt;
+
+use crate::api::{RetentionPolicy, VisioPlatformSpec};
 use crate::retention::decide::{self, Rule};
 use crate::retention::sweep::S3Credentials;
+use crate::runtime::platform::Rules;
 
 /// Everything a sweep needs, parsed once.
 #[derive(Debug)]
@@ -15,10 +18,16 @@ pub struct Validated {
     pub rules: Vec<Rule>,
     pub interval: Duration,
     pub credentials: S3Credentials,
+    /// The policy's legal holds with the platform's, which it cannot lift.
+    pub holds: crate::platform::Holds,
 }
 
 /// The policy and its credentials Secret (`None`: not found), validated.
-pub fn validate(rp: &RetentionPolicy, secret: Option<&Secret>) -> Result<Validated, (&'static str, String)> {
+pub fn validate(
+    rp: &RetentionPolicy,
+    secret: Option<&Secret>,
+    platform: Option<&VisioPlatformSpec>,
+) -> Result<Validated, (&'static str, String)> {
     let Valid { rules, interval } = check(rp, missing_credential_keys(secret))?;
     let credentials = secret.and_then(credentials_of).ok_or_else(|| {
         (
@@ -29,7 +38,18 @@ pub fn validate(rp: &RetentionPolicy, secret: Option<&Secret>) -> Result<Validat
             ),
         )
     })?;
-    Ok(Validated { rules, interval, credentials })
+    let holds = crate::platform::holds(platform, &rp.namespace().unwrap_or_default(), &rp.spec.legal_hold);
+    Ok(Validated { rules, interval, credentials, holds })
+}
+
+/// The platform's rules, before anything is read: a policy outside them sweeps nothing (`PlatformRule`).
+pub fn platform(rp: &RetentionPolicy, rules: &Rules) -> Result<Option<VisioPlatformSpec>, (&'static str, String)> {
+    let spec = rules.spec().map_err(|v| ("PlatformMissing", v.to_string()))?;
+    if let Some(p) = spec {
+        crate::platform::check_policy(p, &rp.namespace().unwrap_or_default(), &rp.spec)
+            .map_err(|v| ("PlatformRule", v.to_string()))?;
+    }
+    Ok(spec.cloned())
 }
 
 /// Which of the credentials Secret's required keys are missing (`None`: the Secret itself is missing).

@@ -25,7 +25,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::Instrument;
 
-use crate::api::{RetentionPolicy, VisioCluster};
+use crate::api::{RetentionPolicy, VisioCluster, VisioPlatform};
 use crate::builders::stack::build_stack;
 use crate::runtime::children::ChildWatches;
 use crate::runtime::error::Result;
@@ -47,6 +47,8 @@ pub struct Triggers {
     pub retention_policies: Watch<RetentionPolicy>,
     /// Nodes whose cordon changed (`nodes::CordonChanges`): their SFU pods are moved off.
     pub nodes: Watch<Node>,
+    /// The VisioPlatform, each time it changes: every VisioCluster is checked again.
+    pub platform: Watch<VisioPlatform>,
 }
 
 /// The controller future.
@@ -55,6 +57,7 @@ pub fn controller(client: Client, ctx: Arc<Context>, triggers: Triggers) -> impl
     let controller = runtime::lenient_controller::<VisioCluster>(&client, runtime::watch_config(), &ctx.config);
     let clusters = controller.store();
     let pods_store = ctx.stores.pods.clone();
+    let every_cluster = controller.store();
     let controller = controller
         // A RetentionPolicy that appears, changes or goes re-decides every VisioCluster of its namespace.
         .watches_stream(runtime::without_errors(triggers.retention_policies), move |rp: RetentionPolicy| {
@@ -67,6 +70,9 @@ pub fn controller(client: Client, ctx: Arc<Context>, triggers: Triggers) -> impl
                 .into_iter()
                 .map(|(ns, name)| ObjectRef::<VisioCluster>::new(&name).within(&ns))
                 .collect::<Vec<_>>()
+        })
+        .watches_stream(triggers.platform, move |_| {
+            every_cluster.state().iter().map(|vc| ObjectRef::from_obj(vc.as_ref())).collect::<Vec<_>>()
         })
         .owns_stream(triggers.secrets);
     triggers
@@ -104,6 +110,12 @@ async fn reconcile_stack(vc: &VisioCluster, ctx: &Context) -> Result<Action> {
     if !runtime::children::caches_ready(ctx).await {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    // The platform's rules before anything is read or written: a tenant outside them gets nothing.
+    if !ctx.platform.ready() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let namespace = vc.namespace().unwrap_or_default();
+    runtime::platform::check(&ctx.platform.rules(), &namespace, &vc.spec, crate::platform::check_cluster)?;
     let Some(refs) = dereference::dereference(vc, ctx).await? else {
         // The operator's Secret rights in this namespace are not in effect yet.
         return Ok(Action::requeue(Duration::from_secs(1)));

@@ -84,6 +84,7 @@ fn reason_of(e: &Error) -> &'static str {
         "keys_secret_invalid" => "KeysSecretInvalid",
         "redis_secret_missing" => "RedisSecretMissing",
         "conflict" => "Conflict",
+        "platform_rule" => "PlatformRule",
         _ => "InvalidSpec",
     }
 }
