@@ -340,7 +340,8 @@ fn wrong_values_fail_naming_the_key() -> Result<()> {
 }
 
 /// What the chart renders with its default values.
-const DEFAULT_KINDS: [&str; 9] = [
+const DEFAULT_KINDS: [&str; 10] = [
+    "VisioPlatform",
     "ServiceAccount",
     "ClusterRole",
     "ClusterRoleBinding",
@@ -361,11 +362,22 @@ fn default_values_render_the_operator_and_nothing_optional() -> Result<()> {
         !kinds(&render(&["admissionPolicies.enabled=false"])?).contains("ValidatingAdmissionPolicy"),
         "the admission policies can be left out"
     );
+    let without_platform = render(&["platform.name="])?;
+    assert!(!kinds(&without_platform).contains("VisioPlatform"), "no platform without its name");
+    let deploy = find(&without_platform, "Deployment")?;
+    assert!(strings(&deploy["spec"]["template"]["spec"]["containers"][0]["args"]).contains(&"--platform=".to_string()));
+    let platform = find(&docs, "VisioPlatform")?;
+    assert_eq!(platform["metadata"]["name"], "default");
+    assert_eq!(platform["spec"]["tenantClasses"][0]["namespaces"], json!(["*"]), "every namespace a tenant by default");
     for d in &docs {
         if !matches!(
             d["kind"].as_str(),
             Some(
-                "ClusterRole" | "ClusterRoleBinding" | "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding"
+                "ClusterRole"
+                    | "ClusterRoleBinding"
+                    | "ValidatingAdmissionPolicy"
+                    | "ValidatingAdmissionPolicyBinding"
+                    | "VisioPlatform"
             )
         ) {
             assert_eq!(d["metadata"]["namespace"], NAMESPACE, "{} is namespaced", d["kind"]);
@@ -399,6 +411,7 @@ fn default_values_render_the_operator_and_nothing_optional() -> Result<()> {
             "--retention-max-sweep-pages=10000".into(),
             "--retention-max-sweep-duration=1h".into(),
             "--retention-max-response-bytes=4194304".into(),
+            "--platform=default".into(),
             format!("--agent-image={image}"),
         ]
     );
@@ -443,6 +456,7 @@ fn non_default_values_render_what_they_ask() -> Result<()> {
         "nodeSelector.kubernetes\\.io/os=linux",
         "networkPolicy.enabled=true",
         "networkPolicy.apiServer.cidrs={10.0.0.10/32,10.0.0.11/32}",
+        "networkPolicy.s3.cidrs={192.0.2.20/32}",
         "serviceMonitor.enabled=true",
         "serviceMonitor.labels.release=prometheus",
     ])?;
@@ -477,7 +491,12 @@ fn non_default_values_render_what_they_ask() -> Result<()> {
     assert_eq!(
         np["spec"]["egress"],
         json!([{"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
-                "to": [{"ipBlock": {"cidr": "10.0.0.10/32"}}, {"ipBlock": {"cidr": "10.0.0.11/32"}}]}])
+                "to": [{"ipBlock": {"cidr": "10.0.0.10/32"}}, {"ipBlock": {"cidr": "10.0.0.11/32"}}]},
+               // Retention sweeps: DNS, then the platform's S3 endpoints.
+               {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+                "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]},
+               {"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "192.0.2.20/32"}}]}])
     );
     let sm = find(&docs, "ServiceMonitor")?;
     assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");

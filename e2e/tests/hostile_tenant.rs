@@ -181,3 +181,367 @@ fn tempfile_dir(name: &str) -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// One ValidatingAdmissionPolicy of manifests/install.yaml (the chart as shipped), applied as it is, with a
+/// binding of the test's own: bound to the namespaces labelled `visio.io/e2e-hostile=<label>` only (the other
+/// suites share this control plane) and reading `param` when the policy takes params.
+fn bind_policy(policy: &str, label: &str, param: Option<&str>) -> Result<String> {
+    let text = std::fs::read_to_string(repo().join("manifests/install.yaml"))?;
+    let doc = text
+        .split("\n---")
+        .find(|d| d.contains("kind: ValidatingAdmissionPolicy\n") && d.contains(&format!("name: {policy}\n")))
+        .ok_or_else(|| anyhow!("install.yaml ships the ValidatingAdmissionPolicy {policy}"))?;
+    apply_shared(doc)?;
+    let binding = format!("{policy}-{label}");
+    let mut spec = json!({
+        "policyName": policy,
+        "validationActions": ["Deny"],
+        "matchResources": {"namespaceSelector": {"matchLabels": {"visio.io/e2e-hostile": label}}}
+    });
+    if let Some(name) = param {
+        spec["paramRef"] = json!({"name": name, "parameterNotFoundAction": "Deny"});
+    }
+    let b = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": binding}, "spec": spec});
+    kubectl(&["apply", "-f", "-"], Some(&b.to_string()))?;
+    Ok(doc.to_string())
+}
+
+/// `kubectl apply` of an object several tests of this binary apply at once (a cluster-scoped role or
+/// policy): the loser of a creation race reads AlreadyExists, and applies again.
+fn apply_shared(doc: &str) -> Result<()> {
+    let mut last = None;
+    for _ in 0..3 {
+        match kubectl(&["apply", "-f", "-"], Some(doc)) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.to_string().contains("AlreadyExists") => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("kubectl apply")))
+}
+
+/// A namespace labelled for the test's policy bindings, its tenant admins (`group`) bound to the chart's
+/// `visio-tenant-admin` ClusterRole as the operator binds them.
+async fn hostile_namespace(client: &kube::Client, ns: &'static str, label: &str, group: &str) -> Result<Tenant> {
+    let tenant = Tenant::create(client, ns).await?;
+    kubectl(&["label", "namespace", ns, &format!("visio.io/e2e-hostile={label}"), "--overwrite"], None)?;
+    let text = std::fs::read_to_string(repo().join("manifests/install.yaml"))?;
+    let role = text
+        .split("\n---")
+        .find(|d| d.contains("kind: ClusterRole\n") && d.contains("name: visio-tenant-admin\n"))
+        .ok_or_else(|| anyhow!("install.yaml ships the visio-tenant-admin ClusterRole"))?;
+    apply_shared(role)?;
+    kubectl(
+        &["create", "rolebinding", "tenant-admins", "-n", ns, "--clusterrole=visio-tenant-admin", "--group", group],
+        None,
+    )?;
+    Ok(tenant)
+}
+
+/// `kubectl <args>` impersonating a member of `group`: Ok(stdout) if allowed, Err(stderr) if refused.
+fn as_member(group: &str, args: &[&str], stdin: Option<&str>) -> Result<std::result::Result<String, String>> {
+    let mut all = vec!["--as", "agent-de-test", "--as-group", group];
+    all.extend_from_slice(args);
+    let out = kubectl_out(&kubeconfig_path()?, &all, stdin)?;
+    Ok(if out.ok { Ok(out.stdout) } else { Err(out.stderr) })
+}
+
+/// A JSON merge patch.
+fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    b.remove(k);
+                } else {
+                    merge(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+/// The platform's rules at admission: every case of e2e/corpus/platform.yaml, sent by a tenant admin
+/// (impersonated) to the real apiserver with the chart's `visio-platform-rules` policy and the corpus's
+/// VisioPlatform as its params, is allowed or refused exactly as the operator's own check decides it
+/// (`platform::tests::the_corpus_is_decided_as_the_admission_policies_decide`), the refusal naming the field.
+/// Also: the tenant admin cannot change or create a VisioPlatform.
+#[tokio::test]
+async fn the_platform_rules_are_enforced_at_admission_as_the_operator_decides_them() -> Result<()> {
+    let corpus: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo().join("e2e/corpus/platform.yaml"))?)?;
+    let client = client().await?;
+    let group = "e2e:platform-admins";
+    let tenant_ns = corpus["namespaces"]["tenant"].as_str().unwrap_or_default();
+    let outsider_ns = corpus["namespaces"]["outsider"].as_str().unwrap_or_default();
+    ensure!(tenant_ns == "e2e-platform-tenant" && outsider_ns == "e2e-platform-outsider", "the corpus's namespaces");
+    let _a = hostile_namespace(&client, "e2e-platform-tenant", "platform", group).await?;
+    let _b = hostile_namespace(&client, "e2e-platform-outsider", "platform", group).await?;
+    let platform = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioPlatform",
+        "metadata": {"name": "e2e-platform-corpus"}, "spec": corpus["platform"]});
+    kubectl(&["apply", "-f", "-"], Some(&platform.to_string()))?;
+    bind_policy("visio-platform-rules", "platform", Some("e2e-platform-corpus"))?;
+
+    let send = |case: &serde_json::Value| -> Result<std::result::Result<String, String>> {
+        let kind = case["kind"].as_str().unwrap_or_default();
+        let ns = corpus["namespaces"][case["namespace"].as_str().unwrap_or("tenant")].as_str().unwrap_or_default();
+        let mut object = corpus["bases"][kind].clone();
+        merge(&mut object, &case["patch"]);
+        merge(
+            &mut object,
+            &json!({"apiVersion": "visio.io/v1alpha1", "kind": kind, "metadata": {"name": case["name"], "namespace": ns}}),
+        );
+        as_member(group, &["create", "--dry-run=server", "-f", "-"], Some(&object.to_string()))
+    };
+    // The binding takes a moment to reach admission: wait until the first refusal is refused.
+    let cases = corpus["cases"].as_array().cloned().unwrap_or_default();
+    let first_refusal = cases.iter().find(|c| c["expect"].is_string()).ok_or_else(|| anyhow!("a refused case"))?;
+    wait_for("the platform policy in force", Duration::from_secs(30), || async { Ok(send(first_refusal)?.err()) })
+        .await?;
+    let mut refused = 0;
+    for case in &cases {
+        let name = case["name"].as_str().unwrap_or_default();
+        match (case["expect"].as_str(), send(case)?) {
+            (None, Ok(_)) => {}
+            (None, Err(e)) => anyhow::bail!("{name}: allowed by the operator's check, refused at admission: {e}"),
+            (Some(expect), Err(e)) => {
+                ensure!(e.contains(expect), "{name}: the refusal names {expect}: {e}");
+                ensure!(e.contains("visio-platform-rules"), "{name}: refused by the platform policy: {e}");
+                refused += 1;
+            }
+            (Some(expect), Ok(_)) => {
+                anyhow::bail!("{name}: refused by the operator's check ({expect}), allowed at admission")
+            }
+        }
+    }
+    ensure!(refused >= 20, "every rule attacked: {refused}");
+
+    // The platform is the platform team's: a tenant admin can neither change nor create one.
+    let patch = as_member(
+        group,
+        &["patch", "visioplatform", "e2e-platform-corpus", "--type=merge", "-p", r#"{"spec":{"tenantClasses":[]}}"#],
+        None,
+    )?;
+    ensure!(patch.as_ref().is_err_and(|e| e.contains("forbidden")), "a tenant admin patches the platform: {patch:?}");
+    let mine =
+        json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioPlatform", "metadata": {"name": "mine"}, "spec": {}});
+    let create = as_member(group, &["create", "-f", "-"], Some(&mine.to_string()))?;
+    ensure!(create.as_ref().is_err_and(|e| e.contains("forbidden")), "a tenant admin creates a platform: {create:?}");
+    eprintln!(
+        "=== hostile tenant: {} corpus cases decided at admission as the operator decides them ({refused} refused)",
+        cases.len()
+    );
+    Ok(())
+}
+
+/// The operator checks the platform's rules again before it builds anything: in the namespace of the suite
+/// platform's `operator-check` class (e2e/platform.yaml), where no admission policy is bound, a VisioCluster
+/// asking for `system-node-critical` and a RetentionPolicy against an endpoint of the cluster's network are refused
+/// (`Ready=False`, reason `PlatformRule`, the field named, a Warning Event) and nothing is created; the
+/// VisioCluster mended, its stack is deployed.
+#[tokio::test]
+async fn the_operator_builds_nothing_the_platform_does_not_allow() -> Result<()> {
+    let ns = "e2e-platform-operator";
+    let client = client().await?;
+    let _tenant = Tenant::create(&client, ns).await?;
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+    // A PriorityClass of the cluster's own components, which this class does not allow (it allows none).
+    let vc = visio_cluster("visio").ministry("Ministère hostile", "visio.example.gouv.fr").replicas(1, 2).pod_network();
+    let critical = vc.clone().spec(json!({"sfu": {"scheduling": {"priorityClassName": "system-node-critical"}}}));
+    apply(&vcs, "e2e", &critical.value()).await?;
+    let message = wait_for("Ready=False, reason PlatformRule", Duration::from_secs(60), || async {
+        let vc = vcs.get("visio").await?;
+        Ok(condition(&vc, "Ready")
+            .filter(|c| c.status == "False" && c.reason == "PlatformRule")
+            .map(|c| c.message.clone()))
+    })
+    .await?;
+    ensure!(
+        message.contains("spec.sfu.scheduling.priorityClassName") && message.contains("operator-check"),
+        "names the field and the class: {message}"
+    );
+    ensure!(!events(&client, ns, "PlatformRule").await?.is_empty(), "a PlatformRule Event");
+    // Nothing of the stack: no pod, Service, Secret, ServiceAccount or RoleBinding of the operator's.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for kind in ["pods", "services", "secrets", "serviceaccounts", "rolebindings", "networkpolicies"] {
+        let out =
+            kubectl(&["get", kind, "-n", ns, "-l", "app.kubernetes.io/managed-by=visio-operator", "-o", "name"], None)?;
+        ensure!(out.trim().is_empty(), "{kind} created for a refused VisioCluster: {out}");
+    }
+
+    let rps: Api<visio_operator::api::RetentionPolicy> = Api::namespaced(client.clone(), ns);
+    let rp = json!({"apiVersion": "visio.io/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": "probe"},
+        "spec": {"mode": "Enforce", "target": {"endpoint": "http://10.0.0.1:6443", "bucket": "meetings", "credentialsSecret": "s3"},
+                 "rules": [{"dataClass": "recordings", "prefix": "interieur/recordings/", "maxAge": "720h"}]}});
+    apply(&rps, "e2e", &rp).await?;
+    let refused = wait_for("the policy refused", Duration::from_secs(60), || async {
+        let rp = rps.get("probe").await?;
+        let status = rp.status.unwrap_or_default();
+        ensure!(status.last_run.is_none(), "a sweep ran against an endpoint the platform does not allow");
+        Ok(status.conditions.into_iter().find(|c| c.type_ == "Ready" && c.reason == "PlatformRule").map(|c| c.message))
+    })
+    .await?;
+    ensure!(refused.contains("spec.target"), "names the field: {refused}");
+
+    // Mended within the rules: deployed.
+    apply(&vcs, "e2e", &vc.value()).await?;
+    wait_for("the mended stack's SFU pod", Duration::from_secs(60), || async {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        Ok(pods.get_opt("visio-sfu-0").await?.map(|_| ()))
+    })
+    .await?;
+    // Nothing of the operator's anywhere but in the tenant's namespace: its children live with their owner.
+    for ns in ["kube-system", "kube-public", "default"] {
+        let out = kubectl(
+            &[
+                "get",
+                "pods,services,secrets,roles,rolebindings,serviceaccounts,deployments,networkpolicies",
+                "-n",
+                ns,
+                "-l",
+                "app.kubernetes.io/managed-by=visio-operator",
+                "-o",
+                "name",
+            ],
+            None,
+        )?;
+        ensure!(out.trim().is_empty(), "objects of the operator's in {ns}: {out}");
+    }
+    eprintln!("=== hostile tenant: the operator refuses what the platform does not allow: {message}");
+    Ok(())
+}
+
+/// A tenant admin may create Secrets, but not a long-lived token for an agent's ServiceAccount (the chart's
+/// `visio-agent-no-legacy-tokens`); a token for its own ServiceAccounts stays possible.
+#[tokio::test]
+async fn a_tenant_admin_cannot_mint_a_token_for_an_agent() -> Result<()> {
+    let ns = "e2e-hostile-tokens";
+    let group = "e2e:token-admins";
+    let client = client().await?;
+    let _tenant = hostile_namespace(&client, ns, "tokens", group).await?;
+    bind_policy("visio-agent-no-legacy-tokens", "tokens", None)?;
+    let token = |sa: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+            "metadata": {"name": format!("{sa}-token"), "namespace": ns,
+                         "annotations": {"kubernetes.io/service-account.name": sa}}})
+        .to_string()
+    };
+    let refused = wait_for("the token policy in force", Duration::from_secs(30), || async {
+        Ok(as_member(group, &["create", "--dry-run=server", "-f", "-"], Some(&token("visio-sfu-agent")))?.err())
+    })
+    .await?;
+    ensure!(refused.contains("visio agent"), "the SFU agent's token: {refused}");
+    let caption = as_member(group, &["create", "--dry-run=server", "-f", "-"], Some(&token("captions-caption-agent")))?;
+    ensure!(caption.is_err(), "the caption agent's token: {caption:?}");
+    let own = as_member(group, &["create", "--dry-run=server", "-f", "-"], Some(&token("ministry-app")))?;
+    ensure!(own.is_ok(), "a token for the ministry's own ServiceAccount: {own:?}");
+    eprintln!("=== hostile tenant: a token for an agent refused: {}", refused.trim());
+    Ok(())
+}
+
+/// The operator writes only where a tenant lives: impersonating its ServiceAccount (with write rights in
+/// both namespaces, as its ClusterRole gives), a pod in a namespace no tenant class lists is refused by the
+/// chart's `visio-operator-tenant-namespaces`, one in a tenant's namespace is not.
+#[tokio::test]
+async fn the_operator_cannot_write_in_a_namespace_with_no_tenant() -> Result<()> {
+    let client = client().await?;
+    let platform = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioPlatform", "metadata": {"name": "e2e-platform-writes"},
+        "spec": {"tenantClasses": [{"name": "one", "namespaces": ["e2e-writes-tenant"]}]}});
+    kubectl(&["apply", "-f", "-"], Some(&platform.to_string()))?;
+    let policy = bind_policy("visio-operator-tenant-namespaces", "writes", Some("e2e-platform-writes"))?;
+    let user = policy
+        .split('\'')
+        .find(|s| s.starts_with("system:serviceaccount:"))
+        .ok_or_else(|| anyhow!("the policy names the operator's ServiceAccount"))?
+        .to_string();
+    let pod = |ns: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "planted", "namespace": ns},
+            "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}})
+        .to_string()
+    };
+    let mut tenants = vec![];
+    for ns in ["e2e-writes-tenant", "e2e-writes-nobody"] {
+        tenants.push(Tenant::create(&client, ns).await?);
+        kubectl(&["label", "namespace", ns, "visio.io/e2e-hostile=writes", "--overwrite"], None)?;
+        kubectl(&["create", "rolebinding", "operator-writes", "-n", ns, "--clusterrole=edit", "--user", &user], None)?;
+    }
+    let as_operator = |ns: &str| -> Result<std::result::Result<String, String>> {
+        let out = kubectl_out(
+            &kubeconfig_path()?,
+            &["--as", &user, "create", "--dry-run=server", "-f", "-"],
+            Some(&pod(ns)),
+        )?;
+        Ok(if out.ok { Ok(out.stdout) } else { Err(out.stderr) })
+    };
+    let refused = wait_for("the namespace policy in force", Duration::from_secs(30), || async {
+        Ok(as_operator("e2e-writes-nobody")?.err())
+    })
+    .await?;
+    ensure!(refused.contains("tenant classes"), "a namespace with no tenant: {refused}");
+    let allowed = as_operator("e2e-writes-tenant")?;
+    ensure!(allowed.is_ok(), "a tenant's namespace: {allowed:?}");
+    eprintln!("=== hostile tenant: the operator's ServiceAccount refused where no tenant lives: {}", refused.trim());
+    Ok(())
+}
+
+/// An edit of an object the operator owns is undone at the next reconcile and counted: a tenant admin
+/// rewrites the TURN section of the LiveKit config Secret (the applied-hash annotation left as it was, so the
+/// hash alone would not tell), and a cluster administrator widens the SFU agent's Role. Both are applied again, and `visio_owned_object_repairs_total` counts them.
+#[tokio::test]
+async fn an_edited_secret_or_role_of_the_operators_is_repaired_and_counted() -> Result<()> {
+    let ns = "e2e-hostile-edit";
+    let group = "e2e:edit-admins";
+    let client = client().await?;
+    let _tenant = hostile_namespace(&client, ns, "edit", group).await?;
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+    let vc = visio_cluster("visio").ministry("Ministère hostile", "visio.example.gouv.fr").replicas(1, 2).pod_network();
+    apply(&vcs, "e2e", &vc.value()).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let config = visio_operator::builders::livekit_config::CONFIG_FILE;
+    let original = wait_for("the LiveKit config Secret", Duration::from_secs(60), || async {
+        Ok(secrets.get_opt("visio-livekit-config").await?.and_then(|s| s.data).and_then(|d| d.get(config).cloned()))
+    })
+    .await?;
+    let text = String::from_utf8(original.0.clone())?;
+    let before = visio_e2e::metric("visio_owned_object_repairs_total{kind=\"Secret\"}").await?.unwrap_or(0.0);
+
+    // The tenant admin's edit (any change of the config: TURN, ports, the Redis address...), the
+    // annotations untouched.
+    let edited = format!("{text}\nturn:\n  enabled: true\n  udp_port: 3478\n");
+    let patch = json!({"stringData": {config: edited}}).to_string();
+    as_member(group, &["patch", "secret", "visio-livekit-config", "-n", ns, "--type=merge", "-p", &patch], None)?
+        .map_err(|e| anyhow!("a tenant admin may write Secrets of its namespace: {e}"))?;
+    wait_for("the Secret repaired", Duration::from_secs(60), || async {
+        let now = secrets.get("visio-livekit-config").await?.data.and_then(|d| d.get(config).cloned());
+        Ok((now.as_ref() == Some(&original)).then_some(()))
+    })
+    .await?;
+    let after = wait_for("the repair counted", Duration::from_secs(20), || async {
+        let n = visio_e2e::metric("visio_owned_object_repairs_total{kind=\"Secret\"}").await?.unwrap_or(0.0);
+        Ok((n > before).then_some(n))
+    })
+    .await?;
+
+    // A widened Role (a cluster administrator's edit: tenant admins cannot write Roles).
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), ns);
+    let rules = wait_for("the agent's Role", Duration::from_secs(60), || async {
+        Ok(roles.get_opt("visio-sfu-agent").await?.and_then(|r| r.rules))
+    })
+    .await?;
+    let widened = json!({"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}).to_string();
+    kubectl(&["patch", "role", "visio-sfu-agent", "-n", ns, "--type=merge", "-p", &widened], None)?;
+    wait_for("the Role repaired", Duration::from_secs(60), || async {
+        Ok((roles.get("visio-sfu-agent").await?.rules.as_ref() == Some(&rules)).then_some(()))
+    })
+    .await?;
+    ensure!(
+        visio_e2e::metric("visio_owned_object_repairs_total{kind=\"Role\"}").await?.unwrap_or(0.0) >= 1.0,
+        "the Role's repair counted"
+    );
+    eprintln!(
+        "=== hostile tenant: an edited LiveKit config Secret and a widened Role repaired (Secret repairs: {after})"
+    );
+    Ok(())
+}

@@ -876,3 +876,57 @@ async fn a_hostile_endpoint_is_stopped_while_another_tenant_sweeps_and_reconcile
     }
     Ok(())
 }
+
+/// Legal holds a namespace cannot lift (the suite's VisioPlatform, e2e/platform.yaml): an object tagged with
+/// the platform's hold tag is kept although the tenant's policy names another tag, and a namespace the platform
+/// holds as a whole deletes nothing although its policy says Enforce (its sweeps run as DryRun).
+#[tokio::test]
+async fn the_platforms_legal_holds_cannot_be_lifted_by_the_tenant() -> Result<()> {
+    const BUCKET: &str = "ret-platform-hold";
+    let s3 = S3::from_env()?;
+    let c = s3.client();
+    s3::create_bucket(&c, BUCKET).await?;
+    let objects = [
+        ("recordings/inquiry.webm", Some("e2e-platform-hold=true"), false),
+        ("recordings/old-tag.webm", Some(HOLD), true),
+        ("recordings/plain-0.webm", None, true),
+        ("recordings/plain-1.webm", None, true),
+    ];
+    for (k, tag, _) in objects {
+        s3::put(&c, BUCKET, k, vec![b'h'; 10], tag).await?;
+    }
+    let client = client().await?;
+    let policy = |ns: &str| {
+        json!({"apiVersion": "visio.io/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": "meetings", "namespace": ns},
+            "spec": {"mode": "Enforce", "interval": "1h",
+                     "target": {"endpoint": s3.endpoint, "bucket": BUCKET, "credentialsSecret": "s3"},
+                     "rules": [{"dataClass": "recordings", "prefix": "recordings/", "maxAge": "720h"}],
+                     // The tenant tries to lift every hold by naming a tag nobody sets.
+                     "legalHold": {"tagKey": "tenant-chosen", "tagValue": "never", "objectLock": false}}})
+    };
+
+    // The held namespace first: Enforce asked, nothing deleted, the run reported as a DryRun.
+    let held = "e2e-retention-held";
+    namespace(&client, held).await?;
+    secret(&client, held, "s3", &s3.creds.access_key_id, &s3.creds.secret_access_key).await?;
+    let api: Api<RetentionPolicy> = Api::namespaced(client.clone(), held);
+    apply(&api, "e2e", &policy(held)).await?;
+    let rp = swept(&client, held, "meetings", "DryRun").await?;
+    let run = rp.status.and_then(|s| s.last_run).context("lastRun")?;
+    assert_eq!((run.deleted, run.held), (3, 1), "what it would delete, the platform's tag holding one: {run:?}");
+    assert_eq!(s3::list_keys(&c, BUCKET).await?.len(), 4, "a namespace the platform holds lost data");
+    api.delete("meetings", &Default::default()).await?;
+
+    // Another namespace: Enforce deletes what no hold covers; the platform's tag still holds.
+    let ns = "e2e-retention-platform-hold";
+    namespace(&client, ns).await?;
+    secret(&client, ns, "s3", &s3.creds.access_key_id, &s3.creds.secret_access_key).await?;
+    let api: Api<RetentionPolicy> = Api::namespaced(client.clone(), ns);
+    apply(&api, "e2e", &policy(ns)).await?;
+    let rp = swept(&client, ns, "meetings", "Enforce").await?;
+    let run = rp.status.and_then(|s| s.last_run).context("lastRun")?;
+    assert_eq!((run.deleted, run.held, run.errors), (3, 1, 0), "{run:?}");
+    let left: Vec<String> = s3::list_keys(&c, BUCKET).await?.into_iter().collect();
+    assert_eq!(left, vec!["recordings/inquiry.webm".to_string()], "the platform's hold was lifted");
+    Ok(())
+}

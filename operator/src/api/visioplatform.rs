@@ -43,12 +43,12 @@ pub struct VisioPlatformSpec {
     /// Placements tenant classes may use: a node selector a tenant's may only add to, and the tolerations a
     /// tenant may choose from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub node_pools: Option<Vec<NodePool>>,
     /// Which namespaces are tenants, and what each may use: the first class that lists a namespace (or `*`)
     /// is its class. A namespace no class lists is no tenant: nothing is deployed there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub tenant_classes: Option<Vec<TenantClass>>,
     /// Legal holds the operator honours for every RetentionPolicy, whatever the policy says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,7 +110,7 @@ pub struct TenantClass {
     /// Node pools (names of `spec.nodePools`) the class's SFU and caption backend pods may use: their
     /// scheduling must fit one. Left out: any placement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
     pub node_pools: Option<Vec<String>>,
     /// PriorityClasses the class's pods may name. Left out: any; empty: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
