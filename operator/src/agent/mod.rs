@@ -201,7 +201,12 @@ pub fn credentials_from_env() -> Option<ApiCredentials> {
 
 /// Entry point of `visio-operator agent`: a single-threaded runtime (the agent is tiny) until SIGTERM.
 pub fn main(args: AgentArgs) -> Result<(), AgentError> {
+    // Before the ServiceAccount token is read: from here on the backend's container cannot read it.
+    let private = process::keep_private();
     telemetry::init_logging(&args.log_level, args.log_format);
+    if let Err(e) = private {
+        tracing::warn!(error = %e, "could not make the agent undumpable: the backend's container could read its token");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

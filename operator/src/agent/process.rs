@@ -100,6 +100,27 @@ pub fn scan(root: &Path) -> Vec<ProcEntry> {
     out
 }
 
+/// Makes this process unreadable by the other processes of its user: the LiveKit container runs as the
+/// same UID in the same process namespace (so that the agent may SIGTERM it), and would otherwise reach the
+/// agent's ServiceAccount token through `/proc/<agent>/root`, `/fd`, `/mem` or `/environ`. A process that is
+/// not dumpable has those entries owned by root and refused to anyone without CAP_SYS_PTRACE (every
+/// capability is dropped in both containers); signals still pass, since kill(2) checks UIDs only.
+pub fn keep_private() -> std::io::Result<()> {
+    // SAFETY: prctl(2) PR_SET_DUMPABLE takes an integer and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether this process is dumpable (readable by the other processes of its user).
+pub fn dumpable() -> bool {
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 }
+}
+
 /// Whether `pid` still exists (signal 0 checks without sending anything).
 pub fn alive(pid: i32) -> bool {
     if pid <= 0 {

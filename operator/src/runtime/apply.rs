@@ -4,8 +4,9 @@
 //! "A reconcile that changes nothing writes nothing": every applied child carries the hash
 //! of what was applied (`visio.io/applied-hash`); when the cached object carries the same
 //! hash, no request is sent. A change to the spec changes the hash and the child is applied
-//! again. A hand edit of a child's fields is corrected on the next spec change (documented
-//! in docs/design.md), which keeps the idle API load at zero.
+//! again. A hand edit of a Secret's data or of a Role's or RoleBinding's rules and subjects is
+//! applied again at the next reconcile and counted (`drift`); of the other kinds, which tenant
+//! admins cannot write, at the next spec change. Both keep the idle API load at zero.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::drift::{self, Content};
 use super::error::{Error, Result};
 use super::Context;
 use crate::builders::labels::FIELD_MANAGER;
@@ -52,7 +54,7 @@ pub fn stamp<K: Resource + Serialize>(obj: &mut K) -> Result<String> {
 /// Server-side applies `desired` unless the cache shows it is already applied. Returns whether it wrote.
 pub async fn ensure<K>(ctx: &Context, store: &Store<K>, desired: K) -> Result<bool>
 where
-    K: Namespaced + Serialize,
+    K: Namespaced + Serialize + Content,
 {
     let ns = desired.meta().namespace.clone().unwrap_or_default();
     let current = store.get(&ObjectRef::<K>::new(&desired.name_any()).within(&ns));
@@ -65,7 +67,7 @@ where
 /// taken over. Returns whether it wrote.
 pub async fn ensure_over<K>(ctx: &Context, current: Option<&K>, mut desired: K) -> Result<bool>
 where
-    K: Namespaced + Serialize,
+    K: Namespaced + Serialize + Content,
 {
     let ns = desired.meta().namespace.clone().unwrap_or_default();
     let name = desired.name_any();
@@ -89,13 +91,20 @@ where
     if let Some(message) = current.and_then(|c| adoption_conflict(c, &desired)) {
         return Err(Error::Reference { reason: "conflict", message });
     }
-    if current.is_some_and(|c| c.annotations().get(APPLIED_HASH) == Some(&hash)) {
+    let applied = current.is_some_and(|c| c.annotations().get(APPLIED_HASH) == Some(&hash));
+    // Applied, but its content edited since (a Secret's data, a Role's rules): applied again (`drift`).
+    let edited = applied && current.is_some_and(|c| drift::edited(c, &desired));
+    if applied && !edited {
         ctx.recent.settled(&key);
         return Ok(false);
     }
     let version = current.and_then(|c| c.meta().resource_version.clone());
     if ctx.recent.in_flight(&key, &hash, version.as_deref()) {
         return Ok(false);
+    }
+    if edited {
+        tracing::warn!(kind = %K::kind(&()), %ns, %name, "an object of the operator's was edited by hand: applying it again");
+        ctx.metrics.owned_object_repairs.with_label_values(&[K::kind(&()).as_ref()]).inc();
     }
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
     ctx.recent.wrote(&key, &hash, version.as_deref());

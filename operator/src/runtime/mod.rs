@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod children;
 pub mod conditions;
+pub mod drift;
 pub mod error;
 pub mod fanout;
 pub mod nodes;

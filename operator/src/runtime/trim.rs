@@ -3,7 +3,7 @@
 //! The operator caches every child it owns (at 300 tenants, some 7,800 objects). Kept whole, their pod
 //! specs, container templates, service ports and role rules were the larger part of its heap, and no
 //! reconcile reads them: a child is compared with what we want by the hash annotation it was applied
-//! with (`apply::APPLIED_HASH`), never field by field. So each watch trims an object before it enters
+//! with (`apply::APPLIED_HASH`) and, for Roles and RoleBindings, a digest of their content (`drift`). So each watch trims an object before it enters
 //! the cache (pure, below), and what stays is:
 //! - for every kind: the metadata (name, namespace, uid, resourceVersion, labels, annotations, owner
 //!   references, deletion and creation timestamps), without `managedFields`;
@@ -14,6 +14,8 @@
 //!   the transcribers' running agent image, see `captionpool::keep_running_agent_image`), and the status;
 //! - Nodes: the name, resourceVersion and uid, `spec.unschedulable` and the taints (what says a node is
 //!   cordoned, see `nodes::cordoned`); not their labels, annotations or status (images, conditions);
+//! - Roles and RoleBindings: the metadata, with the digest of their rules, role and subjects in the
+//!   annotation `drift::OBSERVED` (an edit of them is repaired, see `drift`);
 //! - the other kinds: the metadata alone.
 //!
 //! A new reconcile that reads another field of a cached child must keep it here; the tests below list
@@ -98,6 +100,7 @@ impl Trim for Deployment {
 impl Trim for Role {
     fn trim(&mut self) {
         trim_meta(&mut self.metadata);
+        super::drift::remember(self);
         self.rules = None;
     }
 }
@@ -105,6 +108,7 @@ impl Trim for Role {
 impl Trim for RoleBinding {
     fn trim(&mut self) {
         trim_meta(&mut self.metadata);
+        super::drift::remember(self);
         self.subjects = None;
         self.role_ref = RoleRef::default();
     }
@@ -290,12 +294,17 @@ mod tests {
         assert_eq!(pdb, json!({"metadata": meta}));
         let np = trimmed::<NetworkPolicy>(with_fields(json!({"spec": {"podSelector": {}}})));
         assert_eq!(np, json!({"metadata": meta}));
+        // Roles and RoleBindings keep the digest of their rules and subjects (drift.rs) in its stead.
         let role = trimmed::<Role>(with_fields(json!({"rules": [{"verbs": ["get"], "resources": ["pods"]}]})));
-        assert_eq!(role, json!({"metadata": meta}));
+        let digest = role["metadata"]["annotations"][super::super::drift::OBSERVED].clone();
+        assert!(digest.is_string(), "{role}");
+        let mut with_digest = meta.clone();
+        with_digest["annotations"][super::super::drift::OBSERVED] = digest;
+        assert_eq!(role, json!({"metadata": with_digest}));
         let rb = trimmed::<RoleBinding>(with_fields(
             json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}, "subjects": [{"kind": "User", "name": "u"}]}),
         ));
-        assert_eq!(rb["metadata"], meta);
+        assert!(rb["metadata"]["annotations"][super::super::drift::OBSERVED].is_string());
         assert!(rb.get("subjects").is_none());
         let sa = trimmed::<ServiceAccount>(with_fields(json!({"secrets": [{"name": "s"}]})));
         assert_eq!(sa, json!({"metadata": meta}));

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     pub reconcile_duration: HistogramVec,
     pub child_writes: IntCounterVec,
+    /// `visio_owned_object_repairs_total{kind}`: children found edited by hand and applied again.
+    pub owned_object_repairs: IntCounterVec,
     /// `visio_build_info{version}`: always 1.
     pub build_info: IntGaugeVec,
     pub sfu_pods: IntGaugeVec,
@@ -111,6 +113,11 @@ impl Metrics {
             "visio_child_writes_total",
             "Writes the operator sent to the API, by kind and verb",
             &["kind", "verb"],
+        );
+        let owned_object_repairs = counter(
+            "visio_owned_object_repairs_total",
+            "Objects of the operator's found edited by hand (a Secret's data, a Role's rules) and applied again, by kind",
+            &["kind"],
         );
         let build_info =
             int_gauge("visio_build_info", "Always 1; the version label is the operator's release", &["version"]);
@@ -223,6 +230,7 @@ impl Metrics {
             Box::new(reconcile_errors.clone()),
             Box::new(reconcile_duration.clone()),
             Box::new(child_writes.clone()),
+            Box::new(owned_object_repairs.clone()),
             Box::new(build_info.clone()),
             Box::new(sfu_pods.clone()),
             Box::new(participants.clone()),
@@ -255,6 +263,7 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             child_writes,
+            owned_object_repairs,
             build_info,
             sfu_pods,
             participants,
