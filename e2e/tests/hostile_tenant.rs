@@ -247,22 +247,6 @@ fn as_member(group: &str, args: &[&str], stdin: Option<&str>) -> Result<std::res
     Ok(if out.ok { Ok(out.stdout) } else { Err(out.stderr) })
 }
 
-/// A JSON merge patch.
-fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
-    match (base, patch) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    b.remove(k);
-                } else {
-                    merge(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
-                }
-            }
-        }
-        (b, p) => *b = p.clone(),
-    }
-}
-
 /// The platform's rules at admission: every case of e2e/corpus/platform.yaml, sent by a tenant admin
 /// (impersonated) to the real apiserver with the chart's `visio-platform-rules` policy and the corpus's
 /// VisioPlatform as its params, is allowed or refused exactly as the operator's own check decides it
@@ -288,8 +272,8 @@ async fn the_platform_rules_are_enforced_at_admission_as_the_operator_decides_th
         let kind = case["kind"].as_str().unwrap_or_default();
         let ns = corpus["namespaces"][case["namespace"].as_str().unwrap_or("tenant")].as_str().unwrap_or_default();
         let mut object = corpus["bases"][kind].clone();
-        merge(&mut object, &case["patch"]);
-        merge(
+        visio_e2e::merge_patch(&mut object, &case["patch"]);
+        visio_e2e::merge_patch(
             &mut object,
             &json!({"apiVersion": "visio.io/v1alpha1", "kind": kind, "metadata": {"name": case["name"], "namespace": ns}}),
         );

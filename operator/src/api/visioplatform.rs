@@ -14,7 +14,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::NAME_PATTERN;
+use super::common::{BucketRef, NAME_PATTERN};
 
 /// The rules of one installation: which images, nodes, PriorityClasses, buckets and sizes each tenant
 /// namespace may use, and the legal holds no tenant can lift. A rule left out does not restrict; the
@@ -128,27 +128,12 @@ pub struct TenantClass {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
     pub max_gpus: Option<i32>,
-    /// The S3 buckets (and prefixes) the class's recordings, transcripts and RetentionPolicies may name.
-    /// Left out: any; empty: none.
+    /// The S3 buckets the class's recordings, transcripts and RetentionPolicies may name: the endpoint
+    /// exactly as tenants write it, and, when given, the prefix every prefix a tenant names must start with
+    /// (`mininterieur/`; left out: the whole bucket). Left out: any bucket; empty: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
-    pub buckets: Option<Vec<AllowedBucket>>,
-}
-
-/// One bucket a tenant class may use.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AllowedBucket {
-    /// S3 endpoint URL, exactly as tenants write it (`https://s3.interieur.gouv.fr`).
-    #[schemars(length(min = 1, max = 2048), extend("pattern" = r"^https?://[^\s/]+(/.*)?$"))]
-    pub endpoint: String,
-    /// Bucket name.
-    #[schemars(length(min = 3, max = 63), extend("pattern" = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
-    pub bucket: String,
-    /// Key prefix every prefix a tenant names must start with (`mininterieur/`). Left out: the whole bucket.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
-    pub prefix: Option<String>,
+    pub buckets: Option<Vec<BucketRef>>,
 }
 
 /// Legal holds of the platform: a namespace's RetentionPolicy cannot lift them by editing its own

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Toleration;
 use proptest::prelude::*;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::*;
@@ -15,21 +16,6 @@ fn corpus() -> Value {
     serde_yaml::from_str(text).expect("the corpus parses")
 }
 
-fn merge(base: &mut Value, patch: &Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    b.remove(k);
-                } else {
-                    merge(b.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (b, p) => *b = p.clone(),
-    }
-}
-
 /// The case's object as the apiserver would store it (its name, the schema's defaults through serde's).
 fn decide(
     platform: &VisioPlatformSpec,
@@ -39,7 +25,7 @@ fn decide(
     object: Value,
 ) -> Result<(), Violation> {
     let mut object = object;
-    merge(
+    json_patch::merge(
         &mut object,
         &serde_json::json!({"apiVersion": "visio.io/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": namespace}}),
     );
@@ -71,7 +57,7 @@ fn the_corpus_is_decided_as_the_admission_policies_decide() {
         let ns_key = case["namespace"].as_str().unwrap_or("tenant");
         let namespace = corpus["namespaces"][ns_key].as_str().unwrap();
         let mut object = corpus["bases"][kind].clone();
-        merge(&mut object, &case["patch"]);
+        json_patch::merge(&mut object, &case["patch"]);
         let decided = decide(&platform, namespace, kind, name, object);
         match case["expect"].as_str() {
             None => assert_eq!(decided, Ok(()), "{name} is allowed"),
@@ -92,7 +78,7 @@ fn a_platform_without_rules_allows_everything_and_one_without_classes_has_no_ten
     for case in corpus["cases"].as_array().unwrap() {
         let kind = case["kind"].as_str().unwrap();
         let mut object = corpus["bases"][kind].clone();
-        merge(&mut object, &case["patch"]);
+        json_patch::merge(&mut object, &case["patch"]);
         assert_eq!(decide(&empty, "anywhere", kind, "x", object), Ok(()), "{}", case["name"]);
     }
 }
@@ -186,4 +172,30 @@ proptest! {
             prop_assert!(!fits_pool(&s, &pool, "ns"));
         }
     }
+}
+
+/// The chart's default VisioPlatform keeps manifests/examples working: every example resource passes it.
+#[test]
+fn the_charts_default_platform_allows_every_example() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let install = std::fs::read_to_string(root.join("manifests/install.yaml")).expect("install.yaml");
+    let platform: crate::api::VisioPlatform = install
+        .split("\n---\n")
+        .find(|d| d.contains("\nkind: VisioPlatform\n"))
+        .map(|d| serde_yaml::from_str(d).expect("the VisioPlatform parses"))
+        .expect("install.yaml ships a VisioPlatform");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("manifests/examples")).expect("examples") {
+        let text = std::fs::read_to_string(entry.expect("an entry").path()).expect("an example");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = Value::deserialize(doc).expect("YAML");
+            let (Some(kind), Some(ns)) = (v["kind"].as_str(), v["metadata"]["namespace"].as_str()) else { continue };
+            let name = v["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            if ["VisioCluster", "CaptionPool", "RetentionPolicy"].contains(&kind) {
+                assert_eq!(decide(&platform.spec, ns, kind, &name, v.clone()), Ok(()), "{kind} {ns}/{name}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "the examples' custom resources: {checked}");
 }
