@@ -529,3 +529,42 @@ async fn an_edited_secret_or_role_of_the_operators_is_repaired_and_counted() -> 
     );
     Ok(())
 }
+
+/// A ministry's namespace editor (the `edit` ClusterRole, a common grant) cannot change or delete the
+/// NetworkPolicies, Services or Roles the operator keeps for the stack (the chart's `visio-owned-objects`);
+/// the operator itself still applies them.
+#[tokio::test]
+async fn a_namespace_editor_cannot_change_the_objects_of_the_operator() -> Result<()> {
+    let ns = "e2e-hostile-owned";
+    let group = "e2e:owned-editors";
+    let client = client().await?;
+    let _tenant = hostile_namespace(&client, ns, "owned", group).await?;
+    kubectl(&["create", "rolebinding", "editors", "-n", ns, "--clusterrole=edit", "--group", group], None)?;
+    bind_policy("visio-owned-objects", "owned", None)?;
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+    let vc = visio_cluster("visio").ministry("Ministère hostile", "visio.example.gouv.fr").replicas(1, 2).pod_network();
+    apply(&vcs, "e2e", &vc.value()).await?;
+    let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    wait_for("the SFU NetworkPolicy", Duration::from_secs(60), || async { Ok(policies.get_opt("visio-sfu").await?) })
+        .await?;
+    let refused = wait_for("the owned-objects policy in force", Duration::from_secs(30), || async {
+        Ok(as_member(group, &["delete", "networkpolicy", "visio-sfu", "-n", ns, "--dry-run=server"], None)?.err())
+    })
+    .await?;
+    ensure!(refused.contains("belongs to visio-operator"), "deleting the SFU NetworkPolicy: {refused}");
+    let open = json!({"spec": {"ingress": [{}]}}).to_string();
+    let widen =
+        as_member(group, &["patch", "networkpolicy", "visio-redis", "-n", ns, "--type=merge", "-p", &open], None)?;
+    ensure!(widen.as_ref().is_err_and(|e| e.contains("belongs to visio-operator")), "opening Redis to all: {widen:?}");
+    let svc = as_member(group, &["label", "service", "visio-signaling", "-n", ns, "visio.io/x=y"], None)?;
+    ensure!(svc.as_ref().is_err_and(|e| e.contains("belongs to visio-operator")), "a Service: {svc:?}");
+    // The editor's own objects stay theirs.
+    let own = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ministry-app", "namespace": ns},
+        "spec": {"ports": [{"port": 80}]}});
+    as_member(group, &["create", "-f", "-"], Some(&own.to_string()))?
+        .map_err(|e| anyhow!("the editor's own Service: {e}"))?;
+    as_member(group, &["delete", "service", "ministry-app", "-n", ns], None)?
+        .map_err(|e| anyhow!("deleting it: {e}"))?;
+    eprintln!("=== hostile tenant: a namespace editor cannot touch the operator's objects: {}", refused.trim());
+    Ok(())
+}
