@@ -427,14 +427,14 @@ async fn a_tenant_admin_cannot_mint_a_token_for_an_agent() -> Result<()> {
 
 /// The operator writes only where a tenant lives: impersonating its ServiceAccount (with write rights in
 /// both namespaces, as its ClusterRole gives), a pod in a namespace no tenant class lists is refused by the
-/// chart's `visio-operator-tenant-namespaces`, one in a tenant's namespace is not.
+/// chart's `visio-operator-tenant-classes`, one in a tenant's namespace is not.
 #[tokio::test]
 async fn the_operator_cannot_write_in_a_namespace_with_no_tenant() -> Result<()> {
     let client = client().await?;
     let platform = json!({"apiVersion": "visio.io/v1alpha1", "kind": "VisioPlatform", "metadata": {"name": "e2e-platform-writes"},
         "spec": {"tenantClasses": [{"name": "one", "namespaces": ["e2e-writes-tenant"]}]}});
     kubectl(&["apply", "-f", "-"], Some(&platform.to_string()))?;
-    let policy = bind_policy("visio-operator-tenant-namespaces", "writes", Some("e2e-platform-writes"))?;
+    let policy = bind_policy("visio-operator-tenant-classes", "writes", Some("e2e-platform-writes"))?;
     let user = policy
         .split('\'')
         .find(|s| s.starts_with("system:serviceaccount:"))
