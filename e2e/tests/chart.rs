@@ -362,10 +362,14 @@ fn default_values_render_the_operator_and_nothing_optional() -> Result<()> {
         !kinds(&render(&["admissionPolicies.enabled=false"])?).contains("ValidatingAdmissionPolicy"),
         "the admission policies can be left out"
     );
-    let without_platform = render(&["platform.name="])?;
-    assert!(!kinds(&without_platform).contains("VisioPlatform"), "no platform without its name");
-    let deploy = find(&without_platform, "Deployment")?;
-    assert!(strings(&deploy["spec"]["template"]["spec"]["containers"][0]["args"]).contains(&"--platform=".to_string()));
+    // No platform: without its name, or values from before it (an upgrade with --reuse-values).
+    for sets in [["platform.name="], ["platform=null"]] {
+        let without_platform = render(&sets)?;
+        assert!(!kinds(&without_platform).contains("VisioPlatform"), "no platform with {sets:?}");
+        let deploy = find(&without_platform, "Deployment")?;
+        let args = strings(&deploy["spec"]["template"]["spec"]["containers"][0]["args"]);
+        assert!(args.contains(&"--platform=".to_string()), "{sets:?}: {args:?}");
+    }
     let platform = find(&docs, "VisioPlatform")?;
     assert_eq!(platform["metadata"]["name"], "default");
     assert_eq!(platform["spec"]["tenantClasses"][0]["namespaces"], json!(["*"]), "every namespace a tenant by default");

@@ -58,3 +58,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "visio-operator.serviceAccountName" -}}
 {{- default (include "visio-operator.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
+
+{{/*
+The VisioPlatform the operator obeys: `platform.name`, or "" (no platform rules) when the values have no
+`platform` at all (an upgrade with --reuse-values from a release before it).
+*/}}
+{{- define "visio-operator.platformName" -}}
+{{- (.Values.platform | default dict).name | default "" -}}
+{{- end }}
