@@ -121,6 +121,7 @@ pub fn markdown(name: &str, doc: &Doc<Run>) -> Result<String> {
             );
         }
     }
+    s += &goals(&doc.runs);
     s += "\nPer run (from the audit log; `patch` includes server-side apply):\n\n";
     for r in &doc.runs {
         let list = |m: &BTreeMap<String, u64>| {
@@ -160,6 +161,30 @@ pub fn markdown(name: &str, doc: &Doc<Run>) -> Result<String> {
         "\n![time to all Ready against N](docs/bench/{name}-ready.svg)\n![writes per tenant against N](docs/bench/{name}-writes.svg)\n![peak RSS against N](docs/bench/{name}-rss.svg)\n"
     );
     Ok(s)
+}
+
+/// Issue #22's goals, each said met or missed from the runs: writes within 1.1x the minimum at every N,
+/// no write while idle, peak RSS under 64 MiB at 300 tenants, time to all Ready at most linear in N.
+pub fn goals(runs: &[Run]) -> String {
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    let worst = runs.iter().max_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+    let ratio = worst.map_or("no run".to_string(), |r| {
+        format!("{} (highest {}x, at {})", verdict(r.ratio() <= 1.1), fixed(r.ratio(), 3), r.tenants)
+    });
+    let idle: u64 = runs.iter().map(|r| r.idle_writes).sum();
+    let rss = runs.iter().find(|r| r.tenants == 300).map_or("no 300-tenant run".to_string(), |r| {
+        format!("{} ({} MiB)", verdict(r.peak_rss_mib < 64.0), fixed(r.peak_rss_mib, 1))
+    });
+    // Linear at most: the time per tenant does not grow from one N to the next (5 % of noise allowed).
+    let per: Vec<f64> = runs.iter().map(|r| r.per_tenant(r.all_ready_s)).collect();
+    let linear = per.windows(2).all(|w| w[1] <= w[0] * 1.05);
+    let per_text = per.iter().map(|p| fixed(*p, 3)).collect::<Vec<_>>().join(" / ");
+    format!(
+        "\nGoals (issue #22): writes within 1.1x the minimum at every N: {ratio}; idle writes 0: {} ({idle} in all); \
+         peak RSS under 64 MiB at 300 tenants: {rss}; time to all Ready at most linear in N: {} (seconds per tenant {per_text}).\n",
+        verdict(idle == 0),
+        verdict(linear),
+    )
 }
 
 /// Time to all Ready, writes per tenant and peak RSS against N.
@@ -255,6 +280,20 @@ mod tests {
             pics.keys().cloned().collect::<Vec<_>>(),
             ["tenants-ready.svg", "tenants-rss.svg", "tenants-writes.svg"]
         );
+        assert!(md.contains("writes within 1.1x the minimum at every N: met (highest 1.074x, at 100)"), "{md}");
+        assert!(md.contains("peak RSS under 64 MiB at 300 tenants: no 300-tenant run"), "{md}");
+        assert!(md.contains("time to all Ready at most linear in N: met (seconds per tenant 0.250 / 0.250)"), "{md}");
+        let mut big = doc();
+        big.runs[1].tenants = 300;
+        big.runs[1].peak_rss_mib = 70.0;
+        big.runs[1].all_ready_s = 300.0;
+        big.runs[1].idle_writes = 1;
+        let g = goals(&big.runs);
+        assert!(
+            g.contains("at 300 tenants: **missed** (70.0 MiB)") && g.contains("idle writes 0: **missed** (1 in all)"),
+            "{g}"
+        );
+        assert!(g.contains("linear in N: **missed**"), "{g}");
         let empty = Doc { runs: vec![], ..doc() };
         assert!(markdown("tenants", &empty).is_err());
     }
