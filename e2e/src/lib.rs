@@ -10,11 +10,15 @@
 //! - [`fixtures`]: the VisioCluster manifests the tests apply (a builder), server-side apply, Ready waits;
 //! - [`fleet`]: the fleet harness (fake kubelet, meeting books, workload, fleet upgrades);
 //! - [`livekit`]: the real livekit-server, Redis and participants on loopback;
+//! - [`bench`]: the benches' committed results (docs/bench/) and the README tables and pictures made from them;
+//! - [`audit`]: the apiserver's audit log, counted by client (the operator's requests apart);
 //! - [`chart`]: helm and the chart's ServiceAccount; [`baseline`]: the chart-style LiveKit of the bench;
 //!   [`s3`]: the retention suite's S3 server; [`hostile_s3`]: the S3 endpoint of a hostile tenant;
 //!   [`rng`]: the one seeded generator.
 
+pub mod audit;
 pub mod baseline;
+pub mod bench;
 pub mod chart;
 pub mod fixtures;
 pub mod fleet;

@@ -33,9 +33,12 @@ async fn main() -> Result<()> {
             writeln!(f, "{}", serde_json::to_string(&figures)?)?;
             Ok(())
         }
-        Some("tenants-report") => tenants::report(args.get(1).context("bench tenants-report FILE")?),
+        Some("tenants-report") => tenants::report(
+            args.get(1).context("bench tenants-report FILE --doc JSON")?,
+            &flag(&args, "--doc").context("--doc JSON (docs/bench/tenants.json)")?,
+        ),
         _ => bail!(
-            "usage: bench fleet [--runs N] | bench tenants N --out FILE [--idle SECONDS] | bench tenants-report FILE"
+            "usage: bench fleet [--runs N] | bench tenants N --out FILE [--idle SECONDS] | bench tenants-report FILE --doc JSON"
         ),
     }
 }

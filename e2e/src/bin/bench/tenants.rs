@@ -5,11 +5,11 @@
 //! It measures:
 //! - time from a tenant's creation until its VisioCluster is Ready (p50, p95, max), and until every
 //!   tenant is;
-//! - write requests the operator made while converging, from the apiserver's own
-//!   `apiserver_request_total` (never from the operator's code), against the minimum possible: the
-//!   objects the operator owns and one status write per custom resource (pods are created with the
-//!   routing labels they start with, so a pod that no agent reports on needs no write after its
-//!   creation);
+//! - the operator's requests while converging, from the apiserver's audit log by the identity it runs as
+//!   (user `visio-operator`, e2e/cluster; never from the operator's code): every write by verb, resource
+//!   and subresource, against the minimum possible: the objects the operator owns (pods included) and one
+//!   status write per custom resource; its reads (LISTs, watch connections); every other client's writes
+//!   apart (kube-controller-manager, the scheduler, kwok, this bench);
 //! - writes during an idle period (the goal is 0);
 //! - the operator's peak RSS (`VmHWM`) and CPU seconds, from /proc;
 //! - the CPU seconds each process of the control plane (and the operator) spent while the tenants
@@ -17,11 +17,7 @@
 //!   process bounds the time to Ready;
 //! - the operator's own reconcile latency histogram, as percentiles per controller.
 //!
-//! Attribution: the bench creates its objects with POST, and only the operator uses server-side apply,
-//! so every APPLY is the operator's; so are PATCH and DELETE on pods (no agent runs here: kwok writes
-//! pod status through the `status` subresource, the scheduler through `binding`). Pods the operator
-//! creates are counted by owner (its own, never a ReplicaSet's). Events and the leader's Lease renewals
-//! are reported apart: several components write Events, and a Lease renewal is the leader's heartbeat.
+//! Every figure it cannot read fails the run: none becomes 0.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,55 +25,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use visio_e2e::audit;
+use visio_e2e::bench::{Doc, Machine};
+use visio_e2e::client;
 use visio_e2e::fixtures::visio_cluster;
-use visio_e2e::{client, kubectl};
 use visio_operator::api::VisioCluster;
 
-/// What one run measured (one JSON line in the results file).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Figures {
-    pub tenants: usize,
-    pub ready: usize,
-    pub ready_p50_s: f64,
-    pub ready_p95_s: f64,
-    pub ready_max_s: f64,
-    pub all_ready_s: f64,
-    pub writes: f64,
-    pub minimum: f64,
-    pub writes_by_kind: BTreeMap<String, f64>,
-    pub events: f64,
-    pub idle_seconds: u64,
-    pub idle_writes: f64,
-    pub idle_by_kind: BTreeMap<String, f64>,
-    pub idle_lease_writes: f64,
-    pub peak_rss_mib: f64,
-    pub cpu_seconds: f64,
-    pub reconcile_p50_ms: BTreeMap<String, f64>,
-    pub reconcile_p95_ms: BTreeMap<String, f64>,
-    pub captionpools_ready: usize,
-    pub retentionpolicies_ready: usize,
-    /// The operator's writes the apiserver refused while converging, by `resource VERB code` (each is
-    /// counted in `writes` too: a refused write is a retry the minimum does not have).
-    #[serde(default)]
-    pub refused_by_kind: BTreeMap<String, f64>,
-    /// Events written while idle, by `reporting component: reason` (the apiserver's counter cannot say
-    /// whose they are; the Events themselves can).
-    #[serde(default)]
-    pub idle_events_by_source: BTreeMap<String, f64>,
-    /// CPU seconds each process spent from the first tenant's creation until every tenant was Ready
-    /// (the control plane's processes by name, and `visio-operator`).
-    #[serde(default)]
-    pub converge_cpu_by_process: BTreeMap<String, f64>,
-    /// The machine's cores (the CPU seconds available while converging are cores x `all_ready_s`).
-    #[serde(default)]
-    pub cores: usize,
-}
+pub use visio_e2e::bench::tenants::Run as Figures;
 
 fn tenant_objects(i: usize, s3: &visio_e2e::s3::S3) -> Vec<Value> {
     let (endpoint, ak, sk) = (&s3.endpoint, &s3.creds.access_key_id, &s3.creds.secret_access_key);
@@ -114,59 +74,35 @@ async fn create(client: &Client, obj: Value) -> Result<()> {
     }
 }
 
-/// `apiserver_request_total` samples: (verb, group, resource, subresource, code) -> count.
-type Requests = BTreeMap<(String, String, String, String, String), f64>;
-
-fn requests() -> Result<Requests> {
-    let text = kubectl(&["get", "--raw", "/metrics"], None)?;
-    let mut out = Requests::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |k: &str| -> String {
-            line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
-        };
-        let v: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let key = (label("verb"), label("group"), label("resource"), label("subresource"), label("code"));
-        *out.entry(key).or_insert(0.0) += v;
-    }
-    Ok(out)
+/// The operator's requests between two instants, in the tenants' namespaces and cluster-wide ones
+/// (Nodes, Namespaces), from the audit log.
+fn requests(from: Timestamp, to: Timestamp) -> Result<audit::Counts> {
+    let log = audit::log_path()?;
+    audit::read(&log, from, to, &|ns: &str| ns.is_empty() || ns.starts_with('t'))
+        .with_context(|| format!("reading the audit log {}", log.display()))
 }
 
-/// The operator's writes between two snapshots, by `resource[/subresource] VERB`, plus Events and Leases.
-struct Writes {
-    ours: BTreeMap<String, f64>,
-    /// Ours that the apiserver answered with an error, by `resource VERB code`.
-    refused: BTreeMap<String, f64>,
-    pod_posts: f64,
-    events: f64,
-    leases: f64,
-}
-
-fn delta(before: &Requests, after: &Requests) -> Writes {
-    let mut w = Writes { ours: BTreeMap::new(), refused: BTreeMap::new(), pod_posts: 0.0, events: 0.0, leases: 0.0 };
-    for (key @ (verb, _group, resource, sub, code), v) in after {
-        let d = v - before.get(key).copied().unwrap_or(0.0);
-        if d <= 0.0 || !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
-            continue;
-        }
-        let name = if sub.is_empty() { format!("{resource} {verb}") } else { format!("{resource}/{sub} {verb}") };
-        match (verb.as_str(), resource.as_str(), sub.as_str()) {
-            (_, "events", _) => w.events += d,
-            (_, "leases", _) => w.leases += d,
-            ("APPLY", _, _) | ("PATCH", "pods", "") | ("DELETE", "pods", "") => {
-                if !code.starts_with('2') {
-                    *w.refused.entry(format!("{name} {code}")).or_insert(0.0) += d;
-                }
-                *w.ours.entry(name).or_insert(0.0) += d;
-            }
-            ("POST", "pods", "") => w.pod_posts += d,
-            _ => {}
+/// The operator's writes, apart from what is not one: (writes by request, Events, Lease writes, access
+/// reviews). A `create` of a SelfSubjectAccessReview asks a question and stores nothing.
+fn writes_of_operator(c: &audit::Counts) -> (BTreeMap<String, u64>, u64, u64, BTreeMap<String, u64>) {
+    let (mut writes, mut reviews) = (BTreeMap::new(), BTreeMap::new());
+    let (mut events, mut leases) = (0, 0);
+    for (k, v) in c.of(audit::OPERATOR, &audit::WRITES) {
+        if k.starts_with("events") {
+            events += v;
+        } else if k.starts_with("leases.coordination.k8s.io") {
+            leases += v;
+        } else if k.contains("accessreviews.authorization.k8s.io") {
+            reviews.insert(k, v);
+        } else {
+            writes.insert(k, v);
         }
     }
-    w
+    (writes, events, leases, reviews)
 }
 
 /// Objects the operator owns in the bench's namespaces, by kind, and its SFU pods.
-async fn children(client: &Client) -> Result<(BTreeMap<String, usize>, usize)> {
+async fn children(client: &Client) -> Result<(BTreeMap<String, u64>, usize)> {
     let selector = "app.kubernetes.io/managed-by=visio-operator";
     let kinds = [
         ("", "v1", "Secret", "secrets"),
@@ -191,8 +127,11 @@ async fn children(client: &Client) -> Result<(BTreeMap<String, usize>, usize)> {
         let n = api
             .list_metadata(&ListParams::default().labels(selector))
             .await
-            .map(|l| l.items.iter().filter(|o| o.namespace().is_some_and(|n| n.starts_with('t'))).count())
-            .unwrap_or(0);
+            .with_context(|| format!("listing {plural}"))?
+            .items
+            .iter()
+            .filter(|o| o.namespace().is_some_and(|n| n.starts_with('t')))
+            .count() as u64;
         if n > 0 {
             out.insert(kind.to_string(), n);
         }
@@ -214,28 +153,6 @@ async fn children(client: &Client) -> Result<(BTreeMap<String, usize>, usize)> {
     Ok((out, sfu))
 }
 
-/// Events of the tenants' namespaces created or repeated since `since`, by `reporting component: reason`.
-async fn events_since(client: &Client, since: k8s_openapi::jiff::Timestamp) -> Result<BTreeMap<String, f64>> {
-    use k8s_openapi::api::core::v1::Event;
-    let events: Api<Event> = Api::all(client.clone());
-    let mut out = BTreeMap::new();
-    for e in events.list(&ListParams::default()).await?.items {
-        let last = e.last_timestamp.as_ref().map(|t| t.0).or(e.event_time.as_ref().map(|t| t.0));
-        if last.is_none_or(|t| t < since) || !e.namespace().is_some_and(|n| n.starts_with('t')) {
-            continue;
-        }
-        let source = e
-            .reporting_component
-            .clone()
-            .filter(|c| !c.is_empty())
-            .or_else(|| e.source.as_ref().and_then(|s| s.component.clone()))
-            .unwrap_or_else(|| "?".into());
-        let key = format!("{source}: {}", e.reason.clone().unwrap_or_default());
-        *out.entry(key).or_insert(0.0) += 1.0;
-    }
-    Ok(out)
-}
-
 /// (peak RSS MiB, CPU seconds) of a process, from /proc.
 fn footprint(pid: u32) -> Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -254,21 +171,21 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).with_context(|| format!("{pid}'s /proc stat"));
+    let ticks = field(11)? + field(12)?;
     let hz: f64 = std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0);
+        .context("getconf CLK_TCK")?;
     Ok(ticks / hz)
 }
 
 /// CPU seconds so far of the control plane's processes (their pid files in `$VISIO_E2E_STATE/pids`,
-/// by component name) and of the operator.
-fn cpu_by_process(operator_pid: u32) -> BTreeMap<String, f64> {
+/// by component name) and of the operator (which must be readable).
+fn cpu_by_process(operator_pid: u32) -> Result<BTreeMap<String, f64>> {
     let mut out = BTreeMap::new();
     let dir = std::env::var("VISIO_E2E_STATE").map(|s| std::path::PathBuf::from(s).join("pids"));
     for entry in dir.ok().and_then(|d| std::fs::read_dir(d).ok()).into_iter().flatten().flatten() {
@@ -278,10 +195,8 @@ fn cpu_by_process(operator_pid: u32) -> BTreeMap<String, f64> {
             out.insert(name, cpu);
         }
     }
-    if let Ok(cpu) = cpu_seconds(operator_pid) {
-        out.insert("visio-operator".into(), cpu);
-    }
-    out
+    out.insert("visio-operator".into(), cpu_seconds(operator_pid)?);
+    Ok(out)
 }
 
 /// What each process spent between two [`cpu_by_process`] readings.
@@ -342,10 +257,17 @@ fn is_ready(o: &DynamicObject) -> bool {
         .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
-async fn count_ready(client: &Client, kind: &str, plural: &str) -> usize {
+async fn count_ready(client: &Client, kind: &str, plural: &str) -> Result<usize> {
     let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("visio.io", "v1alpha1", kind), plural);
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    api.list(&ListParams::default()).await.map(|l| l.items.iter().filter(|o| is_ready(o)).count()).unwrap_or(0)
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("listing {plural}"))?
+        .items
+        .iter()
+        .filter(|o| is_ready(o))
+        .count())
 }
 
 /// Runs the bench for `n` tenants and returns its figures.
@@ -361,7 +283,9 @@ pub async fn run(n: usize, idle: Duration, operator_pid: u32) -> Result<Figures>
         async move { Ok(visio_e2e::http_get(&url).await.ok().filter(|b| b.trim() == "ready").map(|_| ())) }
     })
     .await?;
-    let before = requests()?;
+    let load_at_start = std::fs::read_to_string("/proc/loadavg").context("reading /proc/loadavg")?;
+    let load_at_start = load_at_start.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    let before = Timestamp::now();
 
     // Every VisioCluster's first Ready, seen by a watch started before the first object exists.
     let vcs: Api<VisioCluster> = Api::all(client.clone());
@@ -378,7 +302,7 @@ pub async fn run(n: usize, idle: Duration, operator_pid: u32) -> Result<Figures>
         }
     });
 
-    let cpu_before = cpu_by_process(operator_pid);
+    let cpu_before = cpu_by_process(operator_pid)?;
     let t0 = Instant::now();
     let mut created_at = BTreeMap::new();
     let tenants: Vec<usize> = (0..n).collect();
@@ -408,21 +332,22 @@ pub async fn run(n: usize, idle: Duration, operator_pid: u32) -> Result<Figures>
     let applied = t0.elapsed();
     eprintln!("bench tenants {n}: {n} tenants created in {:.1} s", applied.as_secs_f64());
 
-    // Until every tenant is Ready (10 minutes at most).
-    let deadline = Instant::now() + Duration::from_secs(600);
+    // Until every tenant is Ready (10 minutes at most, or 1 s per tenant beyond 600).
+    let bound = Duration::from_secs(600.max(n as u64));
+    let deadline = Instant::now() + bound;
     loop {
         let done = ready_at.lock().map(|m| m.len()).unwrap_or(0);
         if done >= n {
             break;
         }
         if Instant::now() > deadline {
-            eprintln!("bench tenants {n}: only {done} of {n} Ready after 10 minutes");
+            eprintln!("bench tenants {n}: only {done} of {n} Ready after {} s", bound.as_secs());
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let all_ready = t0.elapsed();
-    let converge_cpu_by_process = cpu_spent(&cpu_before, &cpu_by_process(operator_pid));
+    let converge_cpu_by_process = cpu_spent(&cpu_before, &cpu_by_process(operator_pid)?);
     watch.abort();
     let ready = ready_at.lock().map(|m| m.clone()).unwrap_or_default();
     let mut lat: Vec<f64> = ready
@@ -433,130 +358,115 @@ pub async fn run(n: usize, idle: Duration, operator_pid: u32) -> Result<Figures>
 
     // Let the last status writes land, then count.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let converged = requests()?;
-    let w = delta(&before, &converged);
-    let (kids, sfu_pods) = children(&client).await?;
-    let child_count: usize = kids.values().sum();
-    let minimum = child_count as f64 + 3.0 * n as f64;
-    let mut by_kind = w.ours.clone();
-    by_kind.insert("pods POST (own pods)".into(), kids.get("Pod").copied().unwrap_or(0) as f64);
-    let writes: f64 = w.ours.values().sum::<f64>() + kids.get("Pod").copied().unwrap_or(0) as f64;
-    eprintln!("bench tenants {n}: children {kids:?}, {sfu_pods} SFU pods; pod POSTs (all) {}", w.pod_posts);
+    let converged = Timestamp::now();
+    let c = requests(before, converged)?;
+    let (writes_by_request, events, _, reviews) = writes_of_operator(&c);
+    let (children, sfu_pods) = children(&client).await?;
+    let minimum = children.values().sum::<u64>() + 3 * n as u64;
+    let writes: u64 = writes_by_request.values().sum();
+    eprintln!("bench tenants {n}: children {children:?}, {sfu_pods} SFU pods; writes {writes_by_request:?}");
 
-    // Idle.
     eprintln!("bench tenants {n}: idle for {} s", idle.as_secs());
-    let idle_before = requests()?;
-    let idle_started = k8s_openapi::jiff::Timestamp::now();
     tokio::time::sleep(idle).await;
-    let idle_after = requests()?;
-    let idle_events_by_source = events_since(&client, idle_started).await.unwrap_or_default();
-    let iw = delta(&idle_before, &idle_after);
-    let idle_writes = iw.ours.values().sum::<f64>() + iw.pod_posts + iw.events;
-    let mut idle_by_kind = iw.ours.clone();
-    if iw.pod_posts > 0.0 {
-        idle_by_kind.insert("pods POST".into(), iw.pod_posts);
+    let idle_end = Timestamp::now();
+    // The audit log is written before the answer goes out; a second's margin for the last lines.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ic = requests(converged, idle_end)?;
+    // Idle is strict: an Event or an access review counts too.
+    let (mut idle_by_request, idle_events, idle_lease_writes, idle_reviews) = writes_of_operator(&ic);
+    if idle_events > 0 {
+        idle_by_request.insert("events create".into(), idle_events);
     }
-    if iw.events > 0.0 {
-        idle_by_kind.insert("events".into(), iw.events);
-    }
+    idle_by_request.extend(idle_reviews);
+    let idle_writes = idle_by_request.values().sum();
+    // Reads since the operator started (its first LISTs and watches included), every namespace.
+    let log = audit::log_path()?;
+    let reads = audit::read(&log, Timestamp::UNIX_EPOCH, idle_end, &|_: &str| true)?;
 
-    let (rss, cpu) = footprint(operator_pid).unwrap_or((0.0, 0.0));
-    let metrics = visio_e2e::http_get(&metrics_url).await.unwrap_or_default();
+    let (rss, cpu) = footprint(operator_pid).context("the operator's peak RSS and CPU")?;
+    let metrics = visio_e2e::http_get(&metrics_url).await.context("the operator's metrics")?;
+    let (reconcile_p50_ms, reconcile_p95_ms) =
+        (reconcile_percentiles(&metrics, 0.5), reconcile_percentiles(&metrics, 0.95));
+    if reconcile_p50_ms.is_empty() {
+        bail!("no visio_reconcile_duration_seconds in the operator's metrics");
+    }
     let figures = Figures {
         tenants: n,
+        nodes: std::env::var("VISIO_E2E_NODES").context("VISIO_E2E_NODES")?.parse()?,
+        load_at_start,
+        created_s: applied.as_secs_f64(),
         ready: lat.len(),
         ready_p50_s: percentile(&lat, 0.5),
         ready_p95_s: percentile(&lat, 0.95),
-        ready_max_s: lat.last().copied().unwrap_or(0.0),
+        ready_max_s: lat.last().copied().unwrap_or(f64::NAN),
         all_ready_s: all_ready.as_secs_f64(),
+        captionpools_ready: count_ready(&client, "CaptionPool", "captionpools").await?,
+        retentionpolicies_ready: count_ready(&client, "RetentionPolicy", "retentionpolicies").await?,
         writes,
         minimum,
-        writes_by_kind: by_kind,
-        events: w.events,
+        writes_by_request,
+        children,
+        events,
+        refused: c.refused_of(audit::OPERATOR),
+        others_writes: c.writes_of_others(audit::OPERATOR),
+        reads_by_request: {
+            let mut r = reads.of(audit::OPERATOR, &["get", "list", "watch"]);
+            r.extend(reviews);
+            r
+        },
+        watches_open: reads.watches_open(audit::OPERATOR),
         idle_seconds: idle.as_secs(),
         idle_writes,
-        idle_by_kind,
-        idle_lease_writes: iw.leases,
+        idle_by_request,
+        idle_lease_writes,
         peak_rss_mib: rss,
         cpu_seconds: cpu,
-        reconcile_p50_ms: reconcile_percentiles(&metrics, 0.5),
-        reconcile_p95_ms: reconcile_percentiles(&metrics, 0.95),
-        refused_by_kind: w.refused.clone(),
-        idle_events_by_source,
         converge_cpu_by_process,
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        captionpools_ready: count_ready(&client, "CaptionPool", "captionpools").await,
-        retentionpolicies_ready: count_ready(&client, "RetentionPolicy", "retentionpolicies").await,
+        reconcile_p50_ms,
+        reconcile_p95_ms,
     };
     if figures.ready < n {
         bail!("only {} of {n} tenants Ready: {figures:?}", figures.ready);
     }
+    if figures.writes == 0 || figures.reads_by_request.is_empty() {
+        bail!("the audit log holds no request of user {}: is the operator run as it? {figures:?}", audit::OPERATOR);
+    }
     Ok(figures)
 }
 
-/// Prints the table of every run in `file` (one JSON line each) and how the per-tenant figures grow.
-pub fn report(file: &str) -> Result<()> {
+/// Gathers the runs of `file` (one JSON line each) into the committed document `doc_path`
+/// (docs/bench/tenants.json) with where they come from, and prints its README block.
+pub fn report(file: &str, doc_path: &str) -> Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-    let rows: Vec<Figures> =
+    let runs: Vec<Figures> =
         text.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect::<Result<_, _>>()?;
-    println!("| tenants | Ready p50 / p95 / max | all Ready after | operator writes / tenant | minimum / tenant | ratio | idle writes ({} s) | peak RSS | CPU s (per tenant) | reconcile p50 / p95 (visiocluster) | CaptionPools / RetentionPolicies Ready |",
-        rows.first().map_or(0, |r| r.idle_seconds));
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
-    for r in &rows {
-        let n = r.tenants as f64;
-        println!(
-            "| {} | {:.1} / {:.1} / {:.1} s | {:.1} s | {:.1} | {:.1} | {:.2} | {} | {:.0} MiB | {:.1} ({:.3}) | {:.0} / {:.0} ms | {} / {} |",
-            r.tenants,
-            r.ready_p50_s,
-            r.ready_p95_s,
-            r.ready_max_s,
-            r.all_ready_s,
-            r.writes / n,
-            r.minimum / n,
-            r.writes / r.minimum.max(1.0),
-            r.idle_writes,
-            r.peak_rss_mib,
-            r.cpu_seconds,
-            r.cpu_seconds / n,
-            r.reconcile_p50_ms.get("visiocluster").copied().unwrap_or(0.0),
-            r.reconcile_p95_ms.get("visiocluster").copied().unwrap_or(0.0),
-            r.captionpools_ready,
-            r.retentionpolicies_ready,
-        );
-    }
-    if let (Some(small), Some(large)) = (rows.first(), rows.last()) {
-        if large.tenants > small.tenants {
-            let per = |r: &Figures, v: f64| v / r.tenants as f64;
-            println!(
-                "\nGrowth per tenant from N={} to N={}: writes x{:.2}, CPU seconds x{:.2}, time to all Ready per tenant x{:.2}; peak RSS {:.0} -> {:.0} MiB",
-                small.tenants,
-                large.tenants,
-                per(large, large.writes) / per(small, small.writes).max(f64::EPSILON),
-                per(large, large.cpu_seconds) / per(small, small.cpu_seconds).max(f64::EPSILON),
-                per(large, large.all_ready_s) / per(small, small.all_ready_s).max(f64::EPSILON),
-                small.peak_rss_mib,
-                large.peak_rss_mib
-            );
-        }
-    }
-    for r in &rows {
-        println!("\nN={}: writes by kind {:?}; idle writes by kind {:?}; Lease renewals while idle {} (leader election); Events while converging (all components) {}",
-            r.tenants, r.writes_by_kind, r.idle_by_kind, r.idle_lease_writes, r.events);
+    let env = |k: &str| std::env::var(k).with_context(|| k.to_string());
+    let doc = Doc {
+        bench: "tenants".into(),
+        commit: env("VISIO_BENCH_COMMIT")?,
+        date: env("VISIO_BENCH_DATE")?,
+        command: env("VISIO_BENCH_COMMAND")?,
+        machine: Machine::read()?,
+        load: env("VISIO_BENCH_LOAD").unwrap_or_else(|_| {
+            "cores shared with other engineers' builds: the load average at each run's start is in its line below"
+                .into()
+        }),
+        runs,
+    };
+    let cores = doc.machine.cores;
+    for r in &doc.runs {
+        println!("N={}: {}", r.tenants, cpu_share_line(r, cores));
         println!("N={}: reconcile p50 {:?} ms, p95 {:?} ms", r.tenants, r.reconcile_p50_ms, r.reconcile_p95_ms);
-        println!(
-            "N={}: writes the apiserver refused {:?}; Events while idle by source {:?}",
-            r.tenants, r.refused_by_kind, r.idle_events_by_source
-        );
-        if !r.converge_cpu_by_process.is_empty() {
-            println!("N={}: {}", r.tenants, cpu_share_line(r));
-        }
     }
+    std::fs::write(doc_path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {doc_path}"))?;
+    println!("\n{}", visio_e2e::bench::tenants::markdown("tenants", &doc)?);
     Ok(())
 }
 
 /// "CPU while converging: ..." with each process's seconds and share of what the cores could give.
-fn cpu_share_line(r: &Figures) -> String {
-    let available = r.cores.max(1) as f64 * r.all_ready_s;
+fn cpu_share_line(r: &Figures, cores: usize) -> String {
+    let available = cores.max(1) as f64 * r.all_ready_s;
     let mut by: Vec<(&String, &f64)> = r.converge_cpu_by_process.iter().collect();
     by.sort_by(|a, b| b.1.total_cmp(a.1));
     let spent: f64 = by.iter().map(|(_, v)| **v).sum();
@@ -565,7 +475,7 @@ fn cpu_share_line(r: &Figures) -> String {
     format!(
         "CPU while converging, of {:.0} core-seconds ({} cores x {:.1} s): {}; all of them {:.0}%",
         available,
-        r.cores,
+        cores,
         r.all_ready_s,
         parts.join(", "),
         100.0 * spent / available.max(f64::EPSILON)
@@ -579,7 +489,6 @@ mod tests {
     #[test]
     fn the_cpu_share_line_ranks_processes_by_what_they_spent() {
         let r = Figures {
-            cores: 2,
             all_ready_s: 100.0,
             converge_cpu_by_process: [("kube-apiserver".to_string(), 120.0), ("visio-operator".to_string(), 20.0)]
                 .into_iter()
@@ -587,7 +496,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            cpu_share_line(&r),
+            cpu_share_line(&r, 2),
             "CPU while converging, of 200 core-seconds (2 cores x 100.0 s): kube-apiserver 120 s (60%), \
              visio-operator 20 s (10%); all of them 70%"
         );
