@@ -4,6 +4,7 @@
 pub mod captionpool;
 pub mod common;
 pub mod retentionpolicy;
+pub mod schedule;
 pub mod visiocluster;
 
 pub use captionpool::{CaptionPool, CaptionPoolSpec, CaptionPoolStatus};

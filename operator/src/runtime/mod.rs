@@ -14,6 +14,7 @@ pub mod nodes;
 pub mod pods;
 pub mod recent;
 pub mod secrets;
+pub mod startup;
 pub mod status;
 pub mod status_pace;
 #[cfg(test)]
@@ -113,6 +114,8 @@ pub struct Context {
     pub ready_seen: Memory<BTreeSet<String>>,
     /// Per fleet, the pods it created that its cache may not show yet (see `pods::Created`).
     pub created: Memory<pods::Created>,
+    /// Per fleet, how long its recent pods took to become Ready (see `startup`).
+    pub startups: Memory<startup::Startups>,
     /// Per object, the count of consecutive transient failures, for exponential backoff.
     pub failures: Memory<u32>,
     /// Our Secrets, one watch per tenant namespace (the operator has no cluster-wide Secret rights).
@@ -146,6 +149,7 @@ impl Context {
             low_load_since: Memory::default(),
             ready_seen: Memory::default(),
             created: Memory::default(),
+            startups: Memory::default(),
             failures: Memory::default(),
             secrets,
             operator,

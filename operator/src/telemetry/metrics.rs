@@ -46,6 +46,13 @@ pub struct Metrics {
     pub sfu_drain_timeout: GaugeVec,
     /// Serving SFU pods whose agent has not reported a readable load.
     pub sfu_load_unknown: IntGaugeVec,
+    /// `spec.sfu.replicas.max`, for the alert on a fleet held at its max during a schedule window.
+    pub sfu_max_pods: IntGaugeVec,
+    /// 1 while a schedule window holds the fleet up (opened early by the start-up lead), else 0.
+    pub sfu_schedule_window_open: IntGaugeVec,
+    /// How long a new SFU pod of the tenant took from creation to Ready, the slowest of its recent pods:
+    /// the lead schedule windows open early by.
+    pub sfu_pod_startup: GaugeVec,
     pub ready: GaugeVec,
     /// `visio_caption_slots{namespace,pool,state="used"|"total"}`.
     pub caption_slots: IntGaugeVec,
@@ -148,6 +155,18 @@ impl Metrics {
             "Serving SFU pods whose agent has not reported a readable load (visio.io/load)",
             tenant,
         );
+        let sfu_max_pods =
+            int_gauge("visio_sfu_max_pods", "Most SFU pods the fleet may run (spec.sfu.replicas.max)", tenant);
+        let sfu_schedule_window_open = int_gauge(
+            "visio_sfu_schedule_window_open",
+            "1 while a window of spec.autoscaling.schedules holds the SFU fleet up (opened early by the start-up lead)",
+            tenant,
+        );
+        let sfu_pod_startup = gauge(
+            "visio_sfu_pod_startup_seconds",
+            "Creation to first Ready of the tenant's recent SFU pods, the slowest of them: schedule windows open this much early",
+            tenant,
+        );
         let ready = gauge(
             "visio_resource_ready",
             "1 when a custom resource's Ready condition is True, else 0",
@@ -232,6 +251,9 @@ impl Metrics {
             Box::new(sfu_oldest_drain.clone()),
             Box::new(sfu_drain_timeout.clone()),
             Box::new(sfu_load_unknown.clone()),
+            Box::new(sfu_max_pods.clone()),
+            Box::new(sfu_schedule_window_open.clone()),
+            Box::new(sfu_pod_startup.clone()),
             Box::new(ready.clone()),
             Box::new(caption_slots.clone()),
             Box::new(caption_streams_rejected.clone()),
@@ -264,6 +286,9 @@ impl Metrics {
             sfu_oldest_drain,
             sfu_drain_timeout,
             sfu_load_unknown,
+            sfu_max_pods,
+            sfu_schedule_window_open,
+            sfu_pod_startup,
             ready,
             caption_slots,
             caption_streams_rejected,
@@ -289,6 +314,15 @@ impl Metrics {
         self.sfu_participant_buffer.with_label_values(l).set(f.buffer);
         self.sfu_drain_timeout.with_label_values(l).set(f.drain_timeout_ms.max(0) as f64 / 1000.0);
         self.sfu_load_unknown.with_label_values(l).set(f.load_unknown_pods);
+        self.sfu_max_pods.with_label_values(l).set(f.max);
+        self.sfu_schedule_window_open.with_label_values(l).set(i64::from(f.window_open));
+        match f.startup_lead_ms {
+            Some(ms) => self.sfu_pod_startup.with_label_values(l).set(ms.max(0) as f64 / 1000.0),
+            // Not measured yet: no series, rather than a 0 that reads as instant.
+            None => {
+                let _ = self.sfu_pod_startup.remove_label_values(l);
+            }
+        }
         self.sfu_oldest_drain.set_oldest(namespace, cluster, f.oldest_drain_since);
     }
 
@@ -557,6 +591,9 @@ mod tests {
             drain_timeout_ms: 7_200_000,
             oldest_drain_since: Some(now_ms() - 60_000),
             load_unknown_pods: 1,
+            max: 10,
+            window_open: true,
+            startup_lead_ms: Some(42_000),
         };
         m.set_fleet(ns, name, &f);
         for kind in ["VisioCluster", "CaptionPool", "RetentionPolicy"] {
@@ -597,6 +634,9 @@ mod tests {
             drain_timeout_ms: 5_400_000,
             oldest_drain_since: None,
             load_unknown_pods: 2,
+            max: 12,
+            window_open: true,
+            startup_lead_ms: Some(95_500),
         };
         m.set_fleet("mininterieur", "visio", &f);
         let body = m.render();
@@ -606,6 +646,9 @@ mod tests {
             r#"visio_sfu_drain_timeout_seconds{cluster="visio",namespace="mininterieur"} 5400"#,
             r#"visio_sfu_load_unknown_pods{cluster="visio",namespace="mininterieur"} 2"#,
             r#"visio_sfu_oldest_drain_seconds{cluster="visio",namespace="mininterieur"} 0"#,
+            r#"visio_sfu_max_pods{cluster="visio",namespace="mininterieur"} 12"#,
+            r#"visio_sfu_schedule_window_open{cluster="visio",namespace="mininterieur"} 1"#,
+            r#"visio_sfu_pod_startup_seconds{cluster="visio",namespace="mininterieur"} 95.5"#,
         ] {
             assert!(body.contains(line), "missing {line} in\n{body}");
         }
