@@ -3,9 +3,12 @@
 //! - `bench fleet [--runs N]`: the SFU fleet scenarios, the operator and the chart-style baseline side
 //!   by side (issue #4);
 //! - `bench tenants N`: N tenants applied at once; convergence, write requests, idle writes, footprint
-//!   (issue #11).
+//!   (issue #11);
+//! - `bench peak [--seed N] [--startup S] [--svg FILE]`: the Monday 9:00 ramp of 20 tenants, the chart's
+//!   HPA against the operator reactive and with schedules (issue #23; a model, no control plane).
 
 mod fleet;
+mod peak;
 mod tenants;
 
 use anyhow::{bail, Context, Result};
@@ -33,9 +36,19 @@ async fn main() -> Result<()> {
             writeln!(f, "{}", serde_json::to_string(&figures)?)?;
             Ok(())
         }
+        Some("peak") => {
+            let p = peak::Params {
+                seed: flag(&args, "--seed").map(|r| r.parse()).transpose()?.unwrap_or(23),
+                tenants: flag(&args, "--tenants").map(|r| r.parse()).transpose()?.unwrap_or(20),
+                startup_s: flag(&args, "--startup").map(|r| r.parse()).transpose()?.unwrap_or(90),
+            };
+            let svg = flag(&args, "--svg").unwrap_or_else(|| "docs/bench/peak-morning.svg".into());
+            peak::run(&p, std::path::Path::new(&svg))
+        }
         Some("tenants-report") => tenants::report(args.get(1).context("bench tenants-report FILE")?),
         _ => bail!(
-            "usage: bench fleet [--runs N] | bench tenants N --out FILE [--idle SECONDS] | bench tenants-report FILE"
+            "usage: bench fleet [--runs N] | bench tenants N --out FILE [--idle SECONDS] | bench tenants-report FILE | \
+             bench peak [--seed N] [--tenants N] [--startup SECONDS] [--svg FILE]"
         ),
     }
 }
