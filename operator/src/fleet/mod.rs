@@ -24,6 +24,8 @@
 //!    the minimum of the open schedule window ([`schedule`], opened early by
 //!    `Snapshot::startup_lead_ms`), all within `min..=max`. A window's end only lowers `desired`:
 //!    pods then go by rule 6 alone (the delay, then drains that keep their meetings).
+//!    A window about to open (within [`scale::hold_ahead_ms`], opened early as above) does not raise
+//!    `desired` but holds its pods against rule 6.
 //! 5. Outdated Serving pods (another template, or on a cordoned node: `PodSnapshot::evacuate`) are
 //!    drained within `max_draining` and the capacity floor ([`upgrade`]); pods replacing them are
 //!    created first, within `max_surge`, as for an upgrade.
@@ -387,7 +389,8 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
     // reads an unknown load as full.
     let serving: Vec<&PodSnapshot> = pods.iter().copied().filter(|p| p.phase == PodPhase::Serving).collect();
     let serving_load = scale::serving_load(&serving);
-    let reading = spec.schedule.at(now, snap.startup_lead_ms.unwrap_or(0).clamp(0, schedule::MAX_LEAD_MS));
+    let lead = snap.startup_lead_ms.unwrap_or(0).clamp(0, schedule::MAX_LEAD_MS);
+    let reading = spec.schedule.at(now, lead);
     next_due.consider(reading.next_change);
     let scheduled = scale::scheduled(&spec, &reading.open);
     let desired = scale::desired(&spec, serving_load).max(scheduled.as_ref().map_or(0, |s| s.pods));
@@ -420,19 +423,24 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
         outdated_draining_left += 1;
     }
 
-    // 6. Scale-down of the target template's surplus, once the load has stayed low long enough.
+    // 6. Scale-down of the target template's surplus, once the load has stayed low long enough. The
+    // pods a window opening within the hold ahead will ask for are kept: a pod drained now keeps its
+    // meetings (never cut) until they end, so drained pods and the window's new ones would run side by
+    // side (the pod-minutes `e2e/bench peak` measured).
+    let ahead = spec.schedule.opening_within(now, lead, scale::hold_ahead_ms(&spec));
+    let keep = desired.max(scale::scheduled(&spec, &ahead).map_or(0, |s| s.pods));
     let target_serving: Vec<&PodSnapshot> = serving.iter().copied().filter(|p| !outdated(p)).collect();
     let target_pending: Vec<&PodSnapshot> = pending.iter().copied().filter(|p| !outdated(p)).collect();
     let mut target_active = count(target_serving.len() + target_pending.len());
     let mut pending_left = count(pending.len());
-    let low_since = (target_active > desired).then(|| snap.low_load_since.unwrap_or(now));
+    let low_since = (target_active > keep).then(|| snap.low_load_since.unwrap_or(now));
     if let Some(since) = low_since {
         let due_at = since.saturating_add(spec.scale_down_delay_ms);
         if now >= due_at {
             let down = scale::scale_down(
                 &spec,
-                target_active - desired,
-                desired,
+                target_active - keep,
+                keep,
                 floor,
                 &target_pending,
                 &target_serving,
@@ -465,7 +473,7 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
         scheduled,
         actions,
         // Kept only while the surplus remains, so a later dip starts a fresh delay.
-        low_load_since: low_since.filter(|_| target_active > desired),
+        low_load_since: low_since.filter(|_| target_active > keep),
         upgrade: upgrade::progress(&snap.target_hash, &pods),
         requeue_after_ms: next_due.after_ms(),
         figures,

@@ -120,6 +120,45 @@ proptest! {
         }
     }
 
+    /// Before a window that opens within the hold ahead, a scale-down keeps the pods it will ask for:
+    /// no drain takes the serving pods under its floor, nothing is created for it yet (desired is the
+    /// reactive demand), every drain is one the planner without the window makes too, and no
+    /// Serving pod is deleted.
+    #[test]
+    fn a_window_ahead_holds_its_pods(
+        pods_n in 1u32..=12,
+        load in 0u32..=30,
+        m in minimum(),
+        before_min in 1i64..=120,
+        drain_min in 1i64..=240,
+    ) {
+        let s = FleetSpec { drain_timeout_ms: drain_min * MINUTE, ..spec(1, 11, 100, 0, 0, morning(m)) };
+        let without = FleetSpec { schedule: Schedule::default(), ..s.clone() };
+        let pods: Vec<PodSnapshot> = (0..pods_n).map(|i| serving(&format!("p{i:02}"), load, load.min(1))).collect();
+        let now = MONDAY_8 + 30 * MINUTE - before_min * MINUTE;
+        let sn = snap(now, pods, Some(now - 60 * MINUTE), None);
+        let (p, reactive) = (plan(&s, &sn), plan(&without, &sn));
+        prop_assert_eq!(p.desired, reactive.desired);
+        prop_assert!(p.scheduled.is_none());
+        let floor = match m {
+            Minimum::Pods(n) => n.clamp(s.min, s.max),
+            Minimum::Load(l) => scale::desired(&s, u64::from(l)),
+        };
+        let drained = scale_down_drains(&p);
+        let held = before_min * MINUTE <= scale::hold_ahead_ms(&s);
+        if held {
+            prop_assert!(pods_n - drained.len() as u32 >= floor.min(pods_n), "drained {drained:?} under the floor {floor}");
+        } else {
+            prop_assert_eq!(&drained, &scale_down_drains(&reactive));
+        }
+        for d in &drained {
+            prop_assert!(scale_down_drains(&reactive).contains(d));
+        }
+        for a in &p.actions {
+            prop_assert!(matches!(a, Action::Drain { reason: DrainReason::ScaleDown, .. }), "only drains: {a:?}");
+        }
+    }
+
     /// At a window's end with meetings on every pod: no pod is drained before the scale-down delay has
     /// run from the end, drains are only ever drains (no Serving pod is deleted, no meeting ended) and
     /// one at a time within the capacity floor.

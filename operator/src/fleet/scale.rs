@@ -45,6 +45,16 @@ pub(super) fn scheduled(spec: &FleetSpec, open: &[&Window]) -> Option<Scheduled>
         .map(|(pods, w)| Scheduled { window: w.name.clone(), pods })
 }
 
+/// How far ahead a window holds its pods against a scale-down: the drain timeout (the longest a
+/// drained pod can keep its meetings, so the longest a drain can run side by side with the window's
+/// new pods), at most [`HOLD_AHEAD_MAX_MS`].
+pub(super) fn hold_ahead_ms(spec: &FleetSpec) -> i64 {
+    spec.drain_timeout_ms.clamp(0, HOLD_AHEAD_MAX_MS)
+}
+
+/// The longest hold ahead of a window: an idle pod kept longer costs more than most drains.
+pub const HOLD_AHEAD_MAX_MS: i64 = 90 * 60_000;
+
 /// What a scale-down does.
 pub(super) struct ScaleDown {
     pub actions: Vec<Action>,

@@ -159,6 +159,34 @@ impl Schedule {
         reading
     }
 
+    /// The windows that open (early by `lead_ms`) after `now` and at most `horizon_ms` later: a
+    /// scale-down keeps the pods they will ask for (`scale::held`), rather than draining pods whose
+    /// meetings would still hold them when new ones are created for the window.
+    pub fn opening_within(&self, now: Millis, lead_ms: Millis, horizon_ms: Millis) -> Vec<&Window> {
+        let mut out: Vec<&Window> = Vec::new();
+        let Some(today) = Timestamp::from_millisecond(now).ok().map(|t| t.to_zoned(self.time_zone.clone()).date())
+        else {
+            return out;
+        };
+        let (lead, until) = (lead_ms.max(0), now.saturating_add(horizon_ms.max(0)));
+        // The horizon is bounded by the drain timeout (24 h at most): two days ahead cover it.
+        for offset in 0..=2i64 {
+            let Some(date) = today.checked_add(offset.days()).ok() else { continue };
+            let day_bit = 1u8 << date.weekday().to_monday_zero_offset();
+            for w in self.windows.iter().filter(|w| w.days & day_bit != 0) {
+                let (Some(start), Some(end)) = (self.instant(date, w.start_minute), self.instant(date, w.end_minute))
+                else {
+                    continue;
+                };
+                let opens = start.saturating_sub(lead);
+                if start < end && now < opens && opens <= until && !out.iter().any(|o| std::ptr::eq(*o, w)) {
+                    out.push(w);
+                }
+            }
+        }
+        out
+    }
+
     /// The instant of `minute` after local midnight of `date` (1440: the next midnight).
     fn instant(&self, date: Date, minute: u16) -> Option<Millis> {
         let (date, minute) = if minute >= 1440 { (date.tomorrow().ok()?, 0) } else { (date, minute) };
@@ -315,6 +343,23 @@ mod tests {
         let s = paris(&[view("night", &[Weekday::Mon], "00:00", "01:00")]);
         assert_eq!(open_names(&s, local("2026-12-06T23:58"), lead), ["night"]);
         assert!(open_names(&s, local("2026-12-06T23:56"), lead).is_empty());
+    }
+
+    #[test]
+    fn windows_opening_within_a_horizon() {
+        let s = paris(&[view("morning", &ALL, "09:00", "10:00"), view("noon", &ALL, "12:00", "13:00")]);
+        let names = |now, lead, horizon| -> Vec<String> {
+            s.opening_within(now, lead, horizon).iter().map(|w| w.name.clone()).collect()
+        };
+        let lead = 3 * MIN;
+        // Opens (early) within the horizon: counted; already open or beyond the horizon: not.
+        assert_eq!(names(local("2026-12-07T08:00"), lead, 57 * MIN), ["morning"]);
+        assert!(names(local("2026-12-07T08:00"), lead, 56 * MIN).is_empty());
+        assert!(names(local("2026-12-07T08:57"), lead, 60 * MIN).is_empty());
+        assert_eq!(names(local("2026-12-07T10:00"), 0, 120 * MIN), ["noon"]);
+        // Across midnight: tomorrow's morning.
+        assert_eq!(names(local("2026-12-07T23:00"), 0, 10 * 60 * MIN), ["morning"]);
+        assert!(names(local("2026-12-07T08:00"), lead, -5).is_empty());
     }
 
     #[test]
