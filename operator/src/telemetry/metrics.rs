@@ -56,6 +56,14 @@ pub struct Metrics {
     pub ready: GaugeVec,
     /// `visio_caption_slots{namespace,pool,state="used"|"total"}`.
     pub caption_slots: IntGaugeVec,
+    /// Backend pods the pool's planner wants (load and open schedule window), and `spec.backend.replicas.max`:
+    /// the alert on a pool held at its max during a window compares them.
+    pub caption_backends_desired: IntGaugeVec,
+    pub caption_max_backends: IntGaugeVec,
+    /// 1 while a schedule window holds the pool's backends up (opened early by the start-up lead), else 0.
+    pub caption_schedule_window_open: IntGaugeVec,
+    /// Creation to Ready of the pool's recent backend pods, the slowest: the lead its windows open early by.
+    pub caption_backend_startup: GaugeVec,
     /// Streams a pool's backends refused because they were full. Start it at 0 ([`Metrics::init_pool`]).
     pub caption_streams_rejected: IntCounterVec,
     /// 95th percentile of the backends' model step time, in seconds (one step is 80 ms of audio).
@@ -177,6 +185,27 @@ impl Metrics {
             "Speech-to-text slots of a caption pool's backends, by state (used, total)",
             &["namespace", "pool", "state"],
         );
+        let caption_backends_desired = int_gauge(
+            "visio_caption_backends_desired",
+            "Backend pods a caption pool's planner wants for its load and its open schedule window",
+            pool,
+        );
+        let caption_max_backends = int_gauge(
+            "visio_caption_max_backends",
+            "Most backend pods a caption pool may run (spec.backend.replicas.max)",
+            pool,
+        );
+        let caption_schedule_window_open = int_gauge(
+            "visio_caption_schedule_window_open",
+            "1 while a schedule window (spec.backend.schedules) holds a caption pool's backends up, opened early by \
+             the measured start-up, else 0",
+            pool,
+        );
+        let caption_backend_startup = gauge(
+            "visio_caption_backend_startup_seconds",
+            "Creation to Ready of a caption pool's recent backend pods, the slowest: how early its schedule windows open",
+            pool,
+        );
         let caption_streams_rejected = counter(
             "visio_caption_streams_rejected_total",
             "Caption streams a pool's backends refused because every slot was taken",
@@ -256,6 +285,10 @@ impl Metrics {
             Box::new(sfu_pod_startup.clone()),
             Box::new(ready.clone()),
             Box::new(caption_slots.clone()),
+            Box::new(caption_backends_desired.clone()),
+            Box::new(caption_max_backends.clone()),
+            Box::new(caption_schedule_window_open.clone()),
+            Box::new(caption_backend_startup.clone()),
             Box::new(caption_streams_rejected.clone()),
             Box::new(caption_step_time_p95.clone()),
             Box::new(caption_slow_steps.clone()),
@@ -291,6 +324,10 @@ impl Metrics {
             sfu_pod_startup,
             ready,
             caption_slots,
+            caption_backends_desired,
+            caption_max_backends,
+            caption_schedule_window_open,
+            caption_backend_startup,
             caption_streams_rejected,
             caption_step_time_p95,
             caption_slow_steps,
@@ -324,6 +361,20 @@ impl Metrics {
             }
         }
         self.sfu_oldest_drain.set_oldest(namespace, cluster, f.oldest_drain_since);
+    }
+
+    /// Sets a caption pool's backend fleet figures: desired against max, the schedule window, the lead.
+    pub fn set_caption_fleet(&self, namespace: &str, pool: &str, desired: u32, f: &Figures) {
+        let l = &[namespace, pool];
+        self.caption_backends_desired.with_label_values(l).set(i64::from(desired));
+        self.caption_max_backends.with_label_values(l).set(f.max);
+        self.caption_schedule_window_open.with_label_values(l).set(i64::from(f.window_open));
+        match f.startup_lead_ms {
+            Some(ms) => self.caption_backend_startup.with_label_values(l).set(ms.max(0) as f64 / 1000.0),
+            None => {
+                let _ = self.caption_backend_startup.remove_label_values(l);
+            }
+        }
     }
 
     /// Creates a pool's counters at 0, so that the first rejection shows as an increase.
@@ -596,6 +647,7 @@ mod tests {
             startup_lead_ms: Some(42_000),
         };
         m.set_fleet(ns, name, &f);
+        m.set_caption_fleet(ns, name, 4, &f);
         for kind in ["VisioCluster", "CaptionPool", "RetentionPolicy"] {
             m.ready.with_label_values(&[kind, ns, name]).set(1.0);
         }
@@ -652,6 +704,18 @@ mod tests {
         ] {
             assert!(body.contains(line), "missing {line} in\n{body}");
         }
+        m.set_caption_fleet("mininterieur", "captions", 7, &f);
+        let body = m.render();
+        for line in [
+            r#"visio_caption_backends_desired{namespace="mininterieur",pool="captions"} 7"#,
+            r#"visio_caption_max_backends{namespace="mininterieur",pool="captions"} 12"#,
+            r#"visio_caption_schedule_window_open{namespace="mininterieur",pool="captions"} 1"#,
+            r#"visio_caption_backend_startup_seconds{namespace="mininterieur",pool="captions"} 95.5"#,
+        ] {
+            assert!(body.contains(line), "missing {line} in\n{body}");
+        }
+        m.set_caption_fleet("mininterieur", "captions", 7, &Figures { startup_lead_ms: None, ..f });
+        assert!(!m.render().contains("visio_caption_backend_startup_seconds{"), "not measured: no series");
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub async fn update(
         count_rejections(pools, &key, &uid, status.slots.rejected, pods, now.as_millisecond());
     status.slots.rejected = total;
     status.autoscaling = fleet::schedule::status(backends.plan.scheduled.as_ref(), backends.snapshot.startup_lead_ms);
+    ctx.metrics.set_caption_fleet(&ns, &name, backends.plan.desired, &backends.plan.figures);
     status.transcribers = transcriber_counts(ctx, &ns, &captions::transcriber_name(&name), replicas);
     status.transcribers.jobs = (load.reporting > 0).then(|| i64::try_from(load.jobs).unwrap_or(i64::MAX));
     let stuck = unschedulable(pods);
