@@ -12,7 +12,7 @@
 //! - [`livekit`]: the real livekit-server, Redis and participants on loopback;
 //! - [`chart`]: helm and the chart's ServiceAccount; [`baseline`]: the chart-style LiveKit of the bench;
 //!   [`s3`]: the retention suite's S3 server; [`hostile_s3`]: the S3 endpoint of a hostile tenant;
-//!   [`rng`]: the one seeded generator.
+//!   [`rng`]: the one seeded generator; [`peak_report`]: `bench peak`'s results as JSON, their table and picture.
 
 pub mod baseline;
 pub mod chart;
@@ -21,6 +21,7 @@ pub mod fleet;
 pub mod hostile_s3;
 pub mod livekit;
 pub mod own;
+pub mod peak_report;
 pub mod ports;
 pub mod process;
 pub mod rng;

@@ -10,7 +10,6 @@
 //! is reproducible from its seed.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use k8s_openapi::jiff::civil::DateTime;
@@ -18,6 +17,7 @@ use k8s_openapi::jiff::tz::TimeZone;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use visio_e2e::baseline::{recommend, HpaSpec, Stabiliser};
+use visio_e2e::peak_report::{PeakReport, PeakRow};
 use visio_operator::api::schedule::{Weekday, WindowView};
 use visio_operator::fleet::schedule::Schedule;
 use visio_operator::fleet::{self, Action, FleetSpec, PodPhase, PodSnapshot, Snapshot};
@@ -31,29 +31,29 @@ pub struct Params {
     pub startup_s: u32,
 }
 
-const PER_POD: u32 = 250;
-const TARGET_PERCENT: u32 = 70;
-const MIN_PODS: u32 = 2;
-const MAX_PODS: u32 = 40;
-const BUFFER: u32 = 100;
+pub const PER_POD: u32 = 250;
+pub const TARGET_PERCENT: u32 = 70;
+pub const MIN_PODS: u32 = 2;
+pub const MAX_PODS: u32 = 40;
+pub const BUFFER: u32 = 100;
 /// The morning played: 08:30 to 11:30, Paris time, on Monday 29 March 2027 (the day after the spring
 /// DST change: the window must open at 08:40 summer time).
 const DAY: &str = "2027-03-29T08:30:00";
-const HORIZON_S: u32 = 3 * 3600;
+pub const HORIZON_S: u32 = 3 * 3600;
 /// How often the operator plans (the agent's report interval).
 const PLAN_EVERY_S: u32 = 2;
 /// A sample of the time series every this many seconds, for the picture.
-const SAMPLE_EVERY_S: u32 = 15;
+pub const SAMPLE_EVERY_S: u32 = 15;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum System {
+pub enum System {
     Chart,
     Reactive,
     Scheduled,
 }
 
 impl System {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             System::Chart => "chart baseline (Deployment + CPU HPA)",
             System::Reactive => "visio-operator, reactive only",
@@ -64,22 +64,22 @@ impl System {
 
 /// One meeting: its start and end (seconds after 08:30) and its size.
 #[derive(Clone, Debug)]
-struct Meeting {
-    start: u32,
-    end: u32,
-    participants: u32,
+pub struct Meeting {
+    pub start: u32,
+    pub end: u32,
+    pub participants: u32,
 }
 
 /// One tenant's morning, and what its schedule was written from: when its two waves open and last
 /// week's peak (so not exactly today's).
-struct Tenant {
-    meetings: Vec<Meeting>,
+pub struct Tenant {
+    pub meetings: Vec<Meeting>,
     /// Concurrent participants, second by second.
-    load: Vec<u32>,
+    pub load: Vec<u32>,
     /// Last week's peak of each wave (the most participants connected within 40 minutes of its start).
-    schedule_participants: [u32; 2],
+    pub schedule_participants: [u32; 2],
     /// Seconds after 08:30 at which its waves start opening.
-    waves: [u32; 2],
+    pub waves: [u32; 2],
 }
 
 fn meeting_size(rng: &mut StdRng) -> u32 {
@@ -113,7 +113,7 @@ fn wave(rng: &mut StdRng, from: u32, ramp_s: u32, participants: u32, out: &mut V
     }
 }
 
-fn tenants(p: &Params) -> Vec<Tenant> {
+pub fn tenants(p: &Params) -> Vec<Tenant> {
     let mut rng = StdRng::seed_from_u64(p.seed);
     (0..p.tenants)
         .map(|_| {
@@ -274,27 +274,38 @@ fn operator_spec(schedule: Schedule) -> FleetSpec {
     }
 }
 
-/// `HH:MM` of `s` seconds after 08:30, rounded down to 5 minutes (as a person writes a schedule).
-fn local_time(s: u32) -> String {
-    let minutes = (8 * 60 + 30 + s / 60) / 5 * 5;
+/// The windows a platform team would write for this tenant from last week's graphs, in minutes after
+/// 08:30 rounded to `step` minutes (as a person writes a schedule: 5 in the model; on the control plane,
+/// the compression, so that each window falls on a wall-clock minute): one over each wave's ramp, from
+/// its first meetings to 25 minutes later (when the load itself holds the fleet up), ready for last
+/// week's peak. (name, start, end, participants).
+pub fn windows_for(tenant: &Tenant, step: u32) -> Vec<(&'static str, u32, u32, u32)> {
+    ["first-wave", "second-wave"]
+        .into_iter()
+        .zip(tenant.waves.iter().zip(tenant.schedule_participants))
+        .map(|(name, (&w, n))| {
+            let start = w / 60 / step * step;
+            (name, start, start + 25u32.div_ceil(step) * step, n)
+        })
+        .collect()
+}
+
+/// `HH:MM` of `m` minutes after 08:30.
+fn local_time(m: u32) -> String {
+    let minutes = 8 * 60 + 30 + m;
     format!("{:02}:{:02}", minutes / 60, minutes % 60)
 }
 
-/// The schedule a platform team would write for this tenant from last week's graphs: weekdays, a
-/// window over each wave's ramp (from its first meetings to 25 minutes later, when the load itself
-/// holds the fleet up), ready for last week's peak.
+/// The tenant's schedule in the model: weekdays, Paris time, windows rounded to 5 minutes.
 fn schedule_for(tenant: &Tenant) -> Result<Schedule> {
     let days = [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri];
-    let times: Vec<(String, String, Option<i32>)> = tenant
-        .waves
-        .iter()
-        .zip(tenant.schedule_participants)
-        .map(|(&w, n)| (local_time(w), local_time(w + 25 * 60), i32::try_from(n).ok()))
+    let times: Vec<(&str, String, String, Option<i32>)> = windows_for(tenant, 5)
+        .into_iter()
+        .map(|(name, start, end, n)| (name, local_time(start), local_time(end), i32::try_from(n).ok()))
         .collect();
-    let windows: Vec<WindowView<'_>> = ["first-wave", "second-wave"]
+    let windows: Vec<WindowView<'_>> = times
         .iter()
-        .zip(&times)
-        .map(|(name, (start, end, n))| WindowView { name, days: &days, start, end, min_pods: None, min_load: *n })
+        .map(|(name, start, end, n)| WindowView { name, days: &days, start, end, min_pods: None, min_load: *n })
         .collect();
     Ok(Schedule::parse("spec.autoscaling", "Europe/Paris", &windows)?)
 }
@@ -397,8 +408,8 @@ fn play(system: System, tenant: &Tenant, p: &Params, day_ms: i64) -> Result<Outc
     Ok(m.out)
 }
 
-/// Runs the three systems over the same tenants, prints the table and draws the picture at `svg`.
-pub fn run(p: &Params, svg: &Path) -> Result<()> {
+/// Runs the three systems over the same tenants in model time, and returns the report.
+pub fn run(p: &Params, command: String, commit: String, date: String) -> Result<PeakReport> {
     let tz = TimeZone::get("Europe/Paris")?;
     let day_ms = DAY.parse::<DateTime>()?.to_zoned(tz)?.timestamp().as_millisecond();
     let tenants = tenants(p);
@@ -408,6 +419,7 @@ pub fn run(p: &Params, svg: &Path) -> Result<()> {
         .collect();
     let meetings: usize = tenants.iter().map(|t| t.meetings.len()).sum();
     let mut rows = Vec::new();
+    let mut ideal = 0;
     for system in [System::Chart, System::Reactive, System::Scheduled] {
         let mut total = Outcome { pods: vec![0; participants.len()], ..Outcome::default() };
         for t in &tenants {
@@ -421,90 +433,38 @@ pub fn run(p: &Params, svg: &Path) -> Result<()> {
                 *a += b;
             }
         }
-        rows.push((system, total));
+        ideal = total.ideal_pod_s;
+        rows.push(PeakRow {
+            system: system.label().into(),
+            joins_above_capacity: total.joins_above_capacity,
+            participant_seconds_above_target: total.participant_s_above_target,
+            peak_pods: total.pods.iter().copied().max().unwrap_or(0),
+            pod_minutes: (total.pod_s as f64 / 60.0).round(),
+            meetings_cut: total.cut,
+            pods: total.pods,
+        });
     }
-    println!(
-        "\nMonday 9:00 (29 March 2027, Paris), {} tenants, {meetings} meetings, {} participants at the peak; seed {}; \
-         pod start-up {} s; pods of {PER_POD} participants, target {TARGET_PERCENT} %, min {MIN_PODS}, max {MAX_PODS}; \
-         model time (the planners decide, the model plays pods and joins)",
-        p.tenants,
-        participants.iter().max().unwrap_or(&0),
-        p.seed,
-        p.startup_s
-    );
-    println!();
-    println!("| system | joins above capacity | participant-seconds above target utilisation | peak pods | SFU pod-minutes (x ideal) | meetings cut |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (system, o) in &rows {
-        println!(
-            "| {} | {} | {} | {} | {:.0} ({:.2}x) | {} |",
-            system.label(),
-            o.joins_above_capacity,
-            o.participant_s_above_target,
-            o.pods.iter().max().unwrap_or(&0),
-            o.pod_s as f64 / 60.0,
-            o.pod_s as f64 / o.ideal_pod_s.max(1) as f64,
-            o.cut
-        );
-    }
-    let ideal = rows.first().map_or(0, |(_, o)| o.ideal_pod_s);
-    println!("\nideal: {:.0} pod-minutes (perfect foresight: each second, the pods its load needs at the target, at least min, Ready at once)", ideal as f64 / 60.0);
-    draw(svg, &participants, &rows, p)?;
-    println!("picture: {}", svg.display());
-    Ok(())
-}
-
-fn draw(svg: &Path, participants: &[u32], rows: &[(System, Outcome)], p: &Params) -> Result<()> {
-    use plotters::prelude::*;
-    if let Some(dir) = svg.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let root = SVGBackend::new(svg, (1000, 720)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(400);
-    let minutes = |i: usize| 8.5 + (i as f64 * f64::from(SAMPLE_EVERY_S)) / 3600.0;
-    let hours = 8.5..8.5 + f64::from(HORIZON_S) / 3600.0;
-    let max_pods = rows.iter().flat_map(|(_, o)| o.pods.iter()).copied().max().unwrap_or(1) + 5;
-    let mut chart = ChartBuilder::on(&top)
-        .caption(
-            format!("bench peak: SFU pods, 20 tenants, Monday 9:00 (seed {}, start-up {} s)", p.seed, p.startup_s),
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(hours.clone(), 0u32..max_pods)?;
-    chart.configure_mesh().x_desc("hour (Paris)").y_desc("pods").draw()?;
-    let colours = [RED, BLUE, RGBColor(0, 140, 60)];
-    for ((system, o), colour) in rows.iter().zip(colours) {
-        chart
-            .draw_series(LineSeries::new(
-                o.pods.iter().enumerate().map(|(i, &n)| (minutes(i), n)),
-                colour.stroke_width(2),
-            ))?
-            .label(system.label())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    let max_p = participants.iter().copied().max().unwrap_or(1) + 500;
-    let mut chart = ChartBuilder::on(&bottom)
-        .caption("participants connected (all tenants, the same workload for the three)", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(hours, 0u32..max_p)?;
-    chart.configure_mesh().x_desc("hour (Paris)").y_desc("participants").draw()?;
-    chart.draw_series(LineSeries::new(
-        participants.iter().enumerate().map(|(i, &n)| (minutes(i), n)),
-        BLACK.stroke_width(2),
-    ))?;
-    root.present()?;
-    Ok(())
+    Ok(PeakReport {
+        mode: "model".into(),
+        command,
+        commit,
+        date,
+        setting: format!(
+            "the planners in model time (no wall clock, no apiserver): Monday 29 March 2027 (Paris, the day after the spring \
+             change), {} tenants, {meetings} meetings, {} participants at the peak; seed {}; pod start-up {} s (stated); \
+             pods of {PER_POD} participants, target {TARGET_PERCENT} %, min {MIN_PODS}, max {MAX_PODS}.",
+            p.tenants,
+            participants.iter().max().unwrap_or(&0),
+            p.seed,
+            p.startup_s
+        ),
+        compression: 1.0,
+        start_hour: 8.5,
+        sample_every_s: SAMPLE_EVERY_S,
+        participants,
+        ideal_pod_minutes: (ideal as f64 / 60.0).round(),
+        rows,
+    })
 }
 
 #[cfg(test)]
