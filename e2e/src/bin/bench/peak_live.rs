@@ -104,6 +104,12 @@ fn seen(p: &Pod) -> Option<(String, Seen)> {
     let m = &p.metadata;
     let ann = m.annotations.clone().unwrap_or_default();
     let labels = m.labels.clone().unwrap_or_default();
+    // The SFU pods only: the operator's (a tenant's Redis runs beside them) and the baseline's.
+    let sfu = labels.get("app.kubernetes.io/component").is_some_and(|c| c == "sfu")
+        || labels.get("app").is_some_and(|a| a == "livekit-baseline");
+    if !sfu {
+        return None;
+    }
     let ready = p
         .status
         .as_ref()
