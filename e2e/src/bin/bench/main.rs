@@ -53,7 +53,12 @@ async fn main() -> Result<()> {
                 seed: flag(&args, "--seed").map(|r| r.parse()).transpose()?.unwrap_or(23),
                 tenants: flag(&args, "--tenants").map(|r| r.parse()).transpose()?.unwrap_or(20),
                 startup_s: flag(&args, "--startup").map(|r| r.parse()).transpose()?.unwrap_or(90),
+                pack: args.iter().any(|a| a == "--pack"),
             };
+            anyhow::ensure!(
+                !p.pack || args.iter().any(|a| a == "--model"),
+                "--pack is a what-if of the model (--model)"
+            );
             let command = format!("e2e/bench {}", args.join(" "));
             let (commit, date) = provenance()?;
             let (report, name) = if args.iter().any(|a| a == "--model") {
@@ -63,6 +68,10 @@ async fn main() -> Result<()> {
                 (peak_live::run(&p, compression, command, commit, date).await?, "peak.json")
             };
             println!("\n{}", report.markdown());
+            if p.pack {
+                println!("(what-if: packed placement; nothing written)");
+                return Ok(());
+            }
             let json = visio_e2e::repo().join("docs/bench").join(name);
             report.write(&json)?;
             visio_e2e::peak_report::render_all()?;

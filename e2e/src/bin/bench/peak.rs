@@ -29,6 +29,10 @@ pub struct Params {
     pub tenants: usize,
     /// Creation to Ready of a new SFU pod (node, pull, start), seconds.
     pub startup_s: u32,
+    /// What-if (model only, `--pack`): each meeting on the fullest serving pod it fits under the target,
+    /// the least-loaded when none does. LiveKit's selector cannot do this (docs/design.md#scheduled-capacity):
+    /// the figure says what packing upstream would be worth.
+    pub pack: bool,
 }
 
 pub const PER_POD: u32 = 250;
@@ -182,11 +186,13 @@ struct Model<'a> {
     /// Meetings live, by pod: (end, participants).
     live: BTreeMap<String, Vec<(u32, u32)>>,
     out: Outcome,
+    pack: bool,
 }
 
 impl<'a> Model<'a> {
-    fn new(tenant: &'a Tenant) -> Self {
-        let mut m = Model { tenant, pods: Vec::new(), next_name: 0, live: BTreeMap::new(), out: Outcome::default() };
+    fn new(tenant: &'a Tenant, pack: bool) -> Self {
+        let mut m =
+            Model { tenant, pods: Vec::new(), next_name: 0, live: BTreeMap::new(), out: Outcome::default(), pack };
         for _ in 0..MIN_PODS {
             m.create(0, 0);
         }
@@ -228,7 +234,21 @@ impl<'a> Model<'a> {
             }
         }
         for m in starting {
-            let Some(p) = self.pods.iter_mut().filter(|p| p.takes_meetings(t)).min_by_key(|p| (p.load, p.name.clone()))
+            let target = PER_POD * TARGET_PERCENT / 100;
+            let packed = if self.pack {
+                self.pods
+                    .iter()
+                    .filter(|p| p.takes_meetings(t) && p.load + m.participants <= target)
+                    .max_by_key(|p| (p.load, std::cmp::Reverse(p.name.clone())))
+                    .map(|p| p.name.clone())
+            } else {
+                None
+            };
+            let Some(p) = self
+                .pods
+                .iter_mut()
+                .filter(|p| p.takes_meetings(t))
+                .min_by_key(|p| (packed.as_ref() != Some(&p.name), p.load, p.name.clone()))
             else {
                 // No pod to take it: every participant lands on nothing (never happens with min >= 1).
                 self.out.joins_above_capacity += u64::from(m.participants);
@@ -311,7 +331,7 @@ fn schedule_for(tenant: &Tenant) -> Result<Schedule> {
 }
 
 fn play(system: System, tenant: &Tenant, p: &Params, day_ms: i64) -> Result<Outcome> {
-    let mut m = Model::new(tenant);
+    let mut m = Model::new(tenant, p.pack);
     let spec = operator_spec(if system == System::Scheduled { schedule_for(tenant)? } else { Schedule::default() });
     let hpa = HpaSpec::new(MIN_PODS, MAX_PODS, f64::from(TARGET_PERCENT), PER_POD);
     let mut stabiliser = Stabiliser::new(hpa.scale_down_window);
@@ -473,7 +493,7 @@ mod tests {
 
     #[test]
     fn the_workload_is_the_seeds() {
-        let p = Params { seed: 7, tenants: 3, startup_s: 90 };
+        let p = Params { seed: 7, tenants: 3, startup_s: 90, pack: false };
         let (a, b) = (tenants(&p), tenants(&p));
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x.load, y.load);
