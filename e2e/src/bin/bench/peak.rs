@@ -500,6 +500,17 @@ mod tests {
             assert_eq!(x.schedule_participants, y.schedule_participants);
             assert_eq!(x.waves, y.waves);
         }
+        // Windows fall on their step (5 minutes in the model, the compression on the control plane), open
+        // by each wave's first meetings and last at least 25 minutes.
+        for step in [5, 10, 15, 20] {
+            for t in &a {
+                for ((_, start, end, n), &wave) in windows_for(t, step).iter().zip(&t.waves) {
+                    assert!(start % step == 0 && end % step == 0 && end - start >= 25, "{step}: {start}..{end}");
+                    assert!(start * 60 <= wave && wave < (start + step) * 60, "{step}: {start} for a wave at {wave} s");
+                    assert!(*n > 0);
+                }
+            }
+        }
         // Each tenant ramps from nothing at 08:30.
         assert!(a.iter().all(|t| t.load[0] == 0 && t.load.iter().max() > Some(&100)));
     }
