@@ -152,13 +152,42 @@ pub fn recommend(spec: &HpaSpec, current: u32, utilisations: &[f64]) -> u32 {
     raw.min(up_limit).clamp(spec.min, spec.max)
 }
 
+/// The HPA's scale-down stabilisation (`behavior.scaleDown.stabilizationWindowSeconds`): a scale-down goes
+/// only as low as the highest recommendation of the window. Pure, on a clock in milliseconds given by the
+/// caller (the HPA played against the apiserver, or `bench peak`'s simulated morning).
+#[derive(Clone, Debug)]
+pub struct Stabiliser {
+    window_ms: u64,
+    history: VecDeque<(u64, u32)>,
+}
+
+impl Stabiliser {
+    pub fn new(window: Duration) -> Stabiliser {
+        Stabiliser { window_ms: window.as_millis() as u64, history: VecDeque::new() }
+    }
+
+    /// The replica count to set at `now_ms`, from the current count and this sync's recommendation.
+    pub fn stabilise(&mut self, now_ms: u64, current: u32, rec: u32) -> u32 {
+        self.history.push_back((now_ms, rec));
+        while self.history.front().is_some_and(|(t, _)| now_ms.saturating_sub(*t) > self.window_ms) {
+            self.history.pop_front();
+        }
+        if rec < current {
+            self.history.iter().map(|(_, r)| *r).max().unwrap_or(rec).min(current)
+        } else {
+            rec
+        }
+    }
+}
+
 /// metrics-server and the HPA controller, played for one Deployment: call [`Hpa::step`] often
 /// (every 100 ms or so); it samples and syncs when their periods are due.
 pub struct Hpa {
     spec: HpaSpec,
     deployments: Api<Deployment>,
     sample: Vec<f64>,
-    history: VecDeque<(Instant, u32)>,
+    stabiliser: Stabiliser,
+    started: Instant,
     next_sample: Instant,
     next_sync: Instant,
 }
@@ -169,7 +198,8 @@ impl Hpa {
         Hpa {
             deployments: Api::namespaced(client, ns),
             sample: Vec::new(),
-            history: VecDeque::new(),
+            stabiliser: Stabiliser::new(spec.scale_down_window),
+            started: now,
             // The sample and the sync run on their own clocks, as the two components do.
             next_sample: now + spec.resolution / 2,
             next_sync: now + spec.sync,
@@ -197,13 +227,7 @@ impl Hpa {
         self.next_sync += self.spec.sync;
         let Some(current) = replicas(&self.deployments).await? else { return Ok(()) };
         let rec = recommend(&self.spec, current, &self.sample);
-        self.history.push_back((now, rec));
-        while self.history.front().is_some_and(|(t, _)| now.duration_since(*t) > self.spec.scale_down_window) {
-            self.history.pop_front();
-        }
-        // Scale-down stabilisation: the highest recommendation of the window.
-        let stabilised =
-            if rec < current { self.history.iter().map(|(_, r)| *r).max().unwrap_or(rec).min(current) } else { rec };
+        let stabilised = self.stabiliser.stabilise(now.duration_since(self.started).as_millis() as u64, current, rec);
         if stabilised != current {
             let patch = json!({"spec": {"replicas": stabilised}});
             self.deployments.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch)).await?;
@@ -235,5 +259,13 @@ mod tests {
         assert_eq!(recommend(&spec, 8, &[400.0; 8]), 10);
         // No sample yet: unchanged.
         assert_eq!(recommend(&spec, 3, &[]), 3);
+    }
+
+    #[test]
+    fn a_scale_down_waits_for_the_window() {
+        let mut s = Stabiliser::new(Duration::from_secs(300));
+        assert_eq!(s.stabilise(0, 4, 6), 6, "up at once");
+        assert_eq!(s.stabilise(15_000, 6, 2), 6, "the window still holds 6");
+        assert_eq!(s.stabilise(301_000, 6, 2), 2, "6 left the window");
     }
 }

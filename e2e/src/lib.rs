@@ -14,7 +14,7 @@
 //! - [`audit`]: the apiserver's audit log, counted by client (the operator's requests apart);
 //! - [`chart`]: helm and the chart's ServiceAccount; [`baseline`]: the chart-style LiveKit of the bench;
 //!   [`s3`]: the retention suite's S3 server; [`hostile_s3`]: the S3 endpoint of a hostile tenant;
-//!   [`rng`]: the one seeded generator.
+//!   [`rng`]: the one seeded generator; [`peak_report`]: `bench peak`'s results as JSON, their table and picture.
 
 pub mod audit;
 pub mod baseline;
@@ -25,6 +25,7 @@ pub mod fleet;
 pub mod hostile_s3;
 pub mod livekit;
 pub mod own;
+pub mod peak_report;
 pub mod ports;
 pub mod process;
 pub mod rng;

@@ -22,7 +22,9 @@
 //!    `lk_agents_active_job_count`, drain on SIGTERM) and the real agent with `--backend transcriber`: a
 //!    steady ramp of rooms is never refused, a scale-down removes the empty workers (the agent's deletion
 //!    cost), and a worker removed with a job drains it to its end;
-//! 4. `bad_input_is_reported`: a pool naming a VisioCluster that does not exist, one asking for a GPU no
+//! 4. `a_schedule_window_holds_the_backends_up`: a window of `spec.backend.schedules` holds the backends at
+//!    its minimum, shown in the status and in the metrics of `VisioCaptionAtMaxDuringWindow`;
+//! 5. `bad_input_is_reported`: a pool naming a VisioCluster that does not exist, one asking for a GPU no
 //!    node has (pods Pending, `Unschedulable` quoting the scheduler), and what the schema refuses.
 
 use std::time::{Duration, Instant};
@@ -584,6 +586,50 @@ async fn whisperlive_pool_scales_on_slots_and_counts_rejections() -> Result<()> 
             format!("took {:.1} s", started.elapsed().as_secs_f64()),
         ],
     );
+    Ok(())
+}
+
+/// A schedule window (`spec.backend.schedules`) holds the pool's backends at its minimum above the load's
+/// need, shows in the status (the window, its pods, the measured start-up) and in the metrics the
+/// `VisioCaptionAtMaxDuringWindow` alert reads: here the window asks for the pool's max, the alert's case.
+#[tokio::test]
+async fn a_schedule_window_holds_the_backends_up() -> Result<()> {
+    let ns = "e2e-captions-schedule";
+    let client = client().await?;
+    let _tenant = Tenant::create(&client, ns).await?;
+    apply::<VisioCluster>(&client, ns, &visiocluster()).await?;
+    let always = json!({"backend": {"replicas": {"min": 1, "max": 2}, "timeZone": "UTC", "schedules": [
+        {"name": "all-week", "days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": "00:00", "end": "24:00", "minPods": 2}
+    ]}});
+    apply::<CaptionPool>(&client, ns, &pool(POOL, always)).await?;
+    let st = wait_for("2 backends ready under the window", Duration::from_secs(90), || async {
+        Ok(status(&client, ns, POOL).await?.filter(|s| s.backends.ready == 2))
+    })
+    .await?;
+    ensure!(st.backends.desired == 2, "the window's minPods, above min 1 and the (unreported) load: {:?}", st.backends);
+    let auto = st.autoscaling.clone().context("status.autoscaling")?;
+    ensure!(auto.active_window.as_deref() == Some("all-week"), "{auto:?}");
+    ensure!(auto.scheduled_min_pods == Some(2), "{auto:?}");
+    let labels = format!("{{namespace=\"{ns}\",pool=\"{POOL}\"}}");
+    for (name, want) in [
+        ("visio_caption_schedule_window_open", 1.0),
+        ("visio_caption_backends_desired", 2.0),
+        ("visio_caption_max_backends", 2.0),
+    ] {
+        let series = format!("{name}{labels}");
+        wait_for(&format!("{series} = {want}"), Duration::from_secs(15), || async {
+            Ok((visio_e2e::metric(&series).await? == Some(want)).then_some(()))
+        })
+        .await?;
+    }
+    // The start-up of the backends, once measured (the lead the window opens early by).
+    let measured = wait_for("the backends' start-up measured", Duration::from_secs(30), || async {
+        Ok(status(&client, ns, POOL).await?.and_then(|s| s.autoscaling?.startup_lead_seconds))
+    })
+    .await?;
+    let startup = visio_e2e::metric(&format!("visio_caption_backend_startup_seconds{labels}")).await?;
+    ensure!(startup.is_some_and(|s| s >= 0.0 && s <= measured as f64), "{startup:?} against {measured} s");
+    summary("schedule", &[format!("window all-week: 2 backends of max 2, start-up {measured} s")]);
     Ok(())
 }
 

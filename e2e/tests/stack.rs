@@ -153,3 +153,52 @@ async fn a_missing_keys_secret_gives_a_condition_and_an_event() -> Result<()> {
     assert!(pods.list(&ListParams::default()).await?.items.is_empty());
     Ok(())
 }
+
+/// A schedule window holds the fleet above its load-driven size, shows in `kubectl get vc` and the
+/// metrics; a time zone the tz database does not know (CEL cannot tell) becomes a condition naming the field.
+#[tokio::test]
+async fn a_schedule_window_holds_the_fleet_up() -> Result<()> {
+    let client = client().await?;
+    let ns = "e2e-schedule";
+    let always = json!({"autoscaling": {"timeZone": "UTC", "schedules": [
+        {"name": "all-week", "days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": "00:00", "end": "24:00", "minPods": 3}
+    ]}});
+    let vc =
+        visio_cluster("visio").ministry("Ministère du Travail", "visio.travail.gouv.fr").replicas(2, 5).spec(always);
+    let (vcs, _) = ready_tenant(&client, ns, vc, Duration::from_secs(90)).await?;
+    let status = wait_for("3 SFU pods ready under the window", Duration::from_secs(60), || async {
+        let s = vcs.get("visio").await?.status.context("status")?;
+        Ok((s.sfu.ready == 3).then_some(s))
+    })
+    .await?;
+    assert_eq!(status.sfu.desired, 3, "the window's minPods, above min 2 and the (unreported) load");
+    let auto = status.autoscaling.context("status.autoscaling")?;
+    assert_eq!(auto.active_window.as_deref(), Some("all-week"));
+    assert_eq!(auto.scheduled_min_pods, Some(3));
+    assert!(auto.startup_lead_seconds.is_some_and(|s| s >= 0), "the pods' start-up was measured: {auto:?}");
+    let table = visio_e2e::kubectl(&["get", "vc", "visio", "-n", ns], None)?;
+    assert!(table.contains("WINDOW") && table.contains("all-week"), "kubectl get vc shows the window:\n{table}");
+    let open = format!("visio_sfu_schedule_window_open{{cluster=\"visio\",namespace=\"{ns}\"}}");
+    wait_for("the window in /metrics", Duration::from_secs(15), || async {
+        Ok((visio_e2e::metric(&open).await? == Some(1.0)).then_some(()))
+    })
+    .await?;
+    let startup = format!("visio_sfu_pod_startup_seconds{{cluster=\"visio\",namespace=\"{ns}\"}}");
+    assert!(visio_e2e::metric(&startup).await?.is_some_and(|s| s >= 0.0), "{startup}");
+
+    // A zone shaped like an IANA name that does not exist passes CEL; the controller names the field.
+    let patch = json!({"spec": {"autoscaling": {"timeZone": "Europe/Atlantis"}}});
+    vcs.patch("visio", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+    let cond = wait_for("an InvalidSpec condition", Duration::from_secs(30), || async {
+        let vc = vcs.get("visio").await?;
+        Ok(vc.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False")))
+    })
+    .await?;
+    assert!(cond.message.contains("spec.autoscaling.timeZone"), "{}", cond.message);
+    // Nothing was torn down for it: the pods serve on.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let sfu = pods.list(&ListParams::default().labels("app.kubernetes.io/component=sfu")).await?;
+    assert_eq!(sfu.items.len(), 3);
+    vcs.delete("visio", &DeleteParams::default()).await?;
+    Ok(())
+}

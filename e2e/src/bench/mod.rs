@@ -94,11 +94,19 @@ pub fn with_block(readme: &str, name: &str, block: &str) -> Option<String> {
     Some(format!("{}\n{}{}", &readme[..start], block, &readme[stop..]))
 }
 
-/// Every document under docs/bench/, by name (the file stem), in name order.
+/// Every document under docs/bench/, by name (the file stem), in name order; but the morning-peak reports,
+/// which `e2e/bench peak-render` renders (`crate::peak_report`, checked by tests/peak_report.rs).
 pub fn documents(dir: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let peak: Vec<_> = crate::peak_report::committed()
+        .into_iter()
+        .filter_map(|(json, _, _)| json.file_name().map(|n| n.to_owned()))
+        .collect();
     let mut out = vec![];
     for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let p = e?.path();
+        if p.file_name().is_some_and(|n| peak.iter().any(|q| q == n)) {
+            continue;
+        }
         if p.extension().and_then(|x| x.to_str()) == Some("json") {
             let name = p.file_stem().and_then(|s| s.to_str()).context("a file name")?.to_string();
             out.push((name, std::fs::read_to_string(&p)?));

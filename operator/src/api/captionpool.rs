@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{BucketRef, ReplicaBounds, Scheduling, DURATION_PATTERN, NAME_PATTERN};
+use super::schedule::{self, CaptionScheduleWindow, ScheduleStatus};
 
 /// A speech-to-text backend pool and the transcriber workers that stream each
 /// participant's audio to it, for one VisioCluster in the same namespace.
@@ -27,6 +28,7 @@ use super::common::{BucketRef, ReplicaBounds, Scheduling, DURATION_PATTERN, NAME
     printcolumn = r#"{"name":"Backends","type":"integer","jsonPath":".status.backends.ready","description":"Backend pods serving"}"#,
     printcolumn = r#"{"name":"Draining","type":"integer","jsonPath":".status.backends.draining","priority":1}"#,
     printcolumn = r#"{"name":"Jobs","type":"integer","jsonPath":".status.transcribers.jobs","priority":1,"description":"Rooms being captioned"}"#,
+    printcolumn = r#"{"name":"Window","type":"string","jsonPath":".status.autoscaling.activeWindow","priority":1,"description":"Schedule window holding the backends up now"}"#,
     printcolumn = r#"{"name":"Rejected","type":"integer","jsonPath":".status.slots.rejected","priority":1,"description":"Streams refused because the backends were full"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -164,6 +166,18 @@ pub struct BackendSpec {
         {"rule": "duration(self) <= duration('24h')", "message": "spec.backend.scaleDownDelay must be at most 24h"}
     ]))]
     pub scale_down_delay: String,
+    /// IANA time zone the schedule windows are read in; daylight-saving changes follow it.
+    #[serde(default = "schedule::default_time_zone")]
+    #[schemars(length(min = 1, max = 64), extend("pattern" = schedule::TIME_ZONE_PATTERN))]
+    pub time_zone: String,
+    /// Windows of the week during which the backend pool is kept at a minimum (in pods or caption slots),
+    /// opened early by the measured start-up time of a backend pod (model load included). The
+    /// occupancy-driven autoscaler works on top, within `replicas`. Windows may not overlap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = schedule::MAX_WINDOWS), extend(
+        "x-kubernetes-validations" = schedule::list_rules("spec.backend.schedules")
+    ))]
+    pub schedules: Vec<CaptionScheduleWindow>,
 }
 
 impl Default for BackendSpec {
@@ -178,6 +192,8 @@ impl Default for BackendSpec {
             scheduling: Scheduling::default(),
             drain_timeout: default_backend_drain(),
             scale_down_delay: default_scale_down_delay(),
+            time_zone: schedule::default_time_zone(),
+            schedules: Vec::new(),
         }
     }
 }
@@ -338,6 +354,9 @@ pub struct CaptionPoolStatus {
     /// above 5 % the p95 step is slower than real time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_steps_percent: Option<f64>,
+    /// The backend schedule window in force and the measured start-up time of a backend pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<ScheduleStatus>,
 }
 
 /// Backend pod counts.

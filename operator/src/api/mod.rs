@@ -5,6 +5,7 @@
 pub mod captionpool;
 pub mod common;
 pub mod retentionpolicy;
+pub mod schedule;
 pub mod visiocluster;
 pub mod visioplatform;
 

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{BucketRef, ReplicaBounds, Scheduling, DURATION_PATTERN};
+use super::schedule::{self, ScheduleStatus, ScheduleWindow};
 
 /// LiveKit server version the operator ships, tests and runs when `spec.version` is unset.
 pub const DEFAULT_LIVEKIT_VERSION: &str = "v1.9.4";
@@ -32,6 +33,7 @@ pub const LIVEKIT_IMAGE: &str = "livekit/livekit-server";
     printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.sfu.desired","description":"SFU pods wanted"}"#,
     printcolumn = r#"{"name":"Draining","type":"integer","jsonPath":".status.sfu.draining","description":"SFU pods draining"}"#,
     printcolumn = r#"{"name":"Participants","type":"integer","jsonPath":".status.load.participants","description":"Participants in live meetings"}"#,
+    printcolumn = r#"{"name":"Window","type":"string","jsonPath":".status.autoscaling.activeWindow","description":"Schedule window holding the fleet up now"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","description":"Why the stack is or is not ready"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -379,6 +381,19 @@ pub struct AutoscalingSpec {
         {"rule": "duration(self) <= duration('24h')", "message": "spec.autoscaling.scaleDownDelay must be at most 24h"}
     ]))]
     pub scale_down_delay: String,
+    /// IANA time zone the schedule windows are read in; daylight-saving changes follow it (a window at
+    /// 09:00 opens at 09:00 local time on either side of a change).
+    #[serde(default = "schedule::default_time_zone")]
+    #[schemars(length(min = 1, max = 64), extend("pattern" = schedule::TIME_ZONE_PATTERN))]
+    pub time_zone: String,
+    /// Windows of the week (a ministry's morning peak) during which the fleet is kept at a minimum,
+    /// opened early by the measured start-up time of a pod. The load-driven autoscaler works on top,
+    /// within `spec.sfu.replicas`. Windows may not overlap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = schedule::MAX_WINDOWS), extend(
+        "x-kubernetes-validations" = schedule::list_rules("spec.autoscaling.schedules")
+    ))]
+    pub schedules: Vec<ScheduleWindow>,
 }
 
 impl Default for AutoscalingSpec {
@@ -387,6 +402,8 @@ impl Default for AutoscalingSpec {
             participant_buffer: default_participant_buffer(),
             target_utilization_percent: default_target_utilization(),
             scale_down_delay: default_scale_down_delay(),
+            time_zone: schedule::default_time_zone(),
+            schedules: Vec::new(),
         }
     }
 }
@@ -646,6 +663,9 @@ pub struct VisioClusterStatus {
     /// What the tenant's network team must open for this stack to work.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub firewall: Vec<FirewallRule>,
+    /// The schedule window in force and the measured start-up time of a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<ScheduleStatus>,
 }
 
 /// SFU pod counts.

@@ -50,6 +50,9 @@ pub enum BuildError {
     /// The object's name cannot be the stem of its children's names.
     #[error("metadata.name: {name:?} {reason}")]
     InvalidName { name: String, reason: String },
+    /// A schedule cannot be read (a time zone the tz database does not know, mostly).
+    #[error(transparent)]
+    InvalidSchedule(#[from] crate::fleet::schedule::ScheduleError),
     /// A duration field does not parse.
     #[error("{field}: {source}")]
     InvalidDuration { field: &'static str, source: DurationError },
@@ -79,6 +82,7 @@ impl BuildError {
             BuildError::MissingUid => "missing_uid",
             BuildError::InvalidName { .. } => "invalid_name",
             BuildError::InvalidDuration { .. } => "invalid_duration",
+            BuildError::InvalidSchedule(_) => "invalid_schedule",
             BuildError::InvalidValue { .. } => "invalid_value",
             BuildError::PortConflict { .. } => "port_conflict",
             BuildError::Unsupported { .. } => "unsupported",

@@ -115,6 +115,7 @@ mod tests {
             max_draining: 1,
             drain_timeout_ms: 60 * MIN,
             warn_before_ms: 10 * MIN,
+            schedule: Default::default(),
         }
     }
 

@@ -20,7 +20,12 @@
 //! 3. Pending pods of an outdated template, or on a cordoned node, are deleted (`Delete{Stale}`):
 //!    they never became ready, so they hold nothing, and waiting for them only to drain them would
 //!    slow the upgrade.
-//! 4. The desired serving count comes from the reported load on Serving pods ([`scale`]).
+//! 4. The desired serving count comes from the reported load on Serving pods ([`scale`]), raised to
+//!    the minimum of the open schedule window ([`schedule`], opened early by
+//!    `Snapshot::startup_lead_ms`), all within `min..=max`. A window's end only lowers `desired`:
+//!    pods then go by rule 6 alone (the delay, then drains that keep their meetings).
+//!    A window about to open (within [`scale::hold_ahead_ms`], opened early as above) does not raise
+//!    `desired` but holds its pods against rule 6.
 //! 5. Outdated Serving pods (another template, or on a cordoned node: `PodSnapshot::evacuate`) are
 //!    drained within `max_draining` and the capacity floor ([`upgrade`]); pods replacing them are
 //!    created first, within `max_surge`, as for an upgrade.
@@ -53,6 +58,7 @@
 
 mod drain;
 mod scale;
+pub mod schedule;
 mod upgrade;
 pub mod workers;
 
@@ -60,6 +66,8 @@ pub mod workers;
 mod props;
 #[cfg(test)]
 mod props_captions;
+#[cfg(test)]
+mod props_schedule;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -97,6 +105,8 @@ pub struct FleetSpec {
     pub drain_timeout_ms: i64,
     /// How long before the drain deadline the sessions are warned.
     pub warn_before_ms: i64,
+    /// Windows of the week with a minimum (none by default).
+    pub schedule: schedule::Schedule,
 }
 
 /// Where a pod is in its life, as the controller classifies it.
@@ -146,6 +156,9 @@ pub struct Snapshot {
     pub pods: Vec<PodSnapshot>,
     /// `Plan::low_load_since` of the previous plan (the planner's only memory).
     pub low_load_since: Option<Millis>,
+    /// How long a new pod has been measured to take to serve (`None`: not measured yet): schedule
+    /// windows open this much early (at most [`schedule::MAX_LEAD_MS`]).
+    pub startup_lead_ms: Option<Millis>,
 }
 
 /// Why a pod is drained.
@@ -236,13 +249,29 @@ pub struct Figures {
     pub oldest_drain_since: Option<Millis>,
     /// Serving pods with an unknown load (no `visio.io/load`, or an unreadable one).
     pub load_unknown_pods: i64,
+    /// The spec's `max`, and whether a schedule window is open: the alert on a fleet held at its max
+    /// during a window compares `desired` with them.
+    pub max: i64,
+    pub window_open: bool,
+    /// The snapshot's measured start-up time of a pod.
+    pub startup_lead_ms: Option<Millis>,
+}
+
+/// The schedule window holding the fleet up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scheduled {
+    pub window: String,
+    /// Serving pods it asks for (within `min..=max`).
+    pub pods: u32,
 }
 
 /// The planner's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// Serving pods the reported load needs (within `min..=max`).
+    /// Serving pods the reported load and the open schedule window need (within `min..=max`).
     pub desired: u32,
+    /// The open schedule window (the one asking for the most pods), if any.
+    pub scheduled: Option<Scheduled>,
     /// In order: failed deletes, drain-clock actions, deletes of outdated Pending pods, upgrade
     /// drains, scale-down (surplus Pending deletes, then drains), create. Pods by name within each.
     pub actions: Vec<Action>,
@@ -271,6 +300,7 @@ impl FleetSpec {
             max_draining: self.max_draining,
             drain_timeout_ms,
             warn_before_ms: self.warn_before_ms.clamp(0, drain_timeout_ms),
+            schedule: self.schedule.clone(),
         }
     }
 }
@@ -359,7 +389,11 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
     // reads an unknown load as full.
     let serving: Vec<&PodSnapshot> = pods.iter().copied().filter(|p| p.phase == PodPhase::Serving).collect();
     let serving_load = scale::serving_load(&serving);
-    let desired = scale::desired(&spec, serving_load);
+    let lead = snap.startup_lead_ms.unwrap_or(0).clamp(0, schedule::MAX_LEAD_MS);
+    let reading = spec.schedule.at(now, lead);
+    next_due.consider(reading.next_change);
+    let scheduled = scale::scheduled(&spec, &reading.open);
+    let desired = scale::desired(&spec, serving_load).max(scheduled.as_ref().map_or(0, |s| s.pods));
     let figures = Figures {
         serving_headroom: count(serving.len()) as i64 * i64::from(spec.capacity_per_pod)
             - i64::try_from(serving_load).unwrap_or(i64::MAX),
@@ -373,6 +407,9 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
             })
             .min(),
         load_unknown_pods: serving.iter().filter(|p| p.load.is_none()).count() as i64,
+        max: i64::from(spec.max),
+        window_open: scheduled.is_some(),
+        startup_lead_ms: snap.startup_lead_ms,
     };
     let floor = drain::capacity_floor(&spec, drain::assumed_load(&spec, &serving));
     let mut serving_left = count(serving.len());
@@ -386,19 +423,24 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
         outdated_draining_left += 1;
     }
 
-    // 6. Scale-down of the target template's surplus, once the load has stayed low long enough.
+    // 6. Scale-down of the target template's surplus, once the load has stayed low long enough. The
+    // pods a window opening within the hold ahead will ask for are kept: a pod drained now keeps its
+    // meetings (never cut) until they end, so drained pods and the window's new ones would run side by
+    // side (the pod-minutes `e2e/bench peak` measured).
+    let ahead = spec.schedule.opening_within(now, lead, scale::hold_ahead_ms(&spec));
+    let keep = desired.max(scale::scheduled(&spec, &ahead).map_or(0, |s| s.pods));
     let target_serving: Vec<&PodSnapshot> = serving.iter().copied().filter(|p| !outdated(p)).collect();
     let target_pending: Vec<&PodSnapshot> = pending.iter().copied().filter(|p| !outdated(p)).collect();
     let mut target_active = count(target_serving.len() + target_pending.len());
     let mut pending_left = count(pending.len());
-    let low_since = (target_active > desired).then(|| snap.low_load_since.unwrap_or(now));
+    let low_since = (target_active > keep).then(|| snap.low_load_since.unwrap_or(now));
     if let Some(since) = low_since {
         let due_at = since.saturating_add(spec.scale_down_delay_ms);
         if now >= due_at {
             let down = scale::scale_down(
                 &spec,
-                target_active - desired,
-                desired,
+                target_active - keep,
+                keep,
                 floor,
                 &target_pending,
                 &target_serving,
@@ -428,9 +470,10 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
 
     Plan {
         desired,
+        scheduled,
         actions,
         // Kept only while the surplus remains, so a later dip starts a fresh delay.
-        low_load_since: low_since.filter(|_| target_active > desired),
+        low_load_since: low_since.filter(|_| target_active > keep),
         upgrade: upgrade::progress(&snap.target_hash, &pods),
         requeue_after_ms: next_due.after_ms(),
         figures,

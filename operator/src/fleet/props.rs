@@ -23,6 +23,7 @@ fn spec() -> impl Strategy<Value = FleetSpec> {
             max_draining: if surge == 0 { draining.max(1) } else { draining },
             drain_timeout_ms: timeout * MINUTE,
             warn_before_ms: warn.min(timeout - 1) * MINUTE,
+            schedule: Default::default(),
         })
 }
 
@@ -82,10 +83,11 @@ fn snapshot(spec: &FleetSpec) -> impl Strategy<Value = Snapshot> {
             })
             .collect(),
         low_load_since: low.map(|ago| NOW - ago),
+        startup_lead_ms: None,
     })
 }
 
-fn spec_and_snapshot() -> impl Strategy<Value = (FleetSpec, Snapshot)> {
+pub(super) fn spec_and_snapshot() -> impl Strategy<Value = (FleetSpec, Snapshot)> {
     spec().prop_flat_map(|spec| {
         let snap = snapshot(&spec);
         (Just(spec), snap)

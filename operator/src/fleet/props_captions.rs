@@ -27,6 +27,7 @@ fn caption_spec() -> impl Strategy<Value = FleetSpec> {
         max_draining: 1,
         drain_timeout_ms: 240 * MINUTE,
         warn_before_ms: 0,
+        schedule: Default::default(),
     })
 }
 
@@ -171,7 +172,7 @@ proptest! {
                 evacuate: false,
             })
             .collect();
-        let snap = Snapshot { now: NOW, target_hash: "new".into(), pods, low_load_since: None };
+        let snap = Snapshot { now: NOW, target_hash: "new".into(), pods, low_load_since: None, startup_lead_ms: None };
         let p = plan(&spec, &snap);
         check_plan(&spec, &snap, &p).map_err(TestCaseError::fail)?;
         for a in &p.actions {

@@ -1,7 +1,8 @@
 //! Scaling rules: the demand (serving load), the desired count, the scale-down choice and the
 //! number of pods to create.
 
-use super::{drain, Action, DeleteReason, DrainReason, FleetSpec, PodSnapshot};
+use super::schedule::{Minimum, Window};
+use super::{drain, Action, DeleteReason, DrainReason, FleetSpec, PodSnapshot, Scheduled};
 use std::cmp::Reverse;
 
 /// The demand: the sum of the reported loads on Serving pods. An unknown load adds no demand.
@@ -25,6 +26,34 @@ pub(super) fn desired(spec: &FleetSpec, load: u64) -> u32 {
     let want = for_buffer.max(for_target).clamp(u64::from(spec.min), u64::from(spec.max));
     u32::try_from(want).unwrap_or(spec.max)
 }
+
+/// The floor the open windows set: the most pods any of them asks for (a load minimum read as that
+/// load on the fleet: with the buffer and target utilisation), within `min..=max`. `None` when no
+/// window is open.
+pub(super) fn scheduled(spec: &FleetSpec, open: &[&Window]) -> Option<Scheduled> {
+    let pods = |w: &Window| match w.min {
+        Minimum::Pods(n) => n.clamp(spec.min, spec.max),
+        Minimum::Load(load) => desired(spec, u64::from(load)),
+    };
+    // The first of the largest, so the window shown is stable.
+    open.iter()
+        .map(|w| (pods(w), *w))
+        .fold(None, |best: Option<(u32, &Window)>, (n, w)| match best {
+            Some((b, _)) if b >= n => best,
+            _ => Some((n, w)),
+        })
+        .map(|(pods, w)| Scheduled { window: w.name.clone(), pods })
+}
+
+/// How far ahead a window holds its pods against a scale-down: the drain timeout (the longest a
+/// drained pod can keep its meetings, so the longest a drain can run side by side with the window's
+/// new pods), at most [`HOLD_AHEAD_MAX_MS`].
+pub(super) fn hold_ahead_ms(spec: &FleetSpec) -> i64 {
+    spec.drain_timeout_ms.clamp(0, HOLD_AHEAD_MAX_MS)
+}
+
+/// The longest hold ahead of a window: an idle pod kept longer costs more than most drains.
+pub const HOLD_AHEAD_MAX_MS: i64 = 90 * 60_000;
 
 /// What a scale-down does.
 pub(super) struct ScaleDown {
@@ -112,6 +141,7 @@ mod tests {
             max_draining: 1,
             drain_timeout_ms: 60_000,
             warn_before_ms: 0,
+            schedule: Default::default(),
         }
     }
 

@@ -114,6 +114,7 @@ impl Sim {
             target_hash: self.target_hash.clone(),
             pods: self.pods.iter().map(SimPod::snapshot).collect(),
             low_load_since: self.low_load_since,
+            startup_lead_ms: None,
         }
     }
 

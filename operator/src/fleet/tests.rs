@@ -19,6 +19,7 @@ fn spec() -> FleetSpec {
         max_draining: 1,
         drain_timeout_ms: 60 * MINUTE,
         warn_before_ms: 10 * MINUTE,
+        schedule: Default::default(),
     }
 }
 
@@ -58,7 +59,7 @@ fn old(mut p: PodSnapshot) -> PodSnapshot {
 }
 
 fn snap(pods: Vec<PodSnapshot>) -> Snapshot {
-    Snapshot { now: T0, target_hash: "v2".into(), pods, low_load_since: None }
+    Snapshot { now: T0, target_hash: "v2".into(), pods, low_load_since: None, startup_lead_ms: None }
 }
 
 /// Plans and checks the plan against the invariants.
@@ -675,6 +676,7 @@ fn the_plans_figures_are_what_the_planner_read() {
             pod("h", PodPhase::Failed, None),
         ],
         low_load_since: None,
+        startup_lead_ms: None,
     };
     let spec = FleetSpec { buffer: 50, ..spec() };
     assert_eq!(
@@ -686,6 +688,9 @@ fn the_plans_figures_are_what_the_planner_read() {
             drain_timeout_ms: 60 * MINUTE,
             oldest_drain_since: Some(T0 - 2 * MINUTE),
             load_unknown_pods: 1,
+            max: 10,
+            window_open: false,
+            startup_lead_ms: None,
         }
     );
     let idle = Snapshot { pods: vec![serving("a", 0)], ..snap };

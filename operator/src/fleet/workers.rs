@@ -75,6 +75,7 @@ pub fn needed(spec: &WorkerSpec, jobs: u64) -> u32 {
         max_draining: 0,
         drain_timeout_ms: 0,
         warn_before_ms: 0,
+        schedule: Default::default(),
     };
     super::scale::desired(&fleet, jobs)
 }

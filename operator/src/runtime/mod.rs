@@ -16,6 +16,7 @@ pub mod platform;
 pub mod pods;
 pub mod recent;
 pub mod secrets;
+pub mod startup;
 pub mod status;
 pub mod status_pace;
 #[cfg(test)]
@@ -117,6 +118,8 @@ pub struct Context {
     pub ready_seen: Memory<BTreeSet<String>>,
     /// Per fleet, the pods it created that its cache may not show yet (see `pods::Created`).
     pub created: Memory<pods::Created>,
+    /// Per fleet, how long its recent pods took to become Ready (see `startup`).
+    pub startups: Memory<startup::Startups>,
     /// Per object, the count of consecutive transient failures, for exponential backoff.
     pub failures: Memory<u32>,
     /// Our Secrets, one watch per tenant namespace (the operator has no cluster-wide Secret rights).
@@ -153,6 +156,7 @@ impl Context {
             low_load_since: Memory::default(),
             ready_seen: Memory::default(),
             created: Memory::default(),
+            startups: Memory::default(),
             failures: Memory::default(),
             secrets,
             operator,

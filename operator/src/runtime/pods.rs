@@ -126,6 +126,7 @@ pub fn snapshot(ctx: &Context, key: &str, target_hash: &str, pods: &[Arc<Pod>], 
     let low = ctx.low_load_since.get(key);
     let seen = remember_ready(ctx, key, pods);
     let created = expected(ctx, key, pods, now.as_millisecond());
+    let lead = ctx.startups.update(key, |kept| super::startup::record(kept, pods));
     let mut pods: Vec<PodSnapshot> = pods
         .iter()
         .map(|p| PodSnapshot {
@@ -145,7 +146,13 @@ pub fn snapshot(ctx: &Context, key: &str, target_hash: &str, pods: &[Arc<Pod>], 
         evacuate: false,
     }));
     pods.sort_by(|a, b| a.name.cmp(&b.name));
-    Snapshot { now: now.as_millisecond(), target_hash: target_hash.to_string(), pods, low_load_since: low }
+    Snapshot {
+        now: now.as_millisecond(),
+        target_hash: target_hash.to_string(),
+        pods,
+        low_load_since: low,
+        startup_lead_ms: lead,
+    }
 }
 
 /// Records which of the fleet's pods are Ready now and returns every current pod seen Ready at least

@@ -48,9 +48,24 @@ pub struct Metrics {
     pub sfu_drain_timeout: GaugeVec,
     /// Serving SFU pods whose agent has not reported a readable load.
     pub sfu_load_unknown: IntGaugeVec,
+    /// `spec.sfu.replicas.max`, for the alert on a fleet held at its max during a schedule window.
+    pub sfu_max_pods: IntGaugeVec,
+    /// 1 while a schedule window holds the fleet up (opened early by the start-up lead), else 0.
+    pub sfu_schedule_window_open: IntGaugeVec,
+    /// How long a new SFU pod of the tenant took from creation to Ready, the slowest of its recent pods:
+    /// the lead schedule windows open early by.
+    pub sfu_pod_startup: GaugeVec,
     pub ready: GaugeVec,
     /// `visio_caption_slots{namespace,pool,state="used"|"total"}`.
     pub caption_slots: IntGaugeVec,
+    /// Backend pods the pool's planner wants (load and open schedule window), and `spec.backend.replicas.max`:
+    /// the alert on a pool held at its max during a window compares them.
+    pub caption_backends_desired: IntGaugeVec,
+    pub caption_max_backends: IntGaugeVec,
+    /// 1 while a schedule window holds the pool's backends up (opened early by the start-up lead), else 0.
+    pub caption_schedule_window_open: IntGaugeVec,
+    /// Creation to Ready of the pool's recent backend pods, the slowest: the lead its windows open early by.
+    pub caption_backend_startup: GaugeVec,
     /// Streams a pool's backends refused because they were full. Start it at 0 ([`Metrics::init_pool`]).
     pub caption_streams_rejected: IntCounterVec,
     /// 95th percentile of the backends' model step time, in seconds (one step is 80 ms of audio).
@@ -155,6 +170,18 @@ impl Metrics {
             "Serving SFU pods whose agent has not reported a readable load (visio.io/load)",
             tenant,
         );
+        let sfu_max_pods =
+            int_gauge("visio_sfu_max_pods", "Most SFU pods the fleet may run (spec.sfu.replicas.max)", tenant);
+        let sfu_schedule_window_open = int_gauge(
+            "visio_sfu_schedule_window_open",
+            "1 while a window of spec.autoscaling.schedules holds the SFU fleet up (opened early by the start-up lead)",
+            tenant,
+        );
+        let sfu_pod_startup = gauge(
+            "visio_sfu_pod_startup_seconds",
+            "Creation to first Ready of the tenant's recent SFU pods, the slowest of them: schedule windows open this much early",
+            tenant,
+        );
         let ready = gauge(
             "visio_resource_ready",
             "1 when a custom resource's Ready condition is True, else 0",
@@ -164,6 +191,27 @@ impl Metrics {
             "visio_caption_slots",
             "Speech-to-text slots of a caption pool's backends, by state (used, total)",
             &["namespace", "pool", "state"],
+        );
+        let caption_backends_desired = int_gauge(
+            "visio_caption_backends_desired",
+            "Backend pods a caption pool's planner wants for its load and its open schedule window",
+            pool,
+        );
+        let caption_max_backends = int_gauge(
+            "visio_caption_max_backends",
+            "Most backend pods a caption pool may run (spec.backend.replicas.max)",
+            pool,
+        );
+        let caption_schedule_window_open = int_gauge(
+            "visio_caption_schedule_window_open",
+            "1 while a schedule window (spec.backend.schedules) holds a caption pool's backends up, opened early by \
+             the measured start-up, else 0",
+            pool,
+        );
+        let caption_backend_startup = gauge(
+            "visio_caption_backend_startup_seconds",
+            "Creation to Ready of a caption pool's recent backend pods, the slowest: how early its schedule windows open",
+            pool,
         );
         let caption_streams_rejected = counter(
             "visio_caption_streams_rejected_total",
@@ -240,8 +288,15 @@ impl Metrics {
             Box::new(sfu_oldest_drain.clone()),
             Box::new(sfu_drain_timeout.clone()),
             Box::new(sfu_load_unknown.clone()),
+            Box::new(sfu_max_pods.clone()),
+            Box::new(sfu_schedule_window_open.clone()),
+            Box::new(sfu_pod_startup.clone()),
             Box::new(ready.clone()),
             Box::new(caption_slots.clone()),
+            Box::new(caption_backends_desired.clone()),
+            Box::new(caption_max_backends.clone()),
+            Box::new(caption_schedule_window_open.clone()),
+            Box::new(caption_backend_startup.clone()),
             Box::new(caption_streams_rejected.clone()),
             Box::new(caption_step_time_p95.clone()),
             Box::new(caption_slow_steps.clone()),
@@ -273,8 +328,15 @@ impl Metrics {
             sfu_oldest_drain,
             sfu_drain_timeout,
             sfu_load_unknown,
+            sfu_max_pods,
+            sfu_schedule_window_open,
+            sfu_pod_startup,
             ready,
             caption_slots,
+            caption_backends_desired,
+            caption_max_backends,
+            caption_schedule_window_open,
+            caption_backend_startup,
             caption_streams_rejected,
             caption_step_time_p95,
             caption_slow_steps,
@@ -298,7 +360,30 @@ impl Metrics {
         self.sfu_participant_buffer.with_label_values(l).set(f.buffer);
         self.sfu_drain_timeout.with_label_values(l).set(f.drain_timeout_ms.max(0) as f64 / 1000.0);
         self.sfu_load_unknown.with_label_values(l).set(f.load_unknown_pods);
+        self.sfu_max_pods.with_label_values(l).set(f.max);
+        self.sfu_schedule_window_open.with_label_values(l).set(i64::from(f.window_open));
+        match f.startup_lead_ms {
+            Some(ms) => self.sfu_pod_startup.with_label_values(l).set(ms.max(0) as f64 / 1000.0),
+            // Not measured yet: no series, rather than a 0 that reads as instant.
+            None => {
+                let _ = self.sfu_pod_startup.remove_label_values(l);
+            }
+        }
         self.sfu_oldest_drain.set_oldest(namespace, cluster, f.oldest_drain_since);
+    }
+
+    /// Sets a caption pool's backend fleet figures: desired against max, the schedule window, the lead.
+    pub fn set_caption_fleet(&self, namespace: &str, pool: &str, desired: u32, f: &Figures) {
+        let l = &[namespace, pool];
+        self.caption_backends_desired.with_label_values(l).set(i64::from(desired));
+        self.caption_max_backends.with_label_values(l).set(f.max);
+        self.caption_schedule_window_open.with_label_values(l).set(i64::from(f.window_open));
+        match f.startup_lead_ms {
+            Some(ms) => self.caption_backend_startup.with_label_values(l).set(ms.max(0) as f64 / 1000.0),
+            None => {
+                let _ = self.caption_backend_startup.remove_label_values(l);
+            }
+        }
     }
 
     /// Creates a pool's counters at 0, so that the first rejection shows as an increase.
@@ -566,8 +651,12 @@ mod tests {
             drain_timeout_ms: 7_200_000,
             oldest_drain_since: Some(now_ms() - 60_000),
             load_unknown_pods: 1,
+            max: 10,
+            window_open: true,
+            startup_lead_ms: Some(42_000),
         };
         m.set_fleet(ns, name, &f);
+        m.set_caption_fleet(ns, name, 4, &f);
         for kind in ["VisioCluster", "CaptionPool", "RetentionPolicy"] {
             m.ready.with_label_values(&[kind, ns, name]).set(1.0);
         }
@@ -606,6 +695,9 @@ mod tests {
             drain_timeout_ms: 5_400_000,
             oldest_drain_since: None,
             load_unknown_pods: 2,
+            max: 12,
+            window_open: true,
+            startup_lead_ms: Some(95_500),
         };
         m.set_fleet("mininterieur", "visio", &f);
         let body = m.render();
@@ -615,9 +707,24 @@ mod tests {
             r#"visio_sfu_drain_timeout_seconds{cluster="visio",namespace="mininterieur"} 5400"#,
             r#"visio_sfu_load_unknown_pods{cluster="visio",namespace="mininterieur"} 2"#,
             r#"visio_sfu_oldest_drain_seconds{cluster="visio",namespace="mininterieur"} 0"#,
+            r#"visio_sfu_max_pods{cluster="visio",namespace="mininterieur"} 12"#,
+            r#"visio_sfu_schedule_window_open{cluster="visio",namespace="mininterieur"} 1"#,
+            r#"visio_sfu_pod_startup_seconds{cluster="visio",namespace="mininterieur"} 95.5"#,
         ] {
             assert!(body.contains(line), "missing {line} in\n{body}");
         }
+        m.set_caption_fleet("mininterieur", "captions", 7, &f);
+        let body = m.render();
+        for line in [
+            r#"visio_caption_backends_desired{namespace="mininterieur",pool="captions"} 7"#,
+            r#"visio_caption_max_backends{namespace="mininterieur",pool="captions"} 12"#,
+            r#"visio_caption_schedule_window_open{namespace="mininterieur",pool="captions"} 1"#,
+            r#"visio_caption_backend_startup_seconds{namespace="mininterieur",pool="captions"} 95.5"#,
+        ] {
+            assert!(body.contains(line), "missing {line} in\n{body}");
+        }
+        m.set_caption_fleet("mininterieur", "captions", 7, &Figures { startup_lead_ms: None, ..f });
+        assert!(!m.render().contains("visio_caption_backend_startup_seconds{"), "not measured: no series");
     }
 
     #[test]

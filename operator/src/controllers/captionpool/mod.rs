@@ -231,6 +231,7 @@ fn forget(ctx: &Context, pools: &Pools, key: &str) {
     ctx.low_load_since.forget(&fleet_key(key));
     ctx.ready_seen.forget(&fleet_key(key));
     ctx.created.forget(&fleet_key(key));
+    ctx.startups.forget(&fleet_key(key));
     ctx.low_load_since.forget(&workers::memory_key(key));
 }
 

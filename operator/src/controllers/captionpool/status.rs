@@ -46,6 +46,8 @@ pub async fn update(
     let (new_rejections, recent, total) =
         count_rejections(pools, &key, &uid, status.slots.rejected, pods, now.as_millisecond());
     status.slots.rejected = total;
+    status.autoscaling = fleet::schedule::status(backends.plan.scheduled.as_ref(), backends.snapshot.startup_lead_ms);
+    ctx.metrics.set_caption_fleet(&ns, &name, backends.plan.desired, &backends.plan.figures);
     status.transcribers = transcriber_counts(ctx, &ns, &captions::transcriber_name(&name), replicas);
     status.transcribers.jobs = (load.reporting > 0).then(|| i64::try_from(load.jobs).unwrap_or(i64::MAX));
     let stuck = unschedulable(pods);
@@ -171,6 +173,8 @@ pub fn build_status(
         transcribers: PodCounts::default(),
         step_time_p95_ms: step_us.map(|us| (f64::from(us) / 1000.0 * 10.0).round() / 10.0),
         slow_steps_percent: slow_permille.map(|pm| f64::from(pm) / 10.0),
+        // Set by `update`, from the plan.
+        autoscaling: None,
     }
 }
 

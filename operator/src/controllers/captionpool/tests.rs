@@ -218,7 +218,7 @@ fn status_shows_the_worst_share_of_slow_steps_bounded() {
         )
     };
     let cp = pool(json!({}));
-    let snap = Snapshot { now: 0, target_hash: "h".into(), pods: vec![], low_load_since: None };
+    let snap = Snapshot { now: 0, target_hash: "h".into(), pods: vec![], low_load_since: None, startup_lead_ms: None };
     let pods = [
         backend("a", r#"{"participants":3,"rooms":3,"stepP95Us":80000,"slowStepPermille":125}"#),
         backend("b", r#"{"participants":1,"rooms":1,"stepP95Us":40000,"slowStepPermille":4}"#),
@@ -242,6 +242,7 @@ fn status_counts_slots_of_serving_pods_and_streams_of_all() {
             pod("c", "new", PodPhase::Pending),
         ],
         low_load_since: None,
+        startup_lead_ms: None,
     };
     let s = build_status(&cp, "new", &snap, 2, &[]);
     assert_eq!(s.slots.total, 8, "serving pods only, spec slots when unreported");

@@ -6,6 +6,7 @@ use kube::ResourceExt;
 use super::dereference::Dereferenced;
 use crate::api::captionpool::CaptionPool;
 use crate::builders::{duration_millis, BuildError};
+use crate::fleet::schedule::Schedule;
 use crate::fleet::workers::WorkerSpec;
 use crate::fleet::FleetSpec;
 
@@ -68,6 +69,11 @@ pub fn fleet_spec(cp: &CaptionPool) -> Result<FleetSpec, BuildError> {
         drain_timeout_ms: drain,
         // The backends have no channel to warn a stream: no warning before the deadline.
         warn_before_ms: 0,
+        schedule: Schedule::parse(
+            "spec.backend",
+            &b.time_zone,
+            &b.schedules.iter().map(|w| w.view()).collect::<Vec<_>>(),
+        )?,
     })
 }
 

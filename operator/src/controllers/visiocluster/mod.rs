@@ -92,6 +92,7 @@ async fn reconcile(vc: Arc<VisioCluster>, ctx: Arc<Context>) -> Result<Action> {
         ctx.low_load_since.forget(&key);
         ctx.ready_seen.forget(&key);
         ctx.created.forget(&key);
+        ctx.startups.forget(&key);
         return Ok(Action::await_change());
     }
     let span =

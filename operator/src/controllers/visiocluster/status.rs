@@ -15,7 +15,7 @@ use super::pods::Fleet;
 use crate::api::visiocluster::{LiveLoad, SfuCounts, VisioCluster, VisioClusterStatus};
 use crate::builders::quota;
 use crate::builders::stack::Stack;
-use crate::fleet::{Figures, PodPhase, PodSnapshot, Snapshot};
+use crate::fleet::{self, Figures, PodPhase, PodSnapshot, Snapshot};
 use crate::pod_protocol::{self, DRAIN_SINCE};
 use crate::runtime::conditions::{self, Decided};
 use crate::runtime::error::{Error, Result};
@@ -53,7 +53,8 @@ pub async fn update(ctx: &Context, vc: &VisioCluster, stack: &Stack, fleet: &Fle
         &ctx.stores.retention_policies,
         &old_conditions,
     ));
-    let mut next = VisioClusterStatus { conditions: old_conditions, ..status };
+    let autoscaling = fleet::schedule::status(fleet.plan.scheduled.as_ref(), snapshot.startup_lead_ms);
+    let mut next = VisioClusterStatus { conditions: old_conditions, autoscaling, ..status };
     set_conditions(&mut next, vc.metadata.generation, &decided);
     let status_wait =
         if vc.status.as_ref() != Some(&next) { write_paced(ctx, vc, vc.status.as_ref(), &next).await? } else { None };
@@ -133,6 +134,8 @@ pub fn build_status(
         load,
         endpoints: Some(stack.endpoints.clone()),
         firewall: stack.firewall.clone(),
+        // Set by `update`, from the plan.
+        autoscaling: None,
     }
 }
 

@@ -6,6 +6,7 @@ use super::dereference::Dereferenced;
 use crate::api::VisioCluster;
 use crate::builders::stack::Credentials;
 use crate::builders::{duration_millis, BuildError};
+use crate::fleet::schedule::Schedule;
 use crate::fleet::FleetSpec;
 
 /// Everything the later steps need, parsed once.
@@ -35,5 +36,10 @@ pub fn fleet_spec(vc: &VisioCluster) -> Result<FleetSpec, BuildError> {
         max_draining: s.upgrade.max_draining.max(0) as u32,
         drain_timeout_ms: duration_millis("spec.upgrade.drainTimeout", &s.upgrade.drain_timeout)?,
         warn_before_ms: duration_millis("spec.upgrade.warnBefore", &s.upgrade.warn_before)?,
+        schedule: Schedule::parse(
+            "spec.autoscaling",
+            &s.autoscaling.time_zone,
+            &s.autoscaling.schedules.iter().map(|w| w.view()).collect::<Vec<_>>(),
+        )?,
     })
 }
