@@ -12,13 +12,14 @@
 //! - [`livekit`]: the real livekit-server, Redis and participants on loopback;
 //! - [`chart`]: helm and the chart's ServiceAccount; [`baseline`]: the chart-style LiveKit of the bench;
 //!   [`s3`]: the retention suite's S3 server; [`hostile_s3`]: the S3 endpoint of a hostile tenant;
-//!   [`rng`]: the one seeded generator.
+//!   [`rng`]: the one seeded generator; [`kstatus`]: the real kstatus library's reading of an object.
 
 pub mod baseline;
 pub mod chart;
 pub mod fixtures;
 pub mod fleet;
 pub mod hostile_s3;
+pub mod kstatus;
 pub mod livekit;
 pub mod own;
 pub mod ports;
