@@ -16,7 +16,7 @@ use visio_e2e::fixtures::{apply, visio_cluster};
 use visio_e2e::kstatus::{self, Health};
 use visio_e2e::s3::{self, S3};
 use visio_e2e::{client, namespace, poll};
-use visio_operator::api::{RetentionPolicy, VisioCluster};
+use visio_operator::api::{CaptionPool, RetentionPolicy, VisioCluster};
 
 const EVERY: Duration = Duration::from_millis(200);
 
@@ -52,7 +52,18 @@ impl History {
         let mut stream = api.watch(&wp, "0").await?.boxed();
         let into = seen.clone();
         let task = tokio::spawn(async move {
-            while let Ok(Some(ev)) = stream.try_next().await {
+            loop {
+                let ev = match stream.try_next().await {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("kstatus.rs: the watch ended: {e}");
+                        break;
+                    }
+                };
+                if let WatchEvent::Error(e) = &ev {
+                    eprintln!("kstatus.rs: watch error: {e:?}");
+                }
                 if let WatchEvent::Added(o) | WatchEvent::Modified(o) = ev {
                     if let Ok(v) = serde_json::to_value(o) {
                         into.lock().unwrap().push(v);
@@ -113,8 +124,12 @@ async fn a_visiocluster_reads_in_progress_then_current_failed_while_broken_curre
     let history = History::watch(&api, "visio").await?;
     apply(&typed, "e2e", &base.clone().value()).await?;
     let current = until(&api, "visio", "Current", Duration::from_secs(90)).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let readings = history.readings()?;
+    // The watch delivers after the GET saw Current: wait for it to catch up.
+    let readings = poll("the watch to see Current", Duration::from_secs(20), EVERY, || async {
+        let r = history.readings()?;
+        Ok((r.last().map(String::as_str) == Some("Current")).then_some(r))
+    })
+    .await?;
     ensure!(!readings.contains(&"Failed".to_string()), "creation never reads Failed: {readings:?}");
     ensure!(readings.contains(&"InProgress".to_string()), "creation reads InProgress first: {readings:?}");
     ensure!(readings.last().map(String::as_str) == Some("Current"), "{readings:?} ({current:?})");
@@ -216,4 +231,37 @@ async fn the_library_reads_the_operators_condition_lists_as_the_unit_tests_assum
         ensure!(h.status == *want, "Ready={ready}, {c:?}: kstatus says {h:?}, want {want}");
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn a_caption_pool_naming_a_missing_visiocluster_reads_failed_until_repaired() -> Result<()> {
+    let client = client().await?;
+    let ns = "e2e-kstatus-cp";
+    namespace(&client, ns).await?;
+    let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), ns);
+    let typed: Api<CaptionPool> = Api::namespaced(client.clone(), ns);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<CaptionPool>(&()));
+    let pool = |cluster: &str| {
+        json!({"apiVersion": "visio.io/v1alpha1", "kind": "CaptionPool", "metadata": {"name": "captions"},
+            "spec": {"clusterRef": {"name": cluster}}})
+    };
+
+    // Naming a VisioCluster that does not exist yet: Failed, naming the field.
+    apply(&typed, "e2e", &pool("visio")).await?;
+    let failed = until(&api, "captions", "Failed", Duration::from_secs(60)).await?;
+    ensure!(failed.message.contains("clusterRef"), "{failed:?}");
+
+    // Repaired (`clusterRef` is immutable: the VisioCluster is created, and the pool's watch of them sees
+    // it): no longer Failed (InProgress while its backends start, Current once they serve).
+    let vc = visio_cluster("visio").ministry("Ministère de la Mer", "visio.mer.gouv.fr").pod_network().no_turn();
+    apply(&vcs, "e2e", &vc.value()).await?;
+    poll("the repaired pool no longer Failed", Duration::from_secs(60), EVERY, || async {
+        let Some(obj) = get(&api, "captions").await? else { return Ok(None) };
+        let h = kstatus::agreed(std::slice::from_ref(&obj))?.remove(0);
+        let observed = obj["status"]["observedGeneration"] == obj["metadata"]["generation"];
+        Ok((observed && h.status != "Failed").then_some(()))
+    })
+    .await?;
+
+    deleted(&api, "captions").await
 }
