@@ -128,6 +128,7 @@ mod tests {
             warned,
             created: 0,
             evacuate: false,
+            drain_requested: false,
         }
     }
 

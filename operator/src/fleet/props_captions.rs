@@ -169,6 +169,7 @@ proptest! {
                 warned: false,
                 created: NOW - MINUTE,
                 evacuate: false,
+                drain_requested: false,
             })
             .collect();
         let snap = Snapshot { now: NOW, target_hash: "new".into(), pods, low_load_since: None };
