@@ -80,7 +80,12 @@ pub fn tenant(t: &TenantView) -> String {
     if let Some(c) = ready.filter(|c| c.status != "True") {
         let _ = writeln!(out, "  {}: {}", c.reason, c.message);
     }
-    let _ = writeln!(out, "  version      {}", opt(t.version.as_deref()));
+    let version = match (&t.version, &t.upgrade) {
+        (Some(v), _) => v.clone(),
+        (None, Some(_)) => "mixed (upgrading)".into(),
+        (None, None) => "-".into(),
+    };
+    let _ = writeln!(out, "  version      {version}");
     if let Some(u) = &t.upgrade {
         let line = format!("{} -> {}, {}/{} pods updated", u.from, u.to, u.updated, u.total);
         let _ = writeln!(out, "  upgrade      {}", paint(YELLOW, &line));

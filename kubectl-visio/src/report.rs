@@ -36,13 +36,20 @@ fn secret_key(key: &str) -> bool {
     ["password", "secret", "token", "credential", "private"].iter().any(|w| k.contains(w))
 }
 
-/// Redacts a parsed config: every value under a map named `keys` (LiveKit's API key → secret) and every
-/// value whose key names a secret ([`secret_key`]), at any depth.
+/// Redacts a parsed config: LiveKit's `keys` map (API key → API secret: the key names are stored in the
+/// credentials Secret too, so they become `<api key N>`), and every value whose key names a secret
+/// ([`secret_key`]), at any depth.
 pub fn redact_config(v: &mut Value) {
     match v {
         Value::Object(map) => {
             for (k, child) in map.iter_mut() {
-                if k == "keys" || secret_key(k) {
+                if let (true, Value::Object(keys)) = (k == "keys", &mut *child) {
+                    let renamed = std::mem::take(keys).into_iter().enumerate().map(|(i, (_, mut secret))| {
+                        redact_all(&mut secret);
+                        (format!("<api key {}>", i + 1), secret)
+                    });
+                    *keys = renamed.collect();
+                } else if k == "keys" || secret_key(k) {
                     redact_all(child);
                 } else {
                     redact_config(child);
@@ -301,7 +308,8 @@ mod tests {
         .unwrap();
         let out = redacted_livekit_config(&s).unwrap();
         assert!(!out.contains("s3cr3t") && !out.contains("r3dis"), "{out}");
-        assert!(out.contains("APIabc") && out.contains("r:6379") && out.contains("7880"), "{out}");
+        assert!(!out.contains("APIabc"), "the API key is stored in a Secret too: {out}");
+        assert!(out.contains("<api key 1>") && out.contains("r:6379") && out.contains("7880"), "{out}");
         let other: Secret =
             serde_json::from_value(json!({"metadata": {"name": "x"}, "data": {CONFIG_FILE: b64(b"a: b")}})).unwrap();
         assert_eq!(redacted_livekit_config(&other), None);
@@ -338,7 +346,7 @@ mod tests {
         fn redaction_never_panics_and_leaves_no_string_under_a_secret_key(s in "\\PC{0,40}", n in 0i64..1000) {
             let mut v = json!({"keys": {"k": s.clone()}, "nested": [{"password": n, "apiSecret": {"x": s.clone()}}], "plain": 1});
             redact_config(&mut v);
-            proptest::prop_assert_eq!(&v["keys"]["k"], &json!(redacted(s.len())));
+            proptest::prop_assert_eq!(&v["keys"]["<api key 1>"], &json!(redacted(s.len())));
             proptest::prop_assert_eq!(&v["nested"][0]["apiSecret"]["x"], &json!(redacted(s.len())));
             proptest::prop_assert_eq!(&v["nested"][0]["password"], &json!(redacted(n.to_string().len())));
             proptest::prop_assert_eq!(&v["plain"], &json!(1));

@@ -250,21 +250,19 @@ pub fn tenant_view(
     let mut sfu: Vec<PodView> =
         pods.iter().filter(|p| is_sfu_pod_of(p, vc)).map(|p| pod_view(p, &drain_timeout)).collect();
     sfu.sort_by(|a, b| a.name.cmp(&b.name));
-    let upgrade = match (&status.version, &status.target_version) {
-        (Some(from), Some(to)) if from != to => Some(UpgradeView {
-            from: from.clone(),
-            to: to.clone(),
-            updated: status.sfu.updated,
-            total: status.sfu.current,
-        }),
-        (None, Some(to)) if status.sfu.updated < status.sfu.current => Some(UpgradeView {
-            from: "?".into(),
-            to: to.clone(),
-            updated: status.sfu.updated,
-            total: status.sfu.current,
-        }),
-        _ => None,
-    };
+    // Mid-upgrade the operator's `status.version` is empty (the pods run two versions): the versions being
+    // replaced are read from the pods' version labels.
+    let upgrade = status.target_version.as_ref().and_then(|to| {
+        let old: std::collections::BTreeSet<&str> =
+            sfu.iter().filter_map(|p| p.version.as_deref()).filter(|v| *v != to.as_str()).collect();
+        let from = match (old.is_empty(), &status.version) {
+            (false, _) => old.into_iter().collect::<Vec<_>>().join(","),
+            (true, Some(v)) if v != to => v.clone(),
+            (true, None) if status.sfu.updated < status.sfu.current => "?".into(),
+            _ => return None,
+        };
+        Some(UpgradeView { from, to: to.clone(), updated: status.sfu.updated, total: status.sfu.current })
+    });
     let name = vc.name_any();
     TenantView {
         namespace: vc.namespace().unwrap_or_default(),
@@ -280,7 +278,7 @@ pub fn tenant_view(
                 )
             })
             .collect(),
-        version: status.version.clone().or(Some(vc.spec.version.clone())),
+        version: status.version.clone(),
         upgrade,
         drain_timeout,
         rooms: status.load.rooms,
