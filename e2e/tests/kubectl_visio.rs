@@ -102,6 +102,37 @@ fn status_json(kubeconfig: &Path) -> Result<Value> {
     serde_json::from_str(&ran.stdout).with_context(|| format!("status -o json is not JSON: {}", ran.stdout))
 }
 
+/// What the agent of each SFU pod would report, for pods kwok runs without one: an empty pod (a known
+/// load, so the drain floor need not read it as full), except the pods the test gave a load itself.
+fn fake_agents(pods: Api<Pod>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // Bounded: the test is over well within this.
+        for _ in 0..1200 {
+            if let Ok(all) = sfu_pods(&pods).await {
+                for p in all.iter().filter(|p| annotation(p, pod_protocol::LOAD).is_none()) {
+                    let empty = pod_protocol::render_load(&Load::default());
+                    let patch = json!({"metadata": {"annotations": {pod_protocol::LOAD: empty}}});
+                    let _ = pods.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+/// The namespace's pods and Events, printed when a wait fails.
+fn dump(ns: &str) {
+    for args in [
+        vec!["get", "pods", "-n", ns, "-o", "custom-columns=NAME:.metadata.name,HASH:.metadata.labels.visio\\.io/template-hash,READY:.status.conditions[?(@.type=='Ready')].status,DELETING:.metadata.deletionTimestamp,ANN:.metadata.annotations"],
+        vec!["get", "events", "-n", ns, "--sort-by=.lastTimestamp"],
+    ] {
+        match kubectl(&args, None) {
+            Ok(out) => eprintln!("--- kubectl {}\n{out}", args.join(" ")),
+            Err(e) => eprintln!("--- kubectl {}: {e}", args.join(" ")),
+        }
+    }
+}
+
 fn pod_in<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
     status[0]["pods"].as_array()?.iter().find(|p| p["name"] == name)
 }
@@ -137,6 +168,7 @@ async fn status_drain_and_report_of_a_tenant() -> Result<()> {
     let load = Load { participants: 3, rooms: 1, ..Load::default() };
     let patch = json!({"metadata": {"annotations": {pod_protocol::LOAD: pod_protocol::render_load(&load)}}});
     pods.patch("visio-sfu-0", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let agents = fake_agents(pods.clone());
 
     // 1. status, as text (no terminal: no colour) and as JSON.
     let text = wait_for("status shows sfu-0's room", Duration::from_secs(30), || async {
@@ -202,7 +234,8 @@ async fn status_drain_and_report_of_a_tenant() -> Result<()> {
         let since = all.iter().find(|p| p.name_any() == "visio-sfu-0").and_then(|p| annotation(p, DRAIN_SINCE));
         Ok(extra.zip(since))
     })
-    .await?;
+    .await
+    .inspect_err(|_| dump(NS))?;
     let status = status_json(&ministry)?;
     let sfu0 = pod_in(&status, "visio-sfu-0").context("sfu-0 in the JSON")?;
     ensure!(sfu0["state"] == "draining" && sfu0["drainSince"] == since.as_str(), "{sfu0}");
@@ -272,6 +305,7 @@ async fn status_drain_and_report_of_a_tenant() -> Result<()> {
     ensure!(checked >= 2, "the credentials Secret's values were checked ({checked})");
     ensure!(bundle.contains("operator log: skipped"), "the operator runs outside a pod here: NOTES.txt says so");
     eprintln!("=== kubectl visio report -n {NS}: {} ({checked} secret values checked absent)", ran.stdout.trim());
+    agents.abort();
     Ok(())
 }
 
