@@ -15,6 +15,13 @@ const YELLOW: Style = AnsiColor::Yellow.on_default();
 const RED: Style = AnsiColor::Red.on_default();
 const DIM: Style = Style::new().dimmed();
 
+/// What a tenant wrote (display names, Event messages, condition messages) shown without its control
+/// characters: an escape sequence in it must not move the cursor or recolour the on-call engineer's
+/// terminal. Each one is shown escaped (`\u{1b}`), so nothing is hidden either.
+pub fn clean(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 fn paint(style: Style, text: &str) -> String {
     format!("{style}{text}{style:#}")
 }
@@ -30,7 +37,7 @@ impl Table {
     }
 
     fn row(&mut self, cells: Vec<(String, Style)>) {
-        self.rows.push(cells);
+        self.rows.push(cells.into_iter().map(|(text, style)| (clean(&text), style)).collect());
     }
 
     fn render(&self, out: &mut String) {
@@ -72,22 +79,22 @@ pub fn tenant(t: &TenantView) -> String {
         out,
         "{} {}/{} ({})  {}",
         paint(BOLD, "VisioCluster"),
-        t.namespace,
-        t.name,
-        t.display_name,
+        clean(&t.namespace),
+        clean(&t.name),
+        clean(&t.display_name),
         paint(style, state)
     );
     if let Some(c) = ready.filter(|c| c.status != "True") {
-        let _ = writeln!(out, "  {}: {}", c.reason, c.message);
+        let _ = writeln!(out, "  {}: {}", clean(&c.reason), clean(&c.message));
     }
     let version = match (&t.version, &t.upgrade) {
         (Some(v), _) => v.clone(),
         (None, Some(_)) => "mixed (upgrading)".into(),
         (None, None) => "-".into(),
     };
-    let _ = writeln!(out, "  version      {version}");
+    let _ = writeln!(out, "  version      {}", clean(&version));
     if let Some(u) = &t.upgrade {
-        let line = format!("{} -> {}, {}/{} pods updated", u.from, u.to, u.updated, u.total);
+        let line = clean(&format!("{} -> {}, {}/{} pods updated", u.from, u.to, u.updated, u.total));
         let _ = writeln!(out, "  upgrade      {}", paint(YELLOW, &line));
     }
     let _ = writeln!(

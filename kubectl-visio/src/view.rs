@@ -428,4 +428,15 @@ mod tests {
         assert!(!plain.contains("intruder"));
         assert!(text.contains('\u{1b}'), "styles are written; anstream strips them off a terminal");
     }
+
+    #[test]
+    fn a_tenant_cannot_write_to_the_terminal() {
+        let mut t = mid_upgrade();
+        t.display_name = "Min\u{1b}[2J\u{1b}]0;pwned\u{7}istère".into();
+        t.warnings[0].message = "line\r\nFAKE  serving".into();
+        let plain = anstream::adapter::strip_str(&crate::render::tenant(&t)).to_string();
+        assert!(plain.contains("Min\\u{1b}[2J\\u{1b}]0;pwned\\u{7}istère"), "{plain}");
+        assert!(plain.contains("line\\r\\nFAKE"), "{plain}");
+        assert!(!plain.contains('\r') && !plain.contains('\u{7}'));
+    }
 }
