@@ -91,9 +91,17 @@ fn annotation(p: &Pod, key: &str) -> Option<String> {
     p.annotations().get(key).cloned()
 }
 
+/// The operator's SFU pods (owned: the impostor below only copies their labels), not being deleted.
 async fn sfu_pods(pods: &Api<Pod>) -> Result<Vec<Pod>> {
     let lp = ListParams::default().labels(&format!("{COMPONENT_LABEL}={}", Component::Sfu.as_str()));
-    Ok(pods.list(&lp).await?.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect())
+    let owned = |p: &Pod| p.owner_references().iter().any(|o| o.kind == "VisioCluster");
+    Ok(pods
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && owned(p))
+        .collect())
 }
 
 fn status_json(kubeconfig: &Path) -> Result<Value> {
