@@ -17,7 +17,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 use visio_e2e::fixtures::{apply, fleet_visio_cluster, visio_cluster, NEW_VERSION, OLD_VERSION};
 use visio_e2e::process::{ensure_built, kubectl_out, workspace_bin};
-use visio_e2e::{client, kubeconfig_path, kubectl, repo, wait_for, Tenant};
+use visio_e2e::{client, events, kubeconfig_path, kubectl, repo, wait_for, Tenant};
 use visio_operator::api::VisioCluster;
 use visio_operator::builders::labels::{Component, CLUSTER_LABEL, COMPONENT_LABEL};
 use visio_operator::pod_protocol::{self, Load, DRAIN_REQUESTED, DRAIN_SINCE};
@@ -251,6 +251,13 @@ async fn status_drain_and_report_of_a_tenant() -> Result<()> {
     ensure!(pod_in(&status, &replacement).is_some(), "the replacement {replacement} is shown: {status}");
     let ran = plugin(&ministry, &["drain", "visio-sfu-0", "-n", NS])?;
     ensure!(ran.ok && ran.stdout.contains("draining already"), "a second drain: {}", ran.stdout);
+    // The operator says why it drains: the request, not an upgrade or a cordon.
+    let started = events(&client, NS, "DrainStarted").await?;
+    ensure!(
+        started.iter().any(|e| e.message.as_deref().is_some_and(|m| m.contains("visio-sfu-0 (Requested)"))),
+        "a DrainStarted Event for the request: {:?}",
+        started.iter().map(|e| e.message.clone()).collect::<Vec<_>>()
+    );
 
     // 4. A tenant mid-upgrade (the "done when"): a new version while the pods roll.
     let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), NS);
