@@ -252,12 +252,14 @@ async fn status_drain_and_report_of_a_tenant() -> Result<()> {
     let ran = plugin(&ministry, &["drain", "visio-sfu-0", "-n", NS])?;
     ensure!(ran.ok && ran.stdout.contains("draining already"), "a second drain: {}", ran.stdout);
     // The operator says why it drains: the request, not an upgrade or a cordon.
-    let started = events(&client, NS, "DrainStarted").await?;
-    ensure!(
-        started.iter().any(|e| e.message.as_deref().is_some_and(|m| m.contains("visio-sfu-0 (Requested)"))),
-        "a DrainStarted Event for the request: {:?}",
-        started.iter().map(|e| e.message.clone()).collect::<Vec<_>>()
-    );
+    wait_for("a DrainStarted Event naming the request", Duration::from_secs(30), || async {
+        let started = events(&client, NS, "DrainStarted").await?;
+        Ok(started
+            .iter()
+            .any(|e| e.message.as_deref().is_some_and(|m| m.contains("visio-sfu-0 (Requested)")))
+            .then_some(()))
+    })
+    .await?;
 
     // 4. A tenant mid-upgrade (the "done when"): a new version while the pods roll.
     let vcs: Api<VisioCluster> = Api::namespaced(client.clone(), NS);
