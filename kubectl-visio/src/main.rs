@@ -146,3 +146,33 @@ async fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    /// The krew manifest names this binary and plugin (`kubectl-visio` is invoked as `kubectl visio`), and
+    /// holds exactly the placeholders packaging/release fills.
+    #[test]
+    fn the_krew_manifest_matches_the_binary() {
+        let text = include_str!("../../packaging/krew/visio.yaml");
+        let filled = text.replace("@VERSION@", "1.2.3").replace("@ARCH@", "amd64").replace("@SHA256@", &"0".repeat(64));
+        assert!(
+            !filled.lines().filter(|l| !l.starts_with('#')).any(|l| l.contains('@')),
+            "a placeholder packaging/release does not fill"
+        );
+        let m: serde_json::Value = serde_norway::from_str(&filled).unwrap();
+        assert_eq!(m["kind"], "Plugin");
+        assert_eq!(m["metadata"]["name"], env!("CARGO_BIN_NAME").trim_start_matches("kubectl-"));
+        assert_eq!(m["spec"]["version"], "v1.2.3");
+        let platform = &m["spec"]["platforms"][0];
+        assert_eq!(platform["bin"], env!("CARGO_BIN_NAME"));
+        assert_eq!(platform["files"][0]["from"], env!("CARGO_BIN_NAME"));
+        assert!(platform["uri"].as_str().unwrap().ends_with("/kubectl-visio-1.2.3-linux-amd64.tar.gz"));
+    }
+}
