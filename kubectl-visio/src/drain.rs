@@ -58,6 +58,8 @@ pub fn check(pod: &Pod, clusters: &[VisioCluster]) -> Result<Verdict> {
 
 /// Checks the pod and writes the request; returns what to tell the user.
 pub async fn run(client: &Client, ns: &str, pod: &str) -> Result<String> {
+    // `pod/NAME`, as kubectl prints names, is accepted too.
+    let pod = pod.strip_prefix("pod/").or_else(|| pod.strip_prefix("pods/")).unwrap_or(pod);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let Some(p) = pods.get_opt(pod).await? else { bail!("refused: no pod {pod} in namespace {ns}") };
     let clusters = Api::<VisioCluster>::namespaced(client.clone(), ns).list(&Default::default()).await?.items;
