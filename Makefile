@@ -8,8 +8,8 @@ CARGO ?= cargo
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-build: ## Build the operator binary (the product only: no test code)
-	$(CARGO) build -p visio-operator --bins
+build: ## Build the operator and kubectl-visio binaries (the product only: no test code)
+	$(CARGO) build -p visio-operator -p kubectl-visio --bins
 
 standins: ## Build the loopback stand-ins the tests drive (standins/: LiveKit, moshi-server, WhisperLive, transcriber worker)
 	$(CARGO) build -p visio-standins --bins
@@ -50,7 +50,8 @@ image: ## The operator's image, built here with buildah from the release binary:
 	$(CARGO) build --locked --release -p visio-operator --bin visio-operator
 	packaging/build-image
 
-release: image ## dist/release-<version>/: image archive, chart package, CRDs, install.yaml, SBOM, SHA256SUMS (docs/release.md)
+release: image ## dist/release-<version>/: image archive, chart package, CRDs, install.yaml, SBOM, kubectl-visio + krew manifest, SHA256SUMS (docs/release.md)
+	$(CARGO) build --locked --release -p kubectl-visio --bin kubectl-visio
 	packaging/release
 
 licenses: ## Every crate's license against deny.toml (cargo deny, offline; installs cargo-deny once if missing)

@@ -51,7 +51,7 @@ pub fn create_operator_namespace(kubeconfig: &Path) -> Result<()> {
 /// Writes to `path` a kubeconfig that authenticates with `token` only, to the loopback apiserver
 /// of the `admin` kubeconfig.
 pub fn service_account_kubeconfig(admin: &Path, path: &Path, token: &str) -> Result<()> {
-    let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(admin)?)?;
+    let admin: Value = serde_norway::from_str(&std::fs::read_to_string(admin)?)?;
     let c = &admin["clusters"][0]["cluster"];
     let server = c["server"].as_str().context("server")?;
     assert!(server.starts_with("https://127.0.0.1:"), "loopback only: {server}");
@@ -62,7 +62,7 @@ pub fn service_account_kubeconfig(admin: &Path, path: &Path, token: &str) -> Res
         "contexts": [{"name": "own", "context": {"cluster": "own", "user": "visio-operator"}}],
         "current-context": "own",
     });
-    std::fs::write(path, serde_yaml::to_string(&kc)?)?;
+    std::fs::write(path, serde_norway::to_string(&kc)?)?;
     Ok(())
 }
 

@@ -14,7 +14,8 @@
 //! - [`audit`]: the apiserver's audit log, counted by client (the operator's requests apart);
 //! - [`chart`]: helm and the chart's ServiceAccount; [`baseline`]: the chart-style LiveKit of the bench;
 //!   [`s3`]: the retention suite's S3 server; [`hostile_s3`]: the S3 endpoint of a hostile tenant;
-//!   [`rng`]: the one seeded generator; [`peak_report`]: `bench peak`'s results as JSON, their table and picture.
+//!   [`rng`]: the one seeded generator; [`peak_report`]: `bench peak`'s results as JSON, their table and picture;
+//!   [`kstatus`]: the real kstatus library's reading of an object.
 
 pub mod audit;
 pub mod baseline;
@@ -23,6 +24,7 @@ pub mod chart;
 pub mod fixtures;
 pub mod fleet;
 pub mod hostile_s3;
+pub mod kstatus;
 pub mod livekit;
 pub mod own;
 pub mod peak_report;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
@@ -133,10 +133,10 @@ pub fn bind_only(operator_yaml: &str, addr: &NodeAddr, redis: &str) -> Result<St
 }
 
 fn adapt(operator_yaml: &str, addr: &NodeAddr, redis: &str, advertise_addr: bool) -> Result<String> {
-    let mut cfg: Yaml = serde_yaml::from_str(operator_yaml).context("the operator's LiveKit config")?;
+    let mut cfg: Yaml = serde_norway::from_str(operator_yaml).context("the operator's LiveKit config")?;
     let map = cfg.as_mapping_mut().context("LiveKit config is not a map")?;
     ensure!(map.contains_key("keys"), "the operator's config has no keys");
-    let set = |m: &mut serde_yaml::Mapping, path: &[&str], v: Yaml| {
+    let set = |m: &mut serde_norway::Mapping, path: &[&str], v: Yaml| {
         let mut cur = m;
         for k in &path[..path.len() - 1] {
             let entry = cur.entry(Yaml::from(*k)).or_insert_with(|| Yaml::Mapping(Default::default()));
@@ -158,7 +158,7 @@ fn adapt(operator_yaml: &str, addr: &NodeAddr, redis: &str, advertise_addr: bool
     let (relay_start, relay_end) = addr.relay_range();
     map.insert(
         Yaml::from("turn"),
-        serde_yaml::from_str(&format!(
+        serde_norway::from_str(&format!(
             "{{enabled: true, udp_port: {}, relay_range_start: {relay_start}, relay_range_end: {relay_end}}}",
             addr.turn_port
         ))?,
@@ -166,7 +166,7 @@ fn adapt(operator_yaml: &str, addr: &NodeAddr, redis: &str, advertise_addr: bool
     set(map, &["redis", "address"], Yaml::from(redis));
     set(map, &["prometheus", "port"], Yaml::from(addr.metrics_port));
     set(map, &["port"], Yaml::from(addr.http_port));
-    Ok(serde_yaml::to_string(&cfg)?)
+    Ok(serde_norway::to_string(&cfg)?)
 }
 
 /// One livekit-server process.

@@ -246,8 +246,8 @@ fn render_text(sets: &[&str]) -> Result<String> {
 
 fn documents(text: &str) -> Result<Vec<Value>> {
     let mut docs = vec![];
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let v = serde_yaml::Value::deserialize(doc)?;
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let v = serde_norway::Value::deserialize(doc)?;
         if !v.is_null() {
             docs.push(serde_json::to_value(v)?);
         }
@@ -291,7 +291,7 @@ fn chart_lints() -> Result<()> {
 fn chart_app_version_is_the_operator_version() -> Result<()> {
     // One number for a release: the crate, the chart, its appVersion and the image tag (image.rs
     // checks the tag of the built image; packaging/version is what the image build and the release use).
-    let meta: Value = serde_yaml::from_str(&std::fs::read_to_string(chart().join("Chart.yaml"))?)?;
+    let meta: Value = serde_norway::from_str(&std::fs::read_to_string(chart().join("Chart.yaml"))?)?;
     assert_eq!(meta["appVersion"], env!("CARGO_PKG_VERSION"), "Chart.yaml appVersion follows the workspace version");
     assert_eq!(meta["version"], env!("CARGO_PKG_VERSION"), "Chart.yaml version follows the workspace version");
     let out = run(&mut Command::new(repo().join("packaging/version")), None)?;
@@ -980,7 +980,7 @@ fn the_chart_ships_the_tested_alerts_and_dashboard() -> Result<()> {
     let docs = render(&["prometheusRule.enabled=true", "dashboard.enabled=true", "serviceMonitor.enabled=true"])?;
     // The PrometheusRule carries exactly the rules promtool tests in `make test`.
     let rule = find(&docs, "PrometheusRule")?;
-    let source: Value = serde_yaml::from_str(&std::fs::read_to_string(repo().join("monitoring/alerts.yaml"))?)?;
+    let source: Value = serde_norway::from_str(&std::fs::read_to_string(repo().join("monitoring/alerts.yaml"))?)?;
     assert_eq!(rule["spec"]["groups"], source["groups"], "PrometheusRule differs from monitoring/alerts.yaml");
     let text = serde_json::to_string(&rule["spec"])?;
     assert!(text.contains("{{ $labels.namespace }}"), "Prometheus's own templates survive Helm");

@@ -255,7 +255,7 @@ fn as_member(group: &str, args: &[&str], stdin: Option<&str>) -> Result<std::res
 #[tokio::test]
 async fn the_platform_rules_are_enforced_at_admission_as_the_operator_decides_them() -> Result<()> {
     let corpus: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo().join("e2e/corpus/platform.yaml"))?)?;
+        serde_norway::from_str(&std::fs::read_to_string(repo().join("e2e/corpus/platform.yaml"))?)?;
     let client = client().await?;
     let group = "e2e:platform-admins";
     let tenant_ns = corpus["namespaces"]["tenant"].as_str().unwrap_or_default();

@@ -158,7 +158,7 @@ impl Scratch {
     /// by the image's user.
     fn service_account(&self, name: &str, kubeconfig: &Path, token: &str, namespace: &str) -> Result<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
-        let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig)?)?;
+        let admin: Value = serde_norway::from_str(&std::fs::read_to_string(kubeconfig)?)?;
         let ca = admin["clusters"][0]["cluster"]["certificate-authority"].as_str().context("certificate-authority")?;
         let dir = self.0.join(name);
         std::fs::create_dir_all(&dir)?;
@@ -334,9 +334,9 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
     let port_set = format!("metrics.port={port}");
     let rendered =
         helm_ok(&["template", RELEASE, chart.to_str().unwrap(), "--namespace", NAMESPACE, "--set", &port_set])?;
-    let deploy = serde_yaml::Deserializer::from_str(&rendered)
+    let deploy = serde_norway::Deserializer::from_str(&rendered)
         .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .map(|v: serde_yaml::Value| serde_json::to_value(v).unwrap_or_default())
+        .map(|v: serde_norway::Value| serde_json::to_value(v).unwrap_or_default())
         .find(|d: &Value| d["kind"] == "Deployment")
         .context("the chart renders a Deployment")?;
     let container = &deploy["spec"]["template"]["spec"]["containers"][0];

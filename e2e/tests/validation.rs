@@ -19,7 +19,7 @@ fn resource(kind: &str) -> ApiResource {
 
 fn corpus() -> Result<Value> {
     let text = std::fs::read_to_string(repo().join("e2e/corpus/invalid.yaml"))?;
-    Ok(serde_yaml::from_str(&text)?)
+    Ok(serde_norway::from_str(&text)?)
 }
 
 fn object(corpus: &Value, kind: &str, name: &str, patch: &Value) -> Value {

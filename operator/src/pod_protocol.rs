@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 pub const LOAD: &str = "visio.io/load";
 /// Annotation the operator writes when it starts draining a pod (RFC 3339).
 pub const DRAIN_SINCE: &str = "visio.io/drain-since";
+/// Annotation a person writes (`kubectl visio drain POD`) to ask the operator to drain one pod of its
+/// fleet. Any value counts. The operator treats the pod like one on a cordoned node: a replacement
+/// first within `maxSurge`, then a drain within `maxDraining` and the capacity floor, with the warning
+/// and the `drainTimeout` deadline of every drain (`fleet::PodSnapshot::drain_requested`). Read only
+/// on pods the operator owns; on any other pod it means nothing. The chart lets tenant admins write
+/// this one annotation on their pods and no other operator mark (docs/design.md, "Drains asked for").
+pub const DRAIN_REQUESTED: &str = "visio.io/drain-requested";
 /// Annotation the operator writes when participants must be warned of a forced end (RFC 3339 deadline).
 pub const WARN_DEADLINE: &str = "visio.io/warn-deadline";
 /// Annotation the operator writes when the drain deadline passed: the agent ends the sessions left.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 use visio_operator::telemetry::Metrics;
 
 fn repo() -> PathBuf {
@@ -84,7 +84,7 @@ struct Alert {
 }
 
 fn alerts() -> Vec<Alert> {
-    let doc: Yaml = serde_yaml::from_str(&read("monitoring/alerts.yaml")).expect("alerts.yaml is YAML");
+    let doc: Yaml = serde_norway::from_str(&read("monitoring/alerts.yaml")).expect("alerts.yaml is YAML");
     let map = |v: &Yaml| -> BTreeMap<String, String> {
         v.as_mapping()
             .map(|m| {
@@ -140,7 +140,7 @@ fn every_metric_the_alerts_use_is_registered() {
     );
 
     // The promtool tests feed series by name: a name the operator does not expose tests nothing.
-    let tests: Yaml = serde_yaml::from_str(&read("monitoring/alerts.test.yaml")).expect("alerts.test.yaml is YAML");
+    let tests: Yaml = serde_norway::from_str(&read("monitoring/alerts.test.yaml")).expect("alerts.test.yaml is YAML");
     let mut strings = vec![];
     yaml_strings(&tests, &mut strings);
     let fed: BTreeSet<String> = strings.iter().flat_map(|s| metric_names(s)).collect();

@@ -34,7 +34,7 @@ fn example_pools() -> Vec<(String, CaptionPool)> {
     files.sort();
     for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "yaml")) {
         let text = std::fs::read_to_string(file).expect("readable example");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in serde_norway::Deserializer::from_str(&text) {
             let value: serde_json::Value = match serde::Deserialize::deserialize(doc) {
                 Ok(v) => v,
                 Err(e) => panic!("{}: {e}", file.display()),

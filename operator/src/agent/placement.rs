@@ -85,7 +85,7 @@ impl Placement {
     /// The placement of a LiveKit config (YAML). Refuses what the agent cannot follow (TLS, Sentinel,
     /// Cluster): reading the wrong map would make every room look foreign or every room look own.
     pub fn from_config(yaml: &str) -> Result<Self, String> {
-        let file: ConfigFile = serde_yaml::from_str(yaml).map_err(|e| format!("not a LiveKit config: {e}"))?;
+        let file: ConfigFile = serde_norway::from_str(yaml).map_err(|e| format!("not a LiveKit config: {e}"))?;
         let Some(redis) = file.redis else { return Ok(Placement::Local) };
         if !redis.sentinel_addresses.is_empty() || !redis.cluster_addresses.is_empty() {
             return Err("redis.sentinel_addresses / redis.cluster_addresses are not supported by the agent".into());

@@ -106,22 +106,22 @@ fn with_name_rule(mut crd: CustomResourceDefinition) -> CustomResourceDefinition
 }
 
 /// The CRDs as one multi-document YAML stream (what `visio-operator crds` prints and `crds/` holds).
-pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+pub fn crds_yaml() -> Result<String, serde_norway::Error> {
     let mut out = String::new();
     for crd in crds() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
+        out.push_str(&serde_norway::to_string(&crd)?);
     }
     Ok(out)
 }
 
 /// One CRD per file name, for the committed `crds/` directory.
-pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
+pub fn crd_files() -> Result<Vec<(String, String)>, serde_norway::Error> {
     crds()
         .into_iter()
         .map(|crd| {
             let name = format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default());
-            serde_yaml::to_string(&crd).map(|y| (name, y))
+            serde_norway::to_string(&crd).map(|y| (name, y))
         })
         .collect()
 }

@@ -318,7 +318,7 @@ fn seconds_u32(field: &'static str, value: &str) -> Result<u32, BuildError> {
 /// The LiveKit config of `vc` as YAML. `redis_address` is `host:port` (see [`super::redis::redis_address`]).
 pub fn render(vc: &VisioCluster, creds: &super::Credentials, redis_address: &str) -> Result<String, BuildError> {
     let cfg = config(vc, creds, redis_address)?;
-    serde_yaml::to_string(&cfg)
+    serde_norway::to_string(&cfg)
         .map_err(|e| BuildError::Serialization { what: "LiveKit config", message: e.to_string() })
 }
 
@@ -343,8 +343,8 @@ mod tests {
         }
     }
 
-    fn parsed(vc: &VisioCluster) -> serde_yaml::Value {
-        serde_yaml::from_str(&render(vc, &creds(), "visio-redis.mininterieur.svc:6379").unwrap()).unwrap()
+    fn parsed(vc: &VisioCluster) -> serde_norway::Value {
+        serde_norway::from_str(&render(vc, &creds(), "visio-redis.mininterieur.svc:6379").unwrap()).unwrap()
     }
 
     #[test]
@@ -454,8 +454,8 @@ mod tests {
         assert!(y["rtc"].get("node_ip").is_none());
     }
 
-    fn json_to_yaml(v: serde_json::Value) -> serde_yaml::Value {
-        serde_yaml::to_value(v).unwrap()
+    fn json_to_yaml(v: serde_json::Value) -> serde_norway::Value {
+        serde_norway::to_value(v).unwrap()
     }
 
     #[test]
@@ -472,8 +472,8 @@ mod tests {
     fn external_redis_without_password_omits_it() {
         let mut c = creds();
         c.redis_password.clear();
-        let y: serde_yaml::Value =
-            serde_yaml::from_str(&render(&test_cluster(), &c, "redis.shared.svc:6380").unwrap()).unwrap();
+        let y: serde_norway::Value =
+            serde_norway::from_str(&render(&test_cluster(), &c, "redis.shared.svc:6380").unwrap()).unwrap();
         assert_eq!(y["redis"]["address"], "redis.shared.svc:6380");
         assert!(!y["redis"].as_mapping().unwrap().contains_key("password"));
     }
@@ -499,7 +499,7 @@ mod tests {
             api_secret: "\"quoted\" # not a comment\nnewline".into(),
             redis_password: "- dash & star *".into(),
         };
-        let cfg: LiveKitConfig = serde_yaml::from_str(&render(&test_cluster(), &c, "r:1").unwrap()).unwrap();
+        let cfg: LiveKitConfig = serde_norway::from_str(&render(&test_cluster(), &c, "r:1").unwrap()).unwrap();
         assert_eq!(cfg.keys["key: with colon"].0, c.api_secret);
         assert_eq!(cfg.redis.password.0, c.redis_password);
     }
@@ -510,7 +510,7 @@ mod tests {
         let a = render(&vc, &creds(), "r:1").unwrap();
         let b = render(&vc, &creds(), "r:1").unwrap();
         assert_eq!(a, b);
-        let back: LiveKitConfig = serde_yaml::from_str(&a).unwrap();
+        let back: LiveKitConfig = serde_norway::from_str(&a).unwrap();
         assert_eq!(back, config(&vc, &creds(), "r:1").unwrap());
         assert_eq!(config_hash(&a), config_hash(&b));
         assert_eq!(config_hash(&a).len(), 16);

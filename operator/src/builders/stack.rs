@@ -298,7 +298,7 @@ mod tests {
         let data = stack.config_secret.data.as_ref().unwrap();
         assert_eq!(data.keys().collect::<Vec<_>>(), ["livekit.yaml"]);
         let cfg: LiveKitConfig =
-            serde_yaml::from_str(&String::from_utf8(data["livekit.yaml"].0.clone()).unwrap()).unwrap();
+            serde_norway::from_str(&String::from_utf8(data["livekit.yaml"].0.clone()).unwrap()).unwrap();
         assert_eq!(cfg.redis.address, "visio-redis.mininterieur.svc:6379");
         assert_eq!(cfg.redis.password.0, creds().redis_password);
         assert_eq!(cfg.keys[&creds().api_key].0, creds().api_secret);
@@ -344,7 +344,7 @@ mod tests {
         let stack = build_stack(&vc, &c, AGENT_IMAGE).unwrap();
         assert!(stack.redis.is_none());
         assert!(stack.object_metas().iter().all(|(_, m)| m.name.as_deref() != Some("visio-redis")));
-        let cfg: LiveKitConfig = serde_yaml::from_str(&data(&stack.config_secret, "livekit.yaml")).unwrap();
+        let cfg: LiveKitConfig = serde_norway::from_str(&data(&stack.config_secret, "livekit.yaml")).unwrap();
         assert_eq!(cfg.redis.address, "redis.partage.svc:6380");
         assert_eq!(cfg.redis.password.0, "mot-de-passe-partage");
     }

@@ -129,6 +129,7 @@ mod tests {
             warned,
             created: 0,
             evacuate: false,
+            drain_requested: false,
         }
     }
 

@@ -26,7 +26,8 @@
 //!    pods then go by rule 6 alone (the delay, then drains that keep their meetings).
 //!    A window about to open (within [`scale::hold_ahead_ms`], opened early as above) does not raise
 //!    `desired` but holds its pods against rule 6.
-//! 5. Outdated Serving pods (another template, or on a cordoned node: `PodSnapshot::evacuate`) are
+//! 5. Outdated Serving pods (another template, on a cordoned node: `PodSnapshot::evacuate`, or
+//!    marked by a person with `visio.io/drain-requested`: `PodSnapshot::drain_requested`) are
 //!    drained within `max_draining` and the capacity floor ([`upgrade`]); pods replacing them are
 //!    created first, within `max_surge`, as for an upgrade.
 //! 6. Surplus pods of the target template are removed once the load has stayed low for
@@ -145,6 +146,12 @@ pub struct PodSnapshot {
     /// one of an outdated template (a new pod first, then a drain within `max_draining` and the
     /// capacity floor), so the node empties by itself without cutting a meeting.
     pub evacuate: bool,
+    /// Someone asked for this pod to be drained (`kubectl visio drain`, the `visio.io/drain-requested`
+    /// annotation): replaced exactly like a pod on a cordoned node, so the request gets the same
+    /// guarantees (a new pod first within `max_surge`, then a drain within `max_draining` and the
+    /// capacity floor, the warning and the deadline of `drain_timeout`). A request never cuts a
+    /// meeting sooner than an upgrade would.
+    pub drain_requested: bool,
 }
 
 /// Everything `plan` reads.
@@ -168,6 +175,8 @@ pub enum DrainReason {
     Upgrade,
     /// The pod's node is cordoned.
     NodeCordoned,
+    /// Someone asked for the pod to be drained (`PodSnapshot::drain_requested`).
+    Requested,
 }
 
 /// Why a pod is deleted.
@@ -344,8 +353,9 @@ fn count(n: usize) -> u32 {
 pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
     let spec = spec.normalized();
     let now = snap.now;
-    // A pod on a cordoned node is replaced as if its template were outdated.
-    let outdated = |p: &PodSnapshot| p.template_hash != snap.target_hash || p.evacuate;
+    // A pod on a cordoned node, or one whose drain was asked for, is replaced as if its template
+    // were outdated.
+    let outdated = |p: &PodSnapshot| p.template_hash != snap.target_hash || p.evacuate || p.drain_requested;
     // Sorting once makes every later choice deterministic: ties are broken by name.
     let mut pods: Vec<&PodSnapshot> = snap.pods.iter().collect();
     pods.sort_by(|a, b| a.name.cmp(&b.name));
@@ -417,7 +427,13 @@ pub fn plan(spec: &FleetSpec, snap: &Snapshot) -> Plan {
     // 5. Upgrade drains.
     let outdated_serving: Vec<&PodSnapshot> = serving.iter().copied().filter(|p| outdated(p)).collect();
     for p in upgrade::drains(&spec, desired, floor, &outdated_serving, &mut serving_left) {
-        let reason = if p.template_hash != snap.target_hash { DrainReason::Upgrade } else { DrainReason::NodeCordoned };
+        let reason = if p.template_hash != snap.target_hash {
+            DrainReason::Upgrade
+        } else if p.evacuate {
+            DrainReason::NodeCordoned
+        } else {
+            DrainReason::Requested
+        };
         actions.push(Action::Drain { pod: p.name.clone(), reason });
         draining_left += 1;
         outdated_draining_left += 1;

@@ -62,8 +62,16 @@ fn snapshot(spec: &FleetSpec) -> impl Strategy<Value = Snapshot> {
     ];
     let load = prop_oneof![3 => Just(Some(0)), 4 => (0..=cap / 2).prop_map(Some), 2 => (0..=cap + cap / 5).prop_map(Some), 1 => Just(None)];
     let sessions = prop_oneof![3 => Just(Some(0)), 3 => (0u32..=5).prop_map(Some), 1 => Just(None)];
-    let pod =
-        (phase, prop::bool::weighted(0.7), load, sessions, any::<bool>(), 0i64..=1000, prop::bool::weighted(0.15));
+    let pod = (
+        phase,
+        prop::bool::weighted(0.7),
+        load,
+        sessions,
+        any::<bool>(),
+        0i64..=1000,
+        prop::bool::weighted(0.15),
+        prop::bool::weighted(0.15),
+    );
     let low = prop::option::weighted(0.6, 0..=spec.scale_down_delay_ms + 2 * MINUTE);
     (prop::collection::vec(pod, 0..=14), low).prop_map(|(pods, low)| Snapshot {
         now: NOW,
@@ -71,7 +79,7 @@ fn snapshot(spec: &FleetSpec) -> impl Strategy<Value = Snapshot> {
         pods: pods
             .into_iter()
             .enumerate()
-            .map(|(i, (phase, current, load, sessions, warned, created, evacuate))| PodSnapshot {
+            .map(|(i, (phase, current, load, sessions, warned, created, evacuate, drain_requested))| PodSnapshot {
                 name: format!("p{i:02}"),
                 template_hash: if current { "new" } else { "old" }.into(),
                 phase,
@@ -80,6 +88,7 @@ fn snapshot(spec: &FleetSpec) -> impl Strategy<Value = Snapshot> {
                 warned,
                 created: NOW - created * MINUTE,
                 evacuate,
+                drain_requested,
             })
             .collect(),
         low_load_since: low.map(|ago| NOW - ago),
@@ -344,5 +353,19 @@ proptest! {
             .map(|(p, evacuate)| SimPod { hash: "new".into(), evacuate, ..p })
             .collect();
         replace_all(spec, pods, "on a cordoned node", Sim::evacuating)?;
+    }
+
+    /// A drain someone asked for (`kubectl visio drain`) follows the same rules: every requested pod
+    /// is replaced within the surge and drained, no plan on the way breaks an invariant (no pod with
+    /// sessions deleted before its deadline: the request cuts no meeting), and none is left within
+    /// the same bound.
+    #[test]
+    fn requested_drains_finish((spec, pods) in upgrade_case(), requested in prop::collection::vec(any::<bool>(), 10)) {
+        let pods: Vec<SimPod> = pods
+            .into_iter()
+            .zip(requested)
+            .map(|(p, drain_requested)| SimPod { hash: "new".into(), drain_requested, ..p })
+            .collect();
+        replace_all(spec, pods, "asked to drain", Sim::drain_requests)?;
     }
 }

@@ -170,6 +170,7 @@ proptest! {
                 warned: false,
                 created: NOW - MINUTE,
                 evacuate: false,
+                drain_requested: false,
             })
             .collect();
         let snap = Snapshot { now: NOW, target_hash: "new".into(), pods, low_load_since: None, startup_lead_ms: None };

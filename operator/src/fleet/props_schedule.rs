@@ -45,6 +45,7 @@ fn serving(name: &str, load: u32, sessions: u32) -> PodSnapshot {
         warned: false,
         created: 0,
         evacuate: false,
+        drain_requested: false,
     }
 }
 

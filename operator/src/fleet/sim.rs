@@ -51,6 +51,8 @@ pub(crate) struct SimPod {
     pub created: Millis,
     /// Its node is cordoned (pods the simulation creates land on other nodes).
     pub evacuate: bool,
+    /// Someone asked for its drain (`visio.io/drain-requested`).
+    pub drain_requested: bool,
 }
 
 impl SimPod {
@@ -64,6 +66,7 @@ impl SimPod {
             warned: false,
             created: 0,
             evacuate: false,
+            drain_requested: false,
         }
     }
 
@@ -78,6 +81,7 @@ impl SimPod {
             warned: self.warned,
             created: self.created,
             evacuate: self.evacuate,
+            drain_requested: self.drain_requested,
         }
     }
 }
@@ -192,6 +196,11 @@ impl Sim {
     pub fn evacuating(&self) -> usize {
         self.pods.iter().filter(|p| p.evacuate).count()
     }
+
+    /// Pods whose drain was asked for and that are still there.
+    pub fn drain_requests(&self) -> usize {
+        self.pods.iter().filter(|p| p.drain_requested).count()
+    }
 }
 
 /// A plan with nothing to do and nothing waiting on time.
@@ -249,11 +258,19 @@ pub(crate) fn check_plan(spec: &FleetSpec, snap: &Snapshot, plan: &Plan) -> Resu
                         pod.template_hash != snap.target_hash
                     }
                     DrainReason::ScaleDown => {
-                        scale_down_due && pod.load.is_some() && pod.template_hash == snap.target_hash && !pod.evacuate
+                        scale_down_due
+                            && pod.load.is_some()
+                            && pod.template_hash == snap.target_hash
+                            && !pod.evacuate
+                            && !pod.drain_requested
                     }
                     DrainReason::NodeCordoned => {
                         upgrade_drains += 1;
                         pod.evacuate && pod.template_hash == snap.target_hash
+                    }
+                    DrainReason::Requested => {
+                        upgrade_drains += 1;
+                        pod.drain_requested && !pod.evacuate && pod.template_hash == snap.target_hash
                     }
                 }
             }
@@ -267,7 +284,10 @@ pub(crate) fn check_plan(spec: &FleetSpec, snap: &Snapshot, plan: &Plan) -> Resu
                     (DeleteReason::Failed, PodPhase::Failed, _) => true,
                     (DeleteReason::Stale, PodPhase::Pending, _) => {
                         !pod.reports_activity()
-                            && (pod.template_hash != snap.target_hash || pod.evacuate || scale_down_due)
+                            && (pod.template_hash != snap.target_hash
+                                || pod.evacuate
+                                || pod.drain_requested
+                                || scale_down_due)
                     }
                     (DeleteReason::Empty, _, Some(_)) => pod.is_known_empty(),
                     (DeleteReason::DeadlinePassed, _, Some(c)) => now >= c.delete_at,

@@ -34,6 +34,7 @@ fn pod(name: &str, phase: PodPhase, load: Option<u32>) -> PodSnapshot {
         warned: false,
         created: T0 - 60 * MINUTE,
         evacuate: false,
+        drain_requested: false,
     }
 }
 
@@ -465,6 +466,35 @@ fn a_pod_on_a_cordoned_node_is_replaced_first_then_drained() {
     // Uncordoned before the drain: nothing to do (the surplus waits for the scale-down delay).
     let plan = run(&s, &snap(vec![serving("a", 40), serving("b", 10), serving("c", 0)]));
     assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+}
+
+#[test]
+fn a_requested_drain_replaces_the_pod_first_then_drains_it_with_the_normal_deadline() {
+    let s = FleetSpec { min: 2, max_surge: 1, max_draining: 0, ..spec() };
+    let asked = |p: PodSnapshot| PodSnapshot { drain_requested: true, ..p };
+    let busy = || asked(serving("a", 40));
+    // Asked to drain while the fleet needs it: a replacement first, nothing drains yet, no upgrade shown.
+    let plan = run(&s, &snap(vec![busy(), serving("b", 10)]));
+    assert_eq!(plan.actions, vec![create(1)]);
+    assert_eq!(plan.upgrade, None);
+    // The replacement serves: the pod drains for the request; its meetings go on.
+    let plan = run(&s, &snap(vec![busy(), serving("b", 10), serving("c", 0)]));
+    assert_eq!(plan.actions, vec![drain("a", DrainReason::Requested)]);
+    // Draining, still busy: the same clock as any drain (warned before the deadline, no earlier end).
+    let drained = || asked(draining("a", T0 - 55 * MINUTE, Some(40)));
+    let plan = run(&s, &snap(vec![drained(), serving("b", 10), serving("c", 0)]));
+    assert_eq!(plan.actions, vec![Action::Warn { pod: "a".into(), deadline: T0 + 5 * MINUTE }]);
+    // A request on a cordoned node is the cordon's drain; on an outdated pod, the upgrade's.
+    let both = PodSnapshot { evacuate: true, ..busy() };
+    let plan = run(&s, &snap(vec![both, serving("b", 10), serving("c", 0)]));
+    assert_eq!(plan.actions, vec![drain("a", DrainReason::NodeCordoned)]);
+    // With no surge allowed and no room to dip, the request waits: it never cuts capacity.
+    let tight = FleetSpec { min: 1, max: 1, max_surge: 0, max_draining: 1, ..spec() };
+    let plan = run(&tight, &snap(vec![asked(serving("a", 90))]));
+    assert!(plan.actions.iter().all(|a| !matches!(a, Action::Drain { .. })), "{:?}", plan.actions);
+    // A Pending pod asked to drain holds nothing: deleted at once.
+    let plan = run(&s, &snap(vec![asked(pending("p")), serving("b", 10), serving("c", 0)]));
+    assert_eq!(plan.actions, vec![delete("p", DeleteReason::Stale)]);
 }
 
 #[test]

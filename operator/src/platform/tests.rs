@@ -13,7 +13,7 @@ use crate::api::{CaptionPool, RetentionPolicy, VisioCluster};
 /// `e2e/corpus/platform.yaml`, the cases the admission policy decides on the real apiserver.
 fn corpus() -> Value {
     let text = include_str!("../../../e2e/corpus/platform.yaml");
-    serde_yaml::from_str(text).expect("the corpus parses")
+    serde_norway::from_str(text).expect("the corpus parses")
 }
 
 /// The case's object as the apiserver would store it (its name, the schema's defaults through serde's).
@@ -182,12 +182,12 @@ fn the_charts_default_platform_allows_every_example() {
     let platform: crate::api::VisioPlatform = install
         .split("\n---\n")
         .find(|d| d.contains("\nkind: VisioPlatform\n"))
-        .map(|d| serde_yaml::from_str(d).expect("the VisioPlatform parses"))
+        .map(|d| serde_norway::from_str(d).expect("the VisioPlatform parses"))
         .expect("install.yaml ships a VisioPlatform");
     let mut checked = 0;
     for entry in std::fs::read_dir(root.join("manifests/examples")).expect("examples") {
         let text = std::fs::read_to_string(entry.expect("an entry").path()).expect("an example");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in serde_norway::Deserializer::from_str(&text) {
             let v = Value::deserialize(doc).expect("YAML");
             let (Some(kind), Some(ns)) = (v["kind"].as_str(), v["metadata"]["namespace"].as_str()) else { continue };
             let name = v["metadata"]["name"].as_str().unwrap_or_default().to_string();

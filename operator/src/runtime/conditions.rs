@@ -11,6 +11,11 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const UPGRADE_IN_PROGRESS: &str = "UpgradeInProgress";
 pub const RETENTION_POLICY_MISSING: &str = "RetentionPolicyMissing";
+/// kstatus's two conditions (sigs.k8s.io/cli-utils/pkg/kstatus, what Flux and other GitOps tools read):
+/// `Reconciling=True` reads as InProgress, `Stalled=True` as Failed; both False with
+/// `status.observedGeneration == metadata.generation` as Current. See [`convergence`].
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
 
 /// A condition without its transition time, as a controller decides it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +37,40 @@ fn status_str(b: bool) -> &'static str {
         "True"
     } else {
         "False"
+    }
+}
+
+/// Where a resource stands against its spec, as kstatus asks it to be said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Convergence {
+    /// What the spec asks is there.
+    Current,
+    /// The controller is still getting there (pods starting, an upgrade, a drain): (reason, message).
+    Reconciling(&'static str, String),
+    /// The spec cannot converge until a person changes something (a missing Secret, a spec the builders
+    /// refuse, a quota too small for the pods): (reason, message). Always an error, never mere slowness.
+    Stalled(String, String),
+}
+
+/// kstatus's `Reconciling` and `Stalled` conditions for a convergence. kstatus looks at `Reconciling`
+/// first in list order, and our lists are sorted by type (`Reconciling` < `Stalled`), so a stalled
+/// resource says `Reconciling=False`: it is Failed, not InProgress. Both are abnormal-true, as kstatus's
+/// convention asks: False is the healthy value.
+pub fn convergence(c: &Convergence) -> [Decided; 2] {
+    let settled_reconciling =
+        |reason: &str| Decided::new(RECONCILING, false, reason, "nothing left to do for this spec");
+    match c {
+        Convergence::Current => {
+            [settled_reconciling("Reconciled"), Decided::new(STALLED, false, "AsExpected", "no problem detected")]
+        }
+        Convergence::Reconciling(reason, message) => [
+            Decided::new(RECONCILING, true, *reason, message.clone()),
+            Decided::new(STALLED, false, "AsExpected", "no problem detected"),
+        ],
+        Convergence::Stalled(reason, message) => [
+            Decided::new(RECONCILING, false, "Stalled", "the spec cannot converge: see the Stalled condition"),
+            Decided::new(STALLED, true, reason.clone(), message.clone()),
+        ],
     }
 }
 
@@ -114,5 +153,39 @@ mod tests {
         let second = merge(&first, &d, Some(3), t(99));
         assert_eq!(first, second);
         assert_eq!(first[0].type_, DEGRADED, "sorted by type");
+    }
+
+    /// kstatus's reading of a condition list (cli-utils v0.37 `checkGenericProperties`: the first of
+    /// `Reconciling=True` / `Stalled=True` in list order, then the `Ready` fallback), mirrored here so
+    /// that every convergence is checked to read as meant; e2e/tests/kstatus.rs runs the real library.
+    fn kstatus_reads(list: &[Condition]) -> &'static str {
+        for c in list {
+            if c.type_ == RECONCILING && c.status == "True" {
+                return "InProgress";
+            }
+            if c.type_ == STALLED && c.status == "True" {
+                return "Failed";
+            }
+        }
+        match list.iter().find(|c| c.type_ == READY).map(|c| c.status.as_str()) {
+            Some("False") | Some("Unknown") => "InProgress",
+            _ => "Current",
+        }
+    }
+
+    #[test]
+    fn each_convergence_reads_as_kstatus_means_it_with_any_ready() {
+        for ready in [true, false] {
+            for (c, want) in [
+                (Convergence::Current, if ready { "Current" } else { "InProgress" }),
+                (Convergence::Reconciling("RollingUpgrade", "1/2 updated".into()), "InProgress"),
+                (Convergence::Stalled("KeysSecretMissing".into(), "spec.keysSecret: not found".into()), "Failed"),
+            ] {
+                let mut d = vec![Decided::new(READY, ready, "R", "")];
+                d.extend(convergence(&c));
+                let list = merge(&[], &d, Some(1), t(1));
+                assert_eq!(kstatus_reads(&list), want, "{c:?}, Ready={ready}");
+            }
+        }
     }
 }

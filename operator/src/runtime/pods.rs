@@ -97,6 +97,7 @@ pub fn pod_snapshot(p: &Pod, was_ready: bool) -> PodSnapshot {
         created: p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_millisecond()).unwrap_or(0),
         // Set by `snapshot`, which knows the nodes.
         evacuate: false,
+        drain_requested: annotation(p, pod_protocol::DRAIN_REQUESTED).is_some(),
     }
 }
 
@@ -144,6 +145,7 @@ pub fn snapshot(ctx: &Context, key: &str, target_hash: &str, pods: &[Arc<Pod>], 
         warned: false,
         created: at,
         evacuate: false,
+        drain_requested: false,
     }));
     pods.sort_by(|a, b| a.name.cmp(&b.name));
     Snapshot {
@@ -417,6 +419,14 @@ mod tests {
         // Fleets whose template does not say (caption backends) are asked as before.
         let caption_template = pod(json!({}));
         assert!(ends_own_sessions(&earlier, &caption_template));
+    }
+
+    #[test]
+    fn a_drain_request_is_read_from_its_annotation() {
+        assert!(!pod_snapshot(&pod(json!({})), true).drain_requested);
+        let asked = pod_snapshot(&pod(json!({pod_protocol::DRAIN_REQUESTED: "kubectl-visio"})), true);
+        assert!(asked.drain_requested);
+        assert_eq!(asked.phase, PodPhase::Serving, "a request alone does not drain: the planner decides when");
     }
 
     #[test]

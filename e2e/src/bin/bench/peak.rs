@@ -399,6 +399,7 @@ fn play(system: System, tenant: &Tenant, p: &Params, day_ms: i64) -> Result<Outc
                                 warned: false,
                                 created: day_ms + i64::from(q.created) * 1000,
                                 evacuate: false,
+                                drain_requested: false,
                             }
                         })
                         .collect(),

@@ -17,7 +17,7 @@ use super::Pools;
 use crate::api::captionpool::{BackendCounts, CaptionPool, CaptionPoolStatus, PodCounts, SlotCounts};
 use crate::builders::captions::{self, CaptionStack};
 use crate::fleet::{self, PodPhase, Snapshot};
-use crate::runtime::conditions::{self, Decided};
+use crate::runtime::conditions::{self, Convergence, Decided};
 use crate::runtime::error::Result;
 use crate::runtime::pods::pod_load;
 use crate::runtime::status::{set_conditions, write_paced};
@@ -210,11 +210,13 @@ pub fn decide(
         (None, false) => Decided::new(conditions::READY, false, "PodsNotReady", summary.clone()),
     });
     let progressing = b.updated < b.current || b.current != b.desired + b.draining || !ready;
+    let counts =
+        format!("{} current, {} desired, {} draining, {} updated", b.current, b.desired, b.draining, b.updated);
     out.push(Decided::new(
         conditions::PROGRESSING,
         progressing,
         if progressing { "Reconciling" } else { "Stable" },
-        format!("{} current, {} desired, {} draining, {} updated", b.current, b.desired, b.draining, b.updated),
+        counts.clone(),
     ));
     let exhausted = s.total > 0 && s.used >= s.total;
     out.push(if recent_rejection {
@@ -234,11 +236,20 @@ pub fn decide(
             "SlotsExhausted",
             format!("every serving slot is taken: the next stream will be refused until a backend is added; {summary}"),
         )
-    } else if let Some(m) = stuck_msg {
+    } else if let Some(m) = stuck_msg.clone() {
         Decided::new(conditions::DEGRADED, true, "Unschedulable", m)
     } else {
         Decided::new(conditions::DEGRADED, false, "AsExpected", "no problem detected")
     });
+    // kstatus: an unschedulable backend pod is InProgress, not Failed: a node with the GPU may be on its
+    // way (an autoscaler), and the pool converges then without a change of spec.
+    out.extend(conditions::convergence(&match (stuck_msg, progressing) {
+        (Some(m), _) if !ready => Convergence::Reconciling("Unschedulable", m),
+        (_, false) => Convergence::Current,
+        _ if b.updated < b.current => Convergence::Reconciling("RollingUpgrade", counts),
+        _ if !ready => Convergence::Reconciling("PodsNotReady", summary.clone()),
+        _ => Convergence::Reconciling("Scaling", counts),
+    }));
     out
 }
 
@@ -249,7 +260,10 @@ pub async fn report_problem(cp: &CaptionPool, ctx: &Context, reason: &str, messa
     let decided = vec![
         Decided::new(conditions::READY, false, reason, message.clone()),
         Decided::new(conditions::DEGRADED, true, reason, message.clone()),
-    ];
+    ]
+    .into_iter()
+    .chain(conditions::convergence(&Convergence::Stalled(reason.into(), message.clone())))
+    .collect::<Vec<_>>();
     let mut status = cp.status.clone().unwrap_or_default();
     if set_conditions(&mut status, cp.metadata.generation, &decided) {
         ctx.event(cp, EventType::Warning, reason, "Validate", message).await;

@@ -39,6 +39,7 @@ fn pod(name: &str, hash: &str, phase: PodPhase) -> PodSnapshot {
         warned: false,
         created: 0,
         evacuate: false,
+        drain_requested: false,
     }
 }
 

@@ -15,7 +15,7 @@ use crate::api::retentionpolicy::RetentionMode;
 use crate::api::RetentionPolicy;
 use crate::builders::labels::FIELD_MANAGER;
 use crate::retention::sweep::Progress;
-use crate::runtime::conditions::{self, Decided};
+use crate::runtime::conditions::{self, Convergence, Decided};
 use crate::runtime::error::Result;
 use crate::runtime::Context;
 
@@ -40,12 +40,16 @@ pub fn export_interval(ctx: &Context, rp: &RetentionPolicy, valid: &Validated) {
     ctx.metrics.retention_interval.with_label_values(&[&ns, &name]).set(valid.interval.as_secs_f64());
 }
 
-/// The conditions for a problem (pure).
+/// The conditions for a problem (pure): a spec or Secret the sweep cannot use, or a sweep that failed.
+/// kstatus reads both as Failed (`Stalled`: the controller met an error); a failed sweep is retried,
+/// and its success sets `Stalled=False` again.
 pub fn problem_conditions(reason: &str, message: &str) -> Vec<Decided> {
-    vec![
+    let mut out = vec![
         Decided::new(conditions::READY, false, reason, message),
         Decided::new(conditions::DEGRADED, true, reason, message),
-    ]
+    ];
+    out.extend(conditions::convergence(&Convergence::Stalled(reason.into(), message.into())));
+    out
 }
 
 /// A sweep's counts as the status, its Event and its log say them.
@@ -78,6 +82,11 @@ pub fn sweep_conditions(mode: RetentionMode, p: &Progress) -> Vec<Decided> {
         } else {
             Decided::new(conditions::DEGRADED, false, "AsExpected", "no problem detected")
         },
+        // kstatus: a policy is Current once the sweep of its generation has recorded its end (until
+        // then `observedGeneration` lags and kstatus reads InProgress); objects left unchecked are
+        // Degraded, retried next run, not a spec that cannot converge.
+        conditions::convergence(&Convergence::Current)[0].clone(),
+        conditions::convergence(&Convergence::Current)[1].clone(),
     ]
 }
 

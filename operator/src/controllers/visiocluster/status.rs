@@ -17,7 +17,7 @@ use crate::builders::quota;
 use crate::builders::stack::Stack;
 use crate::fleet::{self, Figures, PodPhase, PodSnapshot, Snapshot};
 use crate::pod_protocol::{self, DRAIN_SINCE};
-use crate::runtime::conditions::{self, Decided};
+use crate::runtime::conditions::{self, Convergence, Decided};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::pods::{annotation, label, pod_load, pod_ready};
 use crate::runtime::status::{set_conditions, write_paced};
@@ -33,6 +33,7 @@ pub async fn update(ctx: &Context, vc: &VisioCluster, stack: &Stack, fleet: &Fle
     // What the namespace's LimitRange and ResourceQuota (spec.tenant) would refuse of the stack's pods.
     let problems = quota::fit_problems(vc, &quota::stack_needs(vc, stack));
     degrade_for_quota(&mut decided, &problems);
+    decided.extend(conditions::convergence(&convergence(&status, vc, &problems)));
     // A Warning Event when the stack becomes Degraded, or Degraded for another reason.
     let was_degraded = vc
         .status
@@ -68,7 +69,10 @@ pub async fn report_problem(ctx: &Context, vc: &VisioCluster, e: &Error) -> Resu
     let decided = vec![
         Decided::new(conditions::READY, false, reason_of(e), e.to_string()),
         Decided::new(conditions::DEGRADED, true, reason_of(e), e.to_string()),
-    ];
+    ]
+    .into_iter()
+    .chain(conditions::convergence(&Convergence::Stalled(reason_of(e).into(), e.to_string())))
+    .collect::<Vec<_>>();
     let mut status = vc.status.clone().unwrap_or_default();
     if set_conditions(&mut status, vc.metadata.generation, &decided) {
         ctx.event(vc, EventType::Warning, reason_of(e), "Validate", e.to_string()).await;
@@ -185,6 +189,34 @@ fn decide_conditions(status: &VisioClusterStatus, vc: &VisioCluster, lost_readin
     out
 }
 
+/// kstatus's reading of the stack: Stalled while the tenant's quota or LimitRange cannot admit the pods
+/// (nothing the operator does fixes that), Reconciling while the fleet is not what the spec asks (an
+/// upgrade, a scale, pods not ready: also a Redis outage, which ends without a change of spec).
+fn convergence(status: &VisioClusterStatus, vc: &VisioCluster, problems: &[quota::Problem]) -> Convergence {
+    if let Some(first) = problems.first() {
+        let message = problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ");
+        return Convergence::Stalled(first.reason.into(), message);
+    }
+    let c = &status.sfu;
+    let want = vc.spec.sfu.replicas.min.max(1);
+    let ready = c.ready >= want.min(c.desired.max(1));
+    let counts =
+        format!("{} current, {} desired, {} draining, {} updated", c.current, c.desired, c.draining, c.updated);
+    if c.updated < c.current {
+        let target = status.target_version.as_deref().unwrap_or("the target version");
+        Convergence::Reconciling(
+            "RollingUpgrade",
+            format!("{}/{} SFU pods run {target}; {counts}", c.updated, c.current),
+        )
+    } else if !ready {
+        Convergence::Reconciling("PodsNotReady", format!("{}/{} SFU pods serving; {counts}", c.ready, c.desired))
+    } else if c.current != c.desired + c.draining {
+        Convergence::Reconciling("Scaling", counts)
+    } else {
+        Convergence::Current
+    }
+}
+
 /// `Degraded` (`QuotaTooSmall`, `LimitRangeRefusesPods`) when the tenant's quota or LimitRange cannot admit
 /// the stack's pods at `spec.sfu.replicas.min`, unless the stack is already degraded for a more urgent
 /// reason (no SFU pod ready). Every problem is in the message; the reason is the first one's.
@@ -252,6 +284,35 @@ mod tests {
         // One pod ready is enough for new meetings: not degraded.
         status.sfu.ready = 1;
         assert!(!degraded(&decide_conditions(&status, &vc, 1)).status);
+    }
+
+    #[test]
+    fn kstatus_reads_upgrades_and_scaling_as_reconciling_and_a_small_quota_as_stalled() {
+        let vc = test_cluster();
+        let mut status = VisioClusterStatus::default();
+        let want = vc.spec.sfu.replicas.min.max(1);
+        (status.sfu.desired, status.sfu.current, status.sfu.updated, status.sfu.ready) = (want, want, want, want);
+        assert_eq!(convergence(&status, &vc, &[]), Convergence::Current);
+        status.sfu.updated = 0;
+        assert!(matches!(convergence(&status, &vc, &[]), Convergence::Reconciling("RollingUpgrade", _)));
+        status.sfu.updated = want;
+        status.sfu.ready = 0;
+        assert!(matches!(convergence(&status, &vc, &[]), Convergence::Reconciling("PodsNotReady", _)));
+        status.sfu.ready = want;
+        (status.sfu.current, status.sfu.updated) = (want + 1, want + 1);
+        assert!(matches!(convergence(&status, &vc, &[]), Convergence::Reconciling("Scaling", _)));
+        // A draining pod is counted in current until it goes: that is the plan, not a scale.
+        status.sfu.draining = 1;
+        assert_eq!(convergence(&status, &vc, &[]), Convergence::Current);
+        let problems =
+            [quota::Problem { reason: "QuotaTooSmall", message: "spec.tenant.quota.hard[pods]: too few".into() }];
+        match convergence(&status, &vc, &problems) {
+            Convergence::Stalled(reason, message) => {
+                assert_eq!(reason, "QuotaTooSmall");
+                assert!(message.starts_with("spec.tenant.quota.hard[pods]"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
