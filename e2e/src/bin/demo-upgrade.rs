@@ -56,6 +56,11 @@ async fn main() -> Result<()> {
     println!("[demo] upgrading LiveKit {OLD_VERSION} -> {NEW_VERSION} while they talk");
     let t0 = Instant::now();
     Upgrade { client: &client, ns: NS, old_hash: &old_hash, pods: PODS, version: NEW_VERSION }.start().await?;
+    // What an on-call engineer sees meanwhile: the tenant mid-upgrade, on one screen.
+    let screen = tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        tokio::task::spawn_blocking(plugin_status).await
+    });
     // The meetings end one after another within 40 s, as meetings do; the upgrade waits for each.
     work.end_between(&meetings, t0, Duration::from_secs(5), Duration::from_secs(40));
     let took = work
@@ -65,6 +70,11 @@ async fn main() -> Result<()> {
             done.then(|| t0.elapsed())
         })
         .await?;
+    match screen.await {
+        Ok(Ok(Ok(text))) => println!("[demo] kubectl visio status -n {NS}, mid-upgrade:\n{text}"),
+        Ok(Ok(Err(e))) => println!("[demo] kubectl visio status could not run: {e:#}"),
+        Ok(Err(e)) | Err(e) => println!("[demo] kubectl visio status could not run: {e}"),
+    }
     work.close_all(&fleet).await?;
     let outcome = fleet.stop().await;
     println!(
@@ -75,4 +85,16 @@ async fn main() -> Result<()> {
     );
     ensure!(outcome.cuts.is_empty(), "meetings cut: {:#?}", outcome.cuts);
     Ok(())
+}
+
+/// `kubectl visio status` of the demo's tenant, as the plugin built by `make build` prints it.
+fn plugin_status() -> Result<String> {
+    let plugin = visio_e2e::repo().join("target/debug/kubectl-visio");
+    let out = std::process::Command::new(&plugin)
+        .args(["status", "-n", NS])
+        .env("KUBECONFIG", visio_e2e::kubeconfig_path()?)
+        .output()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", plugin.display()))?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
