@@ -127,32 +127,20 @@ impl Schedule {
     /// overlap the end of the one before it: both are then open.
     pub fn at(&self, now: Millis, lead_ms: Millis) -> Reading<'_> {
         let mut reading = Reading { open: Vec::new(), next_change: None };
-        let Some(today) = Timestamp::from_millisecond(now).ok().map(|t| t.to_zoned(self.time_zone.clone()).date())
-        else {
-            return reading;
-        };
         let lead = lead_ms.max(0);
         // Yesterday's windows may still be open (none crosses midnight, but an end at 24:00 is today's
         // 00:00); a week ahead covers every next change, the lead included (it is bounded by a day).
-        for offset in -1..=8i64 {
-            let Some(date) = today.checked_add(offset.days()).ok() else { continue };
-            let day_bit = 1u8 << date.weekday().to_monday_zero_offset();
-            for w in self.windows.iter().filter(|w| w.days & day_bit != 0) {
-                let (Some(start), Some(end)) = (self.instant(date, w.start_minute), self.instant(date, w.end_minute))
-                else {
-                    continue;
-                };
-                let opens = start.saturating_sub(lead);
-                if start >= end {
-                    continue; // exactly the hour a change skips: not open that day
-                }
-                if opens <= now && now < end {
-                    reading.open.push(w);
-                }
-                for t in [opens, end] {
-                    if t > now {
-                        reading.next_change = Some(reading.next_change.map_or(t, |n: Millis| n.min(t)));
-                    }
+        for (w, start, end) in self.occurrences(now, -1..=8) {
+            let opens = start.saturating_sub(lead);
+            if start >= end {
+                continue; // exactly the hour a change skips: not open that day
+            }
+            if opens <= now && now < end {
+                reading.open.push(w);
+            }
+            for t in [opens, end] {
+                if t > now {
+                    reading.next_change = Some(reading.next_change.map_or(t, |n: Millis| n.min(t)));
                 }
             }
         }
@@ -164,27 +152,32 @@ impl Schedule {
     /// meetings would still hold them when new ones are created for the window.
     pub fn opening_within(&self, now: Millis, lead_ms: Millis, horizon_ms: Millis) -> Vec<&Window> {
         let mut out: Vec<&Window> = Vec::new();
-        let Some(today) = Timestamp::from_millisecond(now).ok().map(|t| t.to_zoned(self.time_zone.clone()).date())
-        else {
-            return out;
-        };
         let (lead, until) = (lead_ms.max(0), now.saturating_add(horizon_ms.max(0)));
         // The horizon is bounded by the drain timeout (24 h at most): two days ahead cover it.
-        for offset in 0..=2i64 {
-            let Some(date) = today.checked_add(offset.days()).ok() else { continue };
-            let day_bit = 1u8 << date.weekday().to_monday_zero_offset();
-            for w in self.windows.iter().filter(|w| w.days & day_bit != 0) {
-                let (Some(start), Some(end)) = (self.instant(date, w.start_minute), self.instant(date, w.end_minute))
-                else {
-                    continue;
-                };
-                let opens = start.saturating_sub(lead);
-                if start < end && now < opens && opens <= until && !out.iter().any(|o| std::ptr::eq(*o, w)) {
-                    out.push(w);
-                }
+        for (w, start, end) in self.occurrences(now, 0..=2) {
+            let opens = start.saturating_sub(lead);
+            if start < end && now < opens && opens <= until && !out.iter().any(|o| std::ptr::eq(*o, w)) {
+                out.push(w);
             }
         }
         out
+    }
+
+    /// Each window on each of the local days `days` (offsets from `now`'s date) it falls on, with its
+    /// start and end instants (a day whose times do not exist in the zone is left out).
+    fn occurrences(
+        &self,
+        now: Millis,
+        days: std::ops::RangeInclusive<i64>,
+    ) -> impl Iterator<Item = (&Window, Millis, Millis)> + '_ {
+        let today = Timestamp::from_millisecond(now).ok().map(|t| t.to_zoned(self.time_zone.clone()).date());
+        days.filter_map(move |offset| today?.checked_add(offset.days()).ok()).flat_map(move |date| {
+            let day_bit = 1u8 << date.weekday().to_monday_zero_offset();
+            self.windows
+                .iter()
+                .filter(move |w| w.days & day_bit != 0)
+                .filter_map(move |w| Some((w, self.instant(date, w.start_minute)?, self.instant(date, w.end_minute)?)))
+        })
     }
 
     /// The instant of `minute` after local midnight of `date` (1440: the next midnight).
