@@ -130,7 +130,9 @@ async fn an_agent_token_changes_only_its_own_pods_reported_annotations() -> Resu
 
     // The policy takes a moment to reach the apiserver's admission: wait until another pod is refused.
     let refused = wait_for("the agent policy in force", Duration::from_secs(30), || async {
-        Ok(run(&agent, annotate("visio-sfu-1", &load))?.err())
+        let mut probe = annotate("visio-sfu-1", &load);
+        probe.push("--dry-run=server".into());
+        Ok(run(&agent, probe)?.err())
     })
     .await?;
     ensure!(refused.contains("only its own pod"), "another pod, refused by the policy: {refused}");

@@ -216,7 +216,9 @@ async fn status_drain_and_report_of_a_tenant() -> Result<()> {
     let ran = plugin(&ministry, &["drain", "visio-sfu-0", "-n", OTHER])?;
     ensure!(!ran.ok && ran.stderr.contains("forbidden"), "another tenant's pod: {} {}", ran.stdout, ran.stderr);
     ensure!(annotation(&other_pods.get("visio-sfu-0").await?, DRAIN_REQUESTED).is_none(), "B's pod was marked");
-    // The admin may not write the operator's own marks: the policy holds (it takes a moment to load).
+    // The admin may not write the operator's own marks: the policy holds (it takes a moment to load;
+    // the probe is a server-side dry run, so that an attempt admitted before then changes nothing: a
+    // drain-since that got through would have the operator drain the pod at once).
     let as_admin = |args: &[&str]| -> Result<visio_e2e::process::Output> {
         let mut a = vec!["--as", "agent-du-ministere", "--as-group", ADMINS];
         a.extend_from_slice(args);
@@ -224,7 +226,7 @@ async fn status_drain_and_report_of_a_tenant() -> Result<()> {
     };
     let since = format!("{DRAIN_SINCE}=2026-12-05T00:00:00Z");
     let refused = wait_for("the tenant admin policy in force", Duration::from_secs(30), || async {
-        let out = as_admin(&["annotate", "pod", "-n", NS, "visio-sfu-1", &since])?;
+        let out = as_admin(&["annotate", "pod", "-n", NS, "visio-sfu-1", &since, "--dry-run=server"])?;
         Ok((!out.ok).then_some(out.stderr))
     })
     .await?;
