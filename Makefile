@@ -46,12 +46,11 @@ crds: build ## Regenerate crds/ from the Rust types (and the chart's copies, ins
 manifests: ## Regenerate helm/visio-operator/crds/ (from crds/) and manifests/install.yaml (the chart rendered)
 	e2e/render-manifests
 
-image: ## The operator's image, built here with buildah from the release binary: dist/visio-operator-<version>.oci.tar
-	$(CARGO) build --locked --release -p visio-operator --bin visio-operator
+image: ## The operator's image (with kubectl-visio), built here with buildah from the release binaries: dist/visio-operator-<version>.oci.tar
+	$(CARGO) build --locked --release -p visio-operator --bin visio-operator -p kubectl-visio --bin kubectl-visio
 	packaging/build-image
 
 release: image ## dist/release-<version>/: image archive, chart package, CRDs, install.yaml, SBOM, kubectl-visio + krew manifest, SHA256SUMS (docs/release.md)
-	$(CARGO) build --locked --release -p kubectl-visio --bin kubectl-visio
 	packaging/release
 
 licenses: ## Every crate's license against deny.toml (cargo deny, offline; installs cargo-deny once if missing)

@@ -2,8 +2,9 @@
 //! chart runs it:
 //!
 //! - its config and contents, read from the archive (skopeo, tar), not assumed: the tag and version
-//!   label are the crate's version, user 65532, one binary at /usr/local/bin, no shell, no package
-//!   manager, nothing writable, under the 30 MB compressed budget;
+//!   label are the crate's version, user 65532, two programs at /usr/local/bin (the operator, which is
+//!   also the agent, and `kubectl-visio`), no shell, no package manager, nothing writable, under the
+//!   30 MB compressed budget;
 //! - the operator RUNS FROM THE IMAGE under podman (runc, read-only root without even a /tmp, every
 //!   capability dropped, host network to reach the loopback apiserver), authenticated only by a token
 //!   of the chart's ServiceAccount mounted where Kubernetes mounts it, with the chart's own arguments:
@@ -11,7 +12,10 @@
 //! - the agent from the same image stands in for an SFU pod's agent, with the agent's own
 //!   ServiceAccount token, answers its health endpoint (also through the exec probe the operator wrote,
 //!   which needs the binary on PATH), and refuses to start without its required settings;
-//! - `crds` from the image prints the CRDs of this source.
+//! - `crds` from the image prints the CRDs of this source;
+//! - `kubectl-visio` from the image, run the way on-call runs it in a cluster with no plugin installed
+//!   (`kubectl exec deploy/visio-operator -- kubectl-visio status`: in-cluster config, the operator's
+//!   ServiceAccount), shows the example tenant.
 //!
 //! Every container is removed when the test ends, also when it fails.
 
@@ -203,7 +207,7 @@ fn layer_entries(archive: &Path, digest: &str) -> Result<Vec<(String, String, St
 }
 
 #[test]
-fn the_image_is_one_non_root_binary_without_a_shell() -> Result<()> {
+fn the_image_is_two_non_root_programs_without_a_shell() -> Result<()> {
     let archive = archive()?;
     let oci = format!("oci-archive:{}", archive.display());
 
@@ -239,7 +243,11 @@ fn the_image_is_one_non_root_binary_without_a_shell() -> Result<()> {
     assert!(paths.contains(&"usr/local/bin/visio-operator"), "{paths:?}");
     let executables: Vec<&str> =
         files.iter().filter(|(m, _, p)| m.contains('x') && !p.contains(".so")).map(|(_, _, p)| p.as_str()).collect();
-    assert_eq!(executables, ["usr/local/bin/visio-operator"], "the only program in the image");
+    assert_eq!(
+        executables,
+        ["usr/local/bin/kubectl-visio", "usr/local/bin/visio-operator"],
+        "the only programs in the image (the dynamic linker is a .so)"
+    );
     for (mode, owner, path) in &entries {
         let base = path.rsplit('/').next().unwrap_or(path);
         assert!(
@@ -252,7 +260,7 @@ fn the_image_is_one_non_root_binary_without_a_shell() -> Result<()> {
         assert_eq!(owner, "0/0", "{path} owned by {owner}");
         assert!(mode.starts_with('l') || !mode[4..].contains('w'), "{path} is writable by others ({mode})");
     }
-    assert!(files.len() <= 16, "only the binary, its libraries and a few /etc files: {paths:?}");
+    assert!(files.len() <= 17, "only the two programs, their libraries and a few /etc files: {paths:?}");
 
     // No shell at run time either.
     let image = load_image()?;
@@ -273,6 +281,15 @@ fn crds_from_the_image_are_this_source_s() -> Result<()> {
     let mut cmd = podman(&["run", "--rm"]);
     let out = ok(cmd.args(RUN_FLAGS).args([image.as_str(), "crds"]))?;
     assert_eq!(out, visio_operator::api::crds_yaml()?, "`crds` from the image");
+    Ok(())
+}
+
+#[test]
+fn kubectl_visio_from_the_image_is_this_version() -> Result<()> {
+    let image = load_image()?;
+    let mut cmd = podman(&["run", "--rm", "--entrypoint", "/usr/local/bin/kubectl-visio"]);
+    let out = ok(cmd.args(RUN_FLAGS).args([image.as_str(), "--version"]))?;
+    assert_eq!(out.trim(), format!("kubectl visio {VERSION}"), "`kubectl-visio --version` from the image");
     Ok(())
 }
 
@@ -385,6 +402,17 @@ async fn image_proof(cluster: &OwnCluster, scratch: &Scratch, containers: &mut V
     })
     .await?;
     eprintln!("image: operator container started, example tenant Ready after {:.1?}", started.elapsed());
+
+    // The plugin from the same image, as `kubectl exec deploy/visio-operator -- kubectl-visio status`
+    // runs it: in-cluster config, the operator's ServiceAccount (whatever it may not read, Warning
+    // Events, the screen goes without).
+    let mut cmd = podman(&["run", "--rm", "--entrypoint", "/usr/local/bin/kubectl-visio"]);
+    cmd.args(RUN_FLAGS).args(&flags).args([image_ref().as_str(), "status", "-n", tenant, "visio", "-o", "json"]);
+    let status: Value = serde_json::from_str(&ok(&mut cmd).context("kubectl-visio status from the image")?)?;
+    let view = &status[0];
+    assert_eq!(view["namespace"], tenant, "{status}");
+    assert_eq!(view["name"], "visio", "{status}");
+    assert!(view["pods"].as_array().is_some_and(|p| !p.is_empty()), "the tenant's SFU pods: {status}");
 
     // The agent from the same image, in place of an SFU pod's agent container: that pod's name, the
     // token of the agent's own ServiceAccount (which the operator created), and its readiness probe's
