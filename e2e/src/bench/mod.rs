@@ -6,6 +6,7 @@
 //! each bench has its own run type and renderer ([`tenants`]). A new bench adds a module with its run
 //! type, a `markdown` and a `pictures` function, and one arm in [`render`].
 
+pub mod fleet;
 pub mod svg;
 pub mod tenants;
 
@@ -74,6 +75,10 @@ pub fn render(name: &str, text: &str) -> Result<Rendered> {
             let doc: Doc<tenants::Run> = serde_json::from_value(v)?;
             Ok(Rendered { markdown: tenants::markdown(name, &doc)?, pictures: tenants::pictures(name, &doc)? })
         }
+        Some("fleet") => {
+            let doc: Doc<fleet::Run> = serde_json::from_value(v)?;
+            Ok(Rendered { markdown: fleet::markdown(name, &doc)?, pictures: fleet::pictures(name, &doc)? })
+        }
         other => bail!("docs/bench/{name}.json: no renderer for bench {other:?}"),
     }
 }
@@ -92,6 +97,23 @@ pub fn with_block(readme: &str, name: &str, block: &str) -> Option<String> {
     let start = readme.find(&begin)? + begin.len();
     let stop = start + readme[start..].find(&end)?;
     Some(format!("{}\n{}{}", &readme[..start], block, &readme[stop..]))
+}
+
+/// Renders every committed document into the README's blocks and docs/bench/'s pictures (what
+/// `bench-report --write` does, and `e2e/bench fleet` once it wrote its document).
+pub fn write_all(repo: &std::path::Path) -> Result<()> {
+    let path = repo.join("README.md");
+    let mut readme = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    for (name, text) in documents(&repo.join("docs/bench"))? {
+        let r = render(&name, &text)?;
+        readme = with_block(&readme, &name, &r.markdown)
+            .with_context(|| format!("README.md has no `<!-- bench-report {name}: ... -->` markers"))?;
+        for (file, svg) in r.pictures {
+            std::fs::write(repo.join("docs/bench").join(file), svg)?;
+        }
+    }
+    std::fs::write(&path, readme)?;
+    Ok(())
 }
 
 /// Every document under docs/bench/, by name (the file stem), in name order; but the morning-peak reports,

@@ -92,6 +92,77 @@ pub fn line_chart(c: &Chart) -> Result<String> {
     Ok(out + "\n")
 }
 
+/// One panel of a [`timeline_chart`]: its y axis and its lines.
+pub struct Panel<'a> {
+    pub y_label: &'a str,
+    pub series: Vec<Series>,
+}
+
+/// A figure that holds its value until the next point (a count over time).
+fn steps(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len() * 2);
+    for (i, &(x, y)) in points.iter().enumerate() {
+        if i > 0 {
+            out.push((x, points[i - 1].1));
+        }
+        out.push((x, y));
+    }
+    out
+}
+
+/// Panels stacked over one time axis, 640 x 200 per panel, each series drawn as steps. A series whose
+/// name starts with `visio-operator` is blue, any other red; a series about pods on their way out is
+/// thinner and lighter.
+pub fn timeline_chart(title: &str, x_label: &str, panels: &[Panel]) -> Result<String> {
+    let mut out = String::new();
+    {
+        let height = 40 + 200 * panels.len() as u32;
+        let root = SVGBackend::with_string(&mut out, (640, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+        let root = root.titled(title, ("sans-serif", 16)).map_err(|e| anyhow!("{e}"))?;
+        let xs = panels.iter().flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
+        let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+        if !(x0.is_finite() && x1.is_finite() && x1 > x0) {
+            return Err(anyhow!("{title}: nothing to draw"));
+        }
+        for (panel, area) in panels.iter().zip(root.split_evenly((panels.len(), 1))) {
+            let y1 = panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.15;
+            let mut chart = ChartBuilder::on(&area)
+                .margin(8)
+                .x_label_area_size(32)
+                .y_label_area_size(48)
+                .build_cartesian_2d(x0..x1, 0.0..y1)
+                .map_err(|e| anyhow!("{e}"))?;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(panel.y_label)
+                .light_line_style(WHITE.mix(0.0))
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+            for s in &panel.series {
+                let base = if s.name.starts_with("visio-operator") { COLORS[0] } else { COLORS[1] };
+                let leaving = s.name.contains("draining");
+                let style = if leaving { base.mix(0.45).stroke_width(1) } else { base.stroke_width(2) };
+                chart
+                    .draw_series(LineSeries::new(steps(&s.points), style))
+                    .map_err(|e| anyhow!("{e}"))?
+                    .label(s.name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK.mix(0.3))
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(out + "\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +185,24 @@ mod tests {
         assert_eq!(a, line_chart(&chart()).unwrap());
         let empty = Chart { series: vec![], goal: None, ..chart() };
         assert!(line_chart(&empty).is_err());
+    }
+
+    #[test]
+    fn counts_over_time_are_steps_and_panels_share_the_time_axis() {
+        assert_eq!(
+            steps(&[(0.0, 1.0), (2.0, 3.0), (5.0, 2.0)]),
+            [(0.0, 1.0), (2.0, 1.0), (2.0, 3.0), (5.0, 3.0), (5.0, 2.0)]
+        );
+        let series = |name: &str| Series { name: name.into(), points: vec![(-3.0, 2.0), (10.0, 4.0)] };
+        let panels = || {
+            [
+                Panel { y_label: "pods", series: vec![series("visio-operator: pods"), series("chart baseline: pods")] },
+                Panel { y_label: "meetings", series: vec![series("visio-operator: meetings open")] },
+            ]
+        };
+        let a = timeline_chart("3. upgrade", "seconds", &panels()).unwrap();
+        assert!(a.starts_with("<svg") && a.contains("3. upgrade") && a.contains("chart baseline: pods"), "{a:.300}");
+        assert_eq!(a, timeline_chart("3. upgrade", "seconds", &panels()).unwrap());
+        assert!(timeline_chart("x", "s", &[Panel { y_label: "pods", series: vec![] }]).is_err());
     }
 }

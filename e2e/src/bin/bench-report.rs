@@ -3,8 +3,8 @@
 //! rewrites the README's blocks (between their `<!-- bench-report <name>: ... -->` markers) and the
 //! pictures docs/bench/*.svg, which tests/bench_report.rs checks for drift.
 
-use anyhow::{bail, Context, Result};
-use visio_e2e::bench::{documents, render, with_block};
+use anyhow::{bail, Result};
+use visio_e2e::bench::{documents, render, write_all};
 
 fn main() -> Result<()> {
     let repo = visio_e2e::repo();
@@ -15,19 +15,7 @@ fn main() -> Result<()> {
                 println!("{}", render(name, text)?.markdown);
             }
         }
-        Some("--write") => {
-            let path = repo.join("README.md");
-            let mut readme = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            for (name, text) in &docs {
-                let r = render(name, text)?;
-                readme = with_block(&readme, name, &r.markdown)
-                    .with_context(|| format!("README.md has no `<!-- bench-report {name}: ... -->` markers"))?;
-                for (file, svg) in r.pictures {
-                    std::fs::write(repo.join("docs/bench").join(file), svg)?;
-                }
-            }
-            std::fs::write(&path, readme)?;
-        }
+        Some("--write") => write_all(&repo)?,
         Some(other) => bail!("usage: bench-report [--write] (not {other})"),
     }
     Ok(())

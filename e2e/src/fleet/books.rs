@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use visio_operator::pod_protocol::Load;
 
@@ -72,6 +73,30 @@ pub struct Outcome {
     pub forced_ends: BTreeMap<String, Vec<String>>,
     /// Every distinct load annotation the harness saw, in order: (pod, when first seen, load).
     pub loads: Vec<(String, i64, Load)>,
+    /// The fleet over time: a sample at each tick where one of its figures changed.
+    pub timeline: Vec<Sample>,
+}
+
+/// The fleet at one instant, as the harness saw it (the pictures of `e2e/bench fleet`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// Pods holding a node: listed without a deletionTimestamp, plus (baseline) deleted pods whose
+    /// process still runs, as in `peak_pods`.
+    pub pods: usize,
+    /// Of those, the pods on their way out: draining (`visio.io/drain-since`) or Terminating.
+    pub leaving: usize,
+    /// Meetings open, and their participants.
+    pub meetings: usize,
+    pub participants: u32,
+}
+
+impl Sample {
+    /// The same figures (the instant apart).
+    pub fn same_figures(&self, other: &Sample) -> bool {
+        Sample { at_ms: 0, ..*self } == Sample { at_ms: 0, ..*other }
+    }
 }
 
 /// What happened to a join.

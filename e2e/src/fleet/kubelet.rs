@@ -17,7 +17,7 @@ use kube::ResourceExt;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, ChildStdout, Command};
 
-use super::books::{end, open_on, record_state, vanished, MeetingStatus};
+use super::books::{end, open_on, record_state, vanished, MeetingStatus, Sample};
 use super::real::{settle_participants, start_real_run};
 use super::standin::{call, final_state, StandinState};
 use super::view::PodView;
@@ -122,6 +122,18 @@ async fn tick(shared: &Shared, st: &mut State, list: kube::core::ObjectList<Pod>
         st.outcome.peak_listing = (now, listing);
     }
     st.outcome.peak_pods_all = st.outcome.peak_pods_all.max(views.len());
+    let open = st.meetings.values().filter(|m| m.status == MeetingStatus::Open);
+    let (meetings, participants) = open.fold((0, 0), |(n, p), m| (n + 1, p + m.participants));
+    let sample = Sample {
+        at_ms: now,
+        pods: active,
+        leaving: views.values().filter(|v| !v.terminating && v.drain_since.is_some()).count() + lingering,
+        meetings,
+        participants,
+    };
+    if st.outcome.timeline.last().is_none_or(|last| !last.same_figures(&sample)) {
+        st.outcome.timeline.push(sample);
+    }
     for v in views.values() {
         if let Some(load) = v.load {
             if st.last_load.get(&v.uid) != Some(&load) {

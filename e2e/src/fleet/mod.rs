@@ -57,7 +57,7 @@ use kube::Client;
 use serde_json::json;
 use visio_operator::pod_protocol::Load;
 
-pub use books::{Join, Meeting, MeetingStatus, Outcome};
+pub use books::{Join, Meeting, MeetingStatus, Outcome, Sample};
 pub use upgrade::Upgrade;
 pub use view::{PodView, View};
 pub use workload::{Churn, Workload};

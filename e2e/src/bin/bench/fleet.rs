@@ -5,7 +5,9 @@
 //! rendered by the same builder for the same tenant) with real participants, pods sized for 10
 //! participants so that both systems' clients fit two cores. The same seeded workload drives both; the
 //! table at the end puts them side by side: meetings cut, upgrade duration, peak pod count, scale-up
-//! reaction time.
+//! reaction time. Every run, with the fleet over time, is written to docs/bench/fleet.json
+//! (VISIO_BENCH_DOC elsewhere), and the README's block and pictures are rendered from it
+//! (`visio_e2e::bench::fleet`).
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
 use visio_e2e::baseline::{self, Hpa, HpaSpec};
+use visio_e2e::bench::fleet::Run as Row;
+use visio_e2e::bench::{Doc, Machine};
 use visio_e2e::fixtures::{fleet_visio_cluster as visiocluster, NEW_VERSION, OLD_VERSION, VC_NAME};
 use visio_e2e::fleet::{Churn, Fleet, FleetConfig, Join, StandinBackend, View, Workload};
 use visio_e2e::{client, kubeconfig_path, namespace, unix_ms};
@@ -38,22 +42,6 @@ impl System {
             System::Chart => "chart",
         }
     }
-}
-
-/// One line of the table.
-#[derive(Clone, Debug, Default)]
-struct Row {
-    scenario: &'static str,
-    system: &'static str,
-    opened: usize,
-    cut: usize,
-    /// Meetings ended by the operator at a drain deadline, after a warning.
-    ended_at_deadline: usize,
-    /// Seconds until done, or `None` when not done within the bound.
-    done_s: Option<f64>,
-    peak_pods: usize,
-    reaction_ms: Option<i64>,
-    note: String,
 }
 
 /// A fleet under test: the system, its harness, and (baseline) the HPA it may run.
@@ -134,11 +122,12 @@ impl Under {
 
     async fn finish(self, mut row: Row) -> Row {
         let outcome = self.fleet.stop().await;
-        row.system = self.system.label();
-        row.opened = outcome.opened as usize;
+        row.system = self.system.label().into();
+        row.meetings = outcome.opened as usize;
         row.cut = outcome.cuts.len();
         row.ended_at_deadline = outcome.ended_at_deadline.len();
         row.peak_pods = outcome.peak_pods;
+        row.timeline = outcome.timeline;
         for c in &outcome.cuts {
             eprintln!("[bench {}] cut: {c}", self.ns);
         }
@@ -191,9 +180,10 @@ async fn scale_up(system: System) -> Result<Row> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let row = Row {
-        scenario: "1. load rises",
+        scenario: "1. load rises".into(),
+        setting: "8 of 10 participants on one pod, threshold 70 %".into(),
         reaction_ms: reaction,
-        note: "8 participants on one pod sized for 10, threshold 70 %".into(),
+        action_ms: crossed,
         ..Row::default()
     };
     Ok(u.finish(row).await)
@@ -220,7 +210,7 @@ async fn scale_down(system: System) -> Result<Row> {
             u.hpa = Some(Hpa::new(u.client.clone(), &u.ns, spec));
         }
     }
-    let t0 = Instant::now();
+    let (t0, action_ms) = (Instant::now(), unix_ms());
     work.end_between(&long[5..], t0, Duration::ZERO, Duration::from_secs(10));
     work.end_between(&long[..5], t0, Duration::from_secs(10), Duration::from_secs(30));
     let mut at_one_in_api = None;
@@ -240,12 +230,14 @@ async fn scale_down(system: System) -> Result<Row> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let row = Row {
-        scenario: "2. load falls",
+        scenario: "2. load falls".into(),
+        setting: "28 participants on 3 pods, then 1 pod; the HPA with a 30 s window".into(),
         done_s: done,
         note: format!(
-            "3 -> 1 pods; the API showed 1 pod after {}",
+            "the API showed 1 pod after {}",
             at_one_in_api.map_or("-".into(), |d| format!("{:.1} s", d.as_secs_f64()))
         ),
+        action_ms,
         ..Row::default()
     };
     Ok(u.finish(row).await)
@@ -262,7 +254,7 @@ async fn upgrade(system: System) -> Result<Row> {
     let old_hash = u.fleet.view().await.only_hash()?;
     let mut work = Workload::new(3);
     let first = work.open_many(&u.fleet, "meeting", 40, (1, 2)).await?;
-    let t0 = Instant::now();
+    let (t0, action_ms) = (Instant::now(), unix_ms());
     u.upgrade().await?;
     work.end_between(&first, t0, Duration::from_secs(3), Duration::from_secs(35));
     work.churn(Some(Churn {
@@ -292,12 +284,18 @@ async fn upgrade(system: System) -> Result<Row> {
     work.churn(None);
     work.close_all(&u.fleet).await?;
     let note = match rollout_said_done {
-        Some(d) => {
-            format!("10 pods, 40 meetings + 2/s; `kubectl rollout status` said done after {:.1} s", d.as_secs_f64())
-        }
-        None => "10 pods, 40 meetings + 2/s, maxSurge 2, maxDraining 2".into(),
+        Some(d) => format!("`kubectl rollout status` said done after {:.1} s", d.as_secs_f64()),
+        None => String::new(),
     };
-    Ok(u.finish(Row { scenario: "3. upgrade, 10 pods", done_s: done, note, ..Row::default() }).await)
+    let row = Row {
+        scenario: "3. upgrade".into(),
+        setting: "10 pods, 40 meetings + 2/s, maxSurge 2, maxDraining 2".into(),
+        done_s: done,
+        note,
+        action_ms,
+        ..Row::default()
+    };
+    Ok(u.finish(row).await)
 }
 
 /// Scenario 4: a meeting that never ends, on a fleet of two pods being upgraded. Bounded at 150 s.
@@ -310,7 +308,7 @@ async fn never_ending(system: System) -> Result<Row> {
     let Join::Joined(_) = u.fleet.open("forever", 3).await? else { bail!("no pod for the meeting") };
     let mut work = Workload::new(4);
     let short = work.open_many(&u.fleet, "short", 3, (2, 3)).await?;
-    let t0 = Instant::now();
+    let (t0, action_ms) = (Instant::now(), unix_ms());
     u.upgrade().await?;
     work.end_between(&short, t0, Duration::from_secs(2), Duration::from_secs(6));
     let done = loop {
@@ -333,68 +331,15 @@ async fn never_ending(system: System) -> Result<Row> {
         }
         other => format!("{other:?}"),
     };
-    Ok(u.finish(Row { scenario: "4. never-ending meeting", done_s: done, note: fate, ..Row::default() }).await)
-}
-
-/// The median of the runs' values (the lower middle one for an even count); `None` if any run had none.
-fn median<T: Copy + PartialOrd>(values: &[Option<T>]) -> Option<T> {
-    let mut v: Vec<T> = values.iter().copied().collect::<Option<Vec<T>>>()?;
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    v.get((v.len().max(1) - 1) / 2).copied()
-}
-
-/// One row per scenario and system: medians over the runs, with every run's figure in the notes.
-fn summarise(runs: &[Vec<Row>]) -> Vec<Row> {
-    let Some(first) = runs.first() else { return Vec::new() };
-    (0..first.len())
-        .map(|i| {
-            let all: Vec<&Row> = runs.iter().filter_map(|r| r.get(i)).collect();
-            let med =
-                |f: &dyn Fn(&Row) -> usize| median(&all.iter().map(|r| Some(f(r))).collect::<Vec<_>>()).unwrap_or(0);
-            let mut row = first[i].clone();
-            row.opened = med(&|r| r.opened);
-            row.cut = all.iter().map(|r| r.cut).max().unwrap_or(0);
-            row.ended_at_deadline = med(&|r| r.ended_at_deadline);
-            row.peak_pods = all.iter().map(|r| r.peak_pods).max().unwrap_or(0);
-            row.done_s = median(&all.iter().map(|r| r.done_s).collect::<Vec<_>>());
-            row.reaction_ms = median(&all.iter().map(|r| r.reaction_ms).collect::<Vec<_>>());
-            if all.len() > 1 {
-                let each: Vec<String> = all
-                    .iter()
-                    .map(|r| match (r.reaction_ms, r.done_s) {
-                        (Some(ms), _) => format!("{ms} ms"),
-                        (_, Some(s)) => format!("{s:.1} s"),
-                        _ => "-".into(),
-                    })
-                    .collect();
-                row.note = format!("{}; runs: {}", row.note, each.join(", "));
-            }
-            row
-        })
-        .collect()
-}
-
-fn print_table(rows: &[Row]) {
-    println!();
-    println!("| scenario | system | meetings opened | cut | ended at deadline (warned) | done after | peak pods | scale-up reaction | notes |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
-    for r in rows {
-        let done = match (r.scenario.starts_with("1."), r.done_s) {
-            (true, _) => "-".to_string(),
-            (false, Some(s)) => format!("{s:.1} s"),
-            (false, None) => "not done (bound)".to_string(),
-        };
-        let reaction = match (r.scenario.starts_with("1."), r.reaction_ms) {
-            (false, _) => "-".to_string(),
-            (true, Some(ms)) if ms < 10_000 => format!("{ms} ms"),
-            (true, Some(ms)) => format!("{:.1} s", ms as f64 / 1000.0),
-            (true, None) => "none within 180 s".to_string(),
-        };
-        println!(
-            "| {} | {} | {} | {} | {} | {done} | {} | {reaction} | {} |",
-            r.scenario, r.system, r.opened, r.cut, r.ended_at_deadline, r.peak_pods, r.note
-        );
-    }
+    let row = Row {
+        scenario: "4. upgrade with a never-ending meeting".into(),
+        setting: "2 pods, drain deadline 60 s".into(),
+        done_s: done,
+        note: fate,
+        action_ms,
+        ..Row::default()
+    };
+    Ok(u.finish(row).await)
 }
 
 async fn both<F, Fut>(scenario: F) -> Result<Vec<Row>>
@@ -406,21 +351,41 @@ where
     Ok(vec![a.context("visio-operator")?, b.context("chart baseline")?])
 }
 
-/// Runs every scenario `runs` times and prints the table of medians (cuts and peaks: the worst run).
+/// Runs every scenario `runs` times, writes every run to the results document and renders the README's
+/// block and pictures from it (medians; cuts and peaks: the worst run).
 pub async fn run(runs: usize) -> Result<()> {
+    let env = |k: &str| std::env::var(k).with_context(|| format!("{k} (set by e2e/bench)"));
+    let mut doc = Doc {
+        bench: "fleet".into(),
+        commit: env("VISIO_BENCH_COMMIT")?,
+        date: env("VISIO_BENCH_DATE")?,
+        command: env("VISIO_BENCH_COMMAND")?,
+        machine: Machine::read()?,
+        load: format!(
+            "load average at the start {}",
+            std::fs::read_to_string("/proc/loadavg")?.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        ),
+        runs: Vec::new(),
+    };
     let started = Instant::now();
-    let mut all = Vec::new();
-    for n in 0..runs {
-        eprintln!("bench fleet: run {} of {runs}", n + 1);
-        let mut rows = Vec::new();
-        rows.extend(both(scale_up).await?);
-        rows.extend(both(scale_down).await?);
-        rows.extend(both(upgrade).await?);
-        rows.extend(both(never_ending).await?);
-        all.push(rows);
+    for n in 1..=runs {
+        eprintln!("bench fleet: run {n} of {runs}");
+        for mut row in [both(scale_up).await?, both(scale_down).await?, both(upgrade).await?, both(never_ending).await?]
+            .into_iter()
+            .flatten()
+        {
+            row.repetition = n;
+            doc.runs.push(row);
+        }
     }
-    println!("\nSFU fleet, {runs} run(s): medians; `cut` and `peak pods` are the worst run");
-    print_table(&summarise(&all));
-    println!("\n(bench fleet took {:.0} s)", started.elapsed().as_secs_f64());
+    let repo = visio_e2e::repo();
+    let path = std::env::var_os("VISIO_BENCH_DOC").map_or_else(|| repo.join("docs/bench/fleet.json"), Into::into);
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    println!("\n{}", visio_e2e::bench::fleet::markdown("fleet", &doc)?);
+    println!("(bench fleet took {:.0} s; written: {})", started.elapsed().as_secs_f64(), path.display());
+    if path.starts_with(repo.join("docs/bench")) {
+        visio_e2e::bench::write_all(&repo)?;
+        println!("rendered: the README's block and the pictures (docs/bench/fleet-*.svg)");
+    }
     Ok(())
 }
