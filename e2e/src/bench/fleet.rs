@@ -60,7 +60,8 @@ fn summary(runs: &[&Run]) -> Run {
                 _ => "-".into(),
             })
             .collect();
-        row.note = format!("{}; runs: {}", row.note, each.join(", "));
+        let runs = format!("runs: {}", each.join(", "));
+        row.note = if row.note.is_empty() { runs } else { format!("{}; {runs}", row.note) };
     }
     row
 }
