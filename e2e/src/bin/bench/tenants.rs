@@ -447,10 +447,10 @@ pub fn report(file: &str, doc_path: &str) -> Result<()> {
         date: env("VISIO_BENCH_DATE")?,
         command: env("VISIO_BENCH_COMMAND")?,
         machine: Machine::read()?,
-        load: env("VISIO_BENCH_LOAD").unwrap_or_else(|_| {
-            "cores shared with other engineers' builds: the load average at each run's start is in its line below"
-                .into()
-        }),
+        // What else ran is not known here: the load average at each run's start says it (VISIO_BENCH_LOAD
+        // for a note of the person who ran it).
+        load: env("VISIO_BENCH_LOAD")
+            .unwrap_or_else(|_| "the load average at each run's start is in its line below".into()),
         runs,
     };
     let cores = doc.machine.cores;
