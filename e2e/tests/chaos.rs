@@ -430,6 +430,25 @@ async fn waits_for_the_crds_then_reconciles() -> Result<()> {
 const CRDS: [&str; 3] = ["visioclusters.visio.io", "captionpools.visio.io", "retentionpolicies.visio.io"];
 
 async fn missing_crds(c: &mut OwnCluster) -> Result<()> {
+    // The control plane installed the CRDs a moment ago. A CRD deleted while its watch cache still
+    // initializes can stay Terminating for minutes (the apiserver's CRD finalizer cannot list the
+    // instances: "storage is (re)initializing", seen once under load): delete once every kind lists
+    // from the cache (resourceVersion=0 is served by it, and refused while it initializes).
+    for crd in CRDS {
+        let plural = crd.split('.').next().unwrap_or(crd);
+        let path = format!("/apis/visio.io/v1alpha1/{plural}?resourceVersion=0&limit=1");
+        let c_ = &*c;
+        poll(
+            &format!("{plural} listed from the watch cache"),
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                let path = path.clone();
+                async move { Ok(c_.kubectl(&["get", "--raw", &path], None).ok().map(|_| ())) }
+            },
+        )
+        .await?;
+    }
     let mut args = vec!["delete", "crd", "--wait=false"];
     args.extend(CRDS);
     c.kubectl(&args, None)?;
