@@ -433,10 +433,12 @@ async fn missing_crds(c: &mut OwnCluster) -> Result<()> {
     // The control plane installed the CRDs a moment ago. A CRD deleted while its watch cache still
     // initializes can stay Terminating for minutes (the apiserver's CRD finalizer cannot list the
     // instances: "storage is (re)initializing", seen once under load): delete once every kind lists
-    // from the cache (resourceVersion=0 is served by it, and refused while it initializes).
+    // from the cache. resourceVersion=0 without a limit is served by the cache and refused (429) while
+    // it initializes; with a limit the apiserver would answer from etcd instead (k8s.io/apiserver
+    // v0.35.4, storage/cacher/delegator.go: shouldDelegateListOnNotReadyCache).
     for crd in CRDS {
         let plural = crd.split('.').next().unwrap_or(crd);
-        let path = format!("/apis/visio.io/v1alpha1/{plural}?resourceVersion=0&limit=1");
+        let path = format!("/apis/visio.io/v1alpha1/{plural}?resourceVersion=0");
         let c_ = &*c;
         poll(
             &format!("{plural} listed from the watch cache"),
