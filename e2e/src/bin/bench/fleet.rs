@@ -182,6 +182,7 @@ async fn scale_up(system: System) -> Result<Row> {
     let row = Row {
         scenario: "1. load rises".into(),
         setting: "8 of 10 participants on one pod, threshold 70 %".into(),
+        measures_reaction: true,
         reaction_ms: reaction,
         action_ms: crossed,
         ..Row::default()
