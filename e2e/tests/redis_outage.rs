@@ -81,7 +81,15 @@ async fn a_redis_outage_restarts_no_sfu_and_raises_the_alert_condition() -> Resu
     let status = vc.status.clone().context("status")?;
     ensure!(status.sfu.ready == 0 && status.sfu.current == 2, "status counts: {:?}", status.sfu);
     ensure!(status.sfu.desired == 2, "the planner did not scale up for pods that lost readiness: {:?}", status.sfu);
-    ensure!(metric(series).await? == Some(0.0), "{series} is 0 (the alert's input)");
+    // The reconcile writes the status, then sets the gauges (controllers/visiocluster/status.rs): the
+    // series follows the condition by a moment.
+    let gauge_at = |v: f64| async move {
+        wait_for(&format!("{series} at {v}"), Duration::from_secs(10), || async move {
+            Ok((metric(series).await? == Some(v)).then_some(()))
+        })
+        .await
+    };
+    gauge_at(0.0).await.context("the alert's input")?;
     let events: Api<Event> = Api::namespaced(client.clone(), NS);
     let warned = events
         .list(&ListParams::default())
@@ -104,7 +112,7 @@ async fn a_redis_outage_restarts_no_sfu_and_raises_the_alert_condition() -> Resu
         Ok(ok.then_some(()))
     })
     .await?;
-    ensure!(metric(series).await? == Some(2.0), "{series} back to 2");
+    gauge_at(2.0).await.context("back to 2")?;
     ensure!(sfu_pods(&client).await? == before, "still the same two pods");
     Ok(())
 }
